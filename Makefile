@@ -1,0 +1,62 @@
+# lokal: two commands for a fresh machine.
+#   make demo   set everything up (.venv, torch CPU wheel, lokal[all], default GGUF) and run the demo
+#   make test   set up what the tests need and run the whole suite (lint, types, tests offline)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch first, pinned to the CPU wheel: a bare `torch` requirement resolves to a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup model demo test lint typecheck pytest wheel-check clean
+
+LINK   := $(VENV)/.linked
+SOURCES := $(shell find core integrations agent -name '*.py' -o -name '*.json' -o -name 'py.typed')
+
+setup: $(STAMP) $(LINK)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet --editable '.[all]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install --quiet --group dev
+	touch $@
+
+# Strict editable installs link each file: re-link when modules are added or removed.
+$(LINK): $(STAMP) $(SOURCES)
+	$(BIN)/python -m pip install --quiet --no-deps --editable . --config-settings editable_mode=strict
+	touch $@
+
+# The default GGUF (q8_0, packed from the bundled all-MiniLM-L6-v2 weights) in lokal's model cache.
+model: setup
+	$(BIN)/lokal models info --backend gguf >/dev/null 2>&1 || $(BIN)/lokal models pack all-MiniLM-L6-v2
+
+demo: model
+	$(BIN)/python examples/demo.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check core integrations agent
+
+typecheck: setup
+	$(BIN)/mypy core
+
+# Tests run with the network cut off for them and every process they start.
+pytest: setup
+	tests/offline $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+# Build the wheel, install it into a fresh environment, import every subpackage.
+wheel-check: setup
+	rm -rf dist /tmp/lokal-wheel-check
+	$(BIN)/python -m build --wheel --outdir dist . >/dev/null
+	$(PYTHON) -m venv /tmp/lokal-wheel-check
+	/tmp/lokal-wheel-check/bin/python -m pip install --quiet dist/lokal-*.whl
+	/tmp/lokal-wheel-check/bin/python -c "import lokal, lokal.backends, lokal.integrations, lokal.agent, lokal.agent.cli, lokal.embedder, lokal.packing; print('wheel ok:', lokal.__file__)"
+	/tmp/lokal-wheel-check/bin/lokal --help >/dev/null
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""lokal's programs: the ``lokal`` command (and, later, the watcher daemon and HTTP server)."""

@@ -1,0 +1,66 @@
+"""lokal: local text embeddings and reranking for retrieval, with no text leaving the machine.
+
+``import lokal`` is light: models, torch and llama.cpp load on first use.
+
+>>> from lokal import Embedder
+>>> Embedder().embed_documents(["local text stays local"]).vectors.shape
+(1, 384)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lokal.errors import (
+    IntegrityError,
+    LokalError,
+    MissingDependency,
+    ModelLoadError,
+    ModelMismatch,
+    ModelNotFound,
+    ProfileError,
+    TextTooLong,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from lokal.embedder import Embedder, EmbedResult, Truncated, TruncationWarning
+    from lokal.identity import ModelIdentity
+    from lokal.profiles import Profile
+
+_LAZY = {
+    "Embedder": "lokal.embedder",
+    "EmbedResult": "lokal.embedder",
+    "Truncated": "lokal.embedder",
+    "TruncationWarning": "lokal.embedder",
+    "ModelIdentity": "lokal.identity",
+    "Profile": "lokal.profiles",
+}
+
+__all__ = [
+    "EmbedResult",
+    "Embedder",
+    "IntegrityError",
+    "LokalError",
+    "MissingDependency",
+    "ModelIdentity",
+    "ModelLoadError",
+    "ModelMismatch",
+    "ModelNotFound",
+    "Profile",
+    "ProfileError",
+    "TextTooLong",
+    "Truncated",
+    "TruncationWarning",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'lokal' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

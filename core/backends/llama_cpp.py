@@ -1,0 +1,164 @@
+"""The llama.cpp backend: GGUF embedding models through llama-cpp-python.
+
+llama.cpp aborts the whole process (GGML_ASSERT, SIGABRT — Python cannot catch it) when a
+sequence is longer than ``n_ubatch`` or the model's training context, and
+``Llama.embed(truncate=True)`` cuts at ``n_batch`` and drops the closing separator. So this
+backend tokenizes every text itself, cuts what is too long while keeping the closing special
+tokens, and hands llama.cpp token lists that always fit. Short texts are packed several to a
+decode (up to ``n_batch`` tokens and ``max_sequences`` sequences), which decides the speed for
+queries and titles.
+
+Settings are the ones measured fastest on CPU (MODELS.md): flash attention on,
+``n_batch == n_ubatch``, context no larger than the model's training context.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lokal.errors import MissingDependency, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+#: Physical batch size floor: measured fastest for ~200-token passages on 2 cores.
+MIN_UBATCH = 256
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+class LlamaCppBackend:
+    name = "gguf"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        context_length: int | None = None,
+        n_gpu_layers: int = 0,
+        n_threads: int | None = None,
+        max_sequences: int = 64,
+    ) -> None:
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise MissingDependency(extra="gguf", feature="the GGUF (llama.cpp) backend") from exc
+        from lokal.gguf import read_metadata
+        from lokal.models import gguf_quantization
+
+        meta = read_metadata(path)  # a malformed file fails here, clearly, not inside C
+        arch = str(meta.get("general.architecture", ""))
+        n_ctx_train = int(meta.get(f"{arch}.context_length") or 512)
+        self.max_tokens = min(context_length or n_ctx_train, n_ctx_train)
+        # Every sequence must fit in one ubatch, and n_batch == n_ubatch (else llama.cpp aborts).
+        n_batch = max(self.max_tokens, min(MIN_UBATCH, n_ctx_train))
+        threads = n_threads or default_threads()
+        self._llama_cpp = llama_cpp
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                embedding=True,
+                n_ctx=n_batch,
+                n_batch=n_batch,
+                n_ubatch=n_batch,
+                flash_attn=True,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            msg = f"llama.cpp could not load {path}: {exc}"
+            raise ModelLoadError(msg) from exc
+        self.n_batch = n_batch
+        self.max_sequences = max(1, min(max_sequences, self._llm.context_params.n_seq_max))
+        self.dimension = int(self._llm.n_embd())
+        self.quantization = gguf_quantization(meta)
+        self._lock = threading.Lock()
+        # The special tokens the tokenizer adds around a text ([CLS] ... [SEP] for BERT):
+        # a cut text keeps its closing ones.
+        empty = self._llm.tokenize(b"", add_bos=True, special=False)
+        self._suffix = empty[1:] if len(empty) > 1 else []
+        if self.max_tokens <= len(empty):
+            msg = f"{path}: context of {self.max_tokens} tokens is too small to embed anything"
+            raise ModelLoadError(msg)
+        log.info(
+            "loaded GGUF %s (%s, %d dims, context %d, n_batch %d, %d threads)",
+            path,
+            self.quantization,
+            self.dimension,
+            self.max_tokens,
+            n_batch,
+            threads,
+        )
+
+    def _tokenize(self, text: str) -> list[int]:
+        raw = text.encode("utf-8", errors="replace")
+        return self._llm.tokenize(raw, add_bos=True, special=False)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        with self._lock:
+            return [len(self._tokenize(t)) for t in texts]
+
+    def _fit(self, tokens: list[int], limit: int) -> list[int]:
+        if len(tokens) <= limit:
+            return tokens
+        keep = limit - len(self._suffix)
+        return tokens[:keep] + self._suffix
+
+    def embed(self, texts: Sequence[str], max_tokens: int) -> tuple[np.ndarray, list[int]]:
+        limit = min(max_tokens, self.max_tokens)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        counts: list[int] = []
+        with self._lock:
+            seqs = []
+            for t in texts:
+                tokens = self._tokenize(t)
+                counts.append(len(tokens))
+                seqs.append(self._fit(tokens, limit))
+            group: list[int] = []
+            group_tokens = 0
+            for i, tokens in enumerate(seqs):
+                if group and (
+                    group_tokens + len(tokens) > self.n_batch or len(group) >= self.max_sequences
+                ):
+                    self._decode(group, seqs, out)
+                    group, group_tokens = [], 0
+                group.append(i)
+                group_tokens += len(tokens)
+            if group:
+                self._decode(group, seqs, out)
+        return out, counts
+
+    def _decode(self, group: list[int], seqs: list[list[int]], out: np.ndarray) -> None:
+        llm: Any = self._llm
+        batch = llm._batch
+        ctx = llm._ctx
+        batch.reset()
+        for seq_id, i in enumerate(group):
+            batch.add_sequence(seqs[i], seq_id, True)
+        ctx.kv_cache_clear()
+        try:
+            ctx.decode(batch)
+        except RuntimeError as exc:
+            msg = f"llama.cpp failed to decode a batch of {len(group)} texts: {exc}"
+            raise ModelLoadError(msg) from exc
+        get = self._llama_cpp.llama_get_embeddings_seq
+        for seq_id, i in enumerate(group):
+            ptr = get(ctx.ctx, seq_id)
+            out[i] = np.ctypeslib.as_array(
+                ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.dimension,)
+            )
+        batch.reset()

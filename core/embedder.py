@@ -1,0 +1,351 @@
+"""The embedder: a resolved model, its profile, a backend, and the rules that keep them honest.
+
+- Queries and documents take separate paths (:meth:`Embedder.embed_queries`,
+  :meth:`Embedder.embed_documents`), each applying its own prefix from the profile.
+- Length is never silent: every text is measured with the model's own tokenizer (prefix
+  included). Longer than the model's context, it follows ``truncation``: ``"warn"`` cuts it and
+  emits one :class:`TruncationWarning` per call; ``"error"`` raises :class:`TextTooLong` before
+  anything is embedded. Each call's counts come back in its own :class:`EmbedResult`.
+- Exactly one vector per text, float32, normalized unless ``normalize=False``; ``dimensions``
+  slices to a Matryoshka size and re-normalizes.
+- Models load on first use, once per process: embedders with the same model and engine
+  settings share one loaded backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+
+from lokal import models
+from lokal.backends import Backend
+from lokal.errors import ProfileError, TextTooLong
+from lokal.identity import ModelIdentity
+from lokal.models import ResolvedModel
+from lokal.profiles import Profile
+
+log = logging.getLogger(__name__)
+
+TruncationPolicy = Literal["warn", "error"]
+TRUNCATION_POLICIES = ("warn", "error")
+
+
+class TruncationWarning(UserWarning):
+    """Texts were longer than the model's context and were cut (``truncation="warn"``)."""
+
+
+@dataclass(frozen=True)
+class Truncated:
+    """One text that was cut: its position in the call, its length and the limit (tokens)."""
+
+    index: int
+    tokens: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What one call produced: vectors (one row per input text) and its length accounting."""
+
+    vectors: np.ndarray
+    #: Tokens per text, prefix and special tokens included, before any cut.
+    token_counts: list[int]
+    truncated: list[Truncated] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.token_counts)
+
+    @property
+    def tokens_cut(self) -> int:
+        return sum(t.tokens - t.limit for t in self.truncated)
+
+    def tolist(self) -> list[list[float]]:
+        return [[float(x) for x in row] for row in self.vectors]
+
+
+# Loaded backends shared across embedders in this process (weak: freed with the last user).
+_LOADED: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
+_LOAD_LOCK = threading.Lock()
+
+
+class Embedder:
+    """Embeds queries and documents with a local model.
+
+    >>> emb = Embedder()                     # the embedded default, offline
+    >>> q = emb.embed_query("how do I reset the pump?")
+    >>> docs = emb.embed_documents(["Reset: hold the red button for 5 s."]).vectors
+
+    Args:
+        model: ``None`` (the embedded default), a ``.gguf`` path, a sentence-transformers
+            directory, a name in lokal's model cache, or a hub id (see :mod:`lokal.models`).
+        backend: ``"auto"``, ``"sentence-transformers"`` or ``"gguf"``. ``auto`` is
+            deterministic and says why it chose (``repr`` and a log line).
+        query_prefix, document_prefix: override the profile's prefixes; ``""`` disables.
+        truncation: ``"warn"`` (cut and warn) or ``"error"`` (raise :class:`TextTooLong`).
+        normalize: L2-normalize output vectors.
+        dimensions: Matryoshka output size; must be one the profile lists unless
+            ``force_dimensions=True``.
+        batch_size: texts per forward pass (sentence-transformers) or sequences per decode (GGUF).
+        device: torch device for sentence-transformers (``"cpu"``, ``"cuda"``, ``"mps"``).
+        n_gpu_layers: layers to offload to a GPU with llama.cpp (0: CPU only).
+        n_threads: CPU threads for llama.cpp (default: the CPUs this process may use).
+        profile: overrides for any profile field (``context_length``, ``pooling``, ...).
+        on_truncate: called with each call's list of :class:`Truncated` records when any.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        backend: str = "auto",
+        query_prefix: str | None = None,
+        document_prefix: str | None = None,
+        truncation: TruncationPolicy = "warn",
+        normalize: bool = True,
+        dimensions: int | None = None,
+        force_dimensions: bool = False,
+        batch_size: int = 32,
+        device: str | None = None,
+        n_gpu_layers: int = 0,
+        n_threads: int | None = None,
+        profile: Mapping[str, Any] | None = None,
+        on_truncate: Callable[[list[Truncated]], None] | None = None,
+    ) -> None:
+        if truncation not in TRUNCATION_POLICIES:
+            msg = f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}"
+            raise ProfileError(msg)
+        if batch_size <= 0:
+            msg = f"batch_size must be positive, got {batch_size}"
+            raise ProfileError(msg)
+        self.resolved: ResolvedModel = models.resolve(model, backend)
+        overrides = dict(profile or {})
+        overrides.update(query_prefix=query_prefix, document_prefix=document_prefix)
+        self.profile: Profile = self.resolved.profile.with_overrides(overrides)
+        self.truncation: TruncationPolicy = truncation
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = device
+        self.n_gpu_layers = n_gpu_layers
+        self.n_threads = n_threads
+        self.on_truncate = on_truncate
+        self.dimensions = self._check_dimensions(dimensions, force_dimensions)
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+        if not self.profile.known:
+            log.warning("%s", self.profile.describe())
+        log.info(
+            "lokal model %s via %s (%s)", self.profile.name, self.backend_name, self.resolved.reason
+        )
+
+    # ---- public API --------------------------------------------------------------------------
+
+    @property
+    def backend_name(self) -> str:
+        return self.resolved.backend
+
+    @property
+    def backend(self) -> Backend:
+        """The loaded engine (loads the model on first access)."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    self._backend = self._load()
+        return self._backend
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens one text may have, prefix and special tokens included."""
+        limit = self.backend.max_tokens
+        if self.profile.context_length:
+            limit = min(limit, self.profile.context_length)
+        return limit
+
+    @property
+    def dimension(self) -> int:
+        if self.dimensions:
+            return self.dimensions
+        return self.profile.dimension or self.backend.dimension
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One query's vector (query prefix applied)."""
+        vector: np.ndarray = self.embed_queries([text]).vectors[0]
+        return vector
+
+    def embed_queries(self, texts: Sequence[str]) -> EmbedResult:
+        """Queries' vectors, with the profile's query prefix applied."""
+        return self._embed([self.profile.query_prefix + t for t in _texts(texts)])
+
+    def embed_documents(self, texts: Sequence[str]) -> EmbedResult:
+        """Documents' vectors, with the profile's document prefix applied."""
+        return self._embed([self.profile.document_prefix + t for t in _texts(texts)])
+
+    async def aembed_queries(self, texts: Sequence[str]) -> EmbedResult:
+        return await asyncio.to_thread(self.embed_queries, texts)
+
+    async def aembed_documents(self, texts: Sequence[str]) -> EmbedResult:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as given (no prefix added), special tokens included."""
+        return self.backend.count_tokens(_texts(texts))
+
+    @cached_property
+    def identity(self) -> ModelIdentity:
+        """What an index records about this embedder (see :mod:`lokal.identity`)."""
+        from lokal.packing import source_sha256
+
+        r = self.resolved
+        if r.path is None:
+            # a hub model: load it so it is on disk, then identify the downloaded files
+            self.backend  # noqa: B018
+            r = self.resolved
+        assert r.path is not None
+        return ModelIdentity(
+            name=self.profile.name,
+            source_sha256=source_sha256(r),
+            pooling=self.profile.pooling,
+            normalize=self.normalize,
+            dimension=self.dimension,
+            document_prefix=self.profile.document_prefix,
+            backend=r.backend,
+            quantization=self.backend.quantization,
+            file_sha256=models.file_sha256(r.path) if r.path.is_file() else source_sha256(r),
+            query_prefix=self.profile.query_prefix,
+        )
+
+    def __repr__(self) -> str:
+        dims = f", dimensions={self.dimensions}" if self.dimensions else ""
+        return (
+            f"Embedder(model={self.profile.name!r}, backend={self.backend_name!r}"
+            f"{dims}, location={self.resolved.location!r}, reason={self.resolved.reason!r})"
+        )
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _check_dimensions(self, dimensions: int | None, force: bool) -> int | None:
+        if dimensions is None:
+            return None
+        native = self.profile.dimension
+        if dimensions <= 0 or (native is not None and dimensions > native):
+            msg = f"dimensions={dimensions} is outside 1..{native} for {self.profile.name}"
+            raise ProfileError(msg)
+        if native is not None and dimensions == native:
+            return None
+        if dimensions not in self.profile.matryoshka_dims and not force:
+            trained = list(self.profile.matryoshka_dims) or "none"
+            msg = (
+                f"{self.profile.name} was not trained for {dimensions}-dimensional output "
+                f"(Matryoshka dimensions: {trained}); slicing would lose quality. "
+                "Pass force_dimensions=True to slice anyway."
+            )
+            raise ProfileError(msg)
+        return dimensions
+
+    def _load(self) -> Backend:
+        r = self.resolved
+        if r.backend == models.GGUF:
+            key: tuple[Any, ...] = (
+                r.backend,
+                str(r.path),
+                self.n_gpu_layers,
+                self.n_threads,
+                self.batch_size,
+            )
+        else:
+            key = (r.backend, r.location, self.device, self.batch_size)
+        with _LOAD_LOCK:
+            backend = _LOADED.get(key)
+            if backend is None:
+                backend = self._load_backend()
+                _LOADED[key] = backend
+        return backend
+
+    def _load_backend(self) -> Backend:
+        r = self.resolved
+        if r.backend == models.GGUF:
+            from lokal.backends.llama_cpp import LlamaCppBackend
+
+            assert r.path is not None
+            return LlamaCppBackend(
+                r.path,
+                context_length=self.profile.context_length,
+                n_gpu_layers=self.n_gpu_layers,
+                n_threads=self.n_threads,
+                max_sequences=self.batch_size,
+            )
+        from lokal.backends.sentence_transformers import SentenceTransformersBackend
+
+        if r.path is None:
+            assert r.hub_id is not None
+            path = models.download_hub_model(r.hub_id)
+            self.resolved = models.resolve(str(path), models.ST)
+            self.profile = self.resolved.profile.with_overrides(
+                {k: getattr(self.profile, k) for k in self.profile.overridden}
+            )
+            r = self.resolved
+        return SentenceTransformersBackend(
+            r.path or "", local=True, device=self.device, batch_size=self.batch_size
+        )
+
+    def _embed(self, texts: list[str]) -> EmbedResult:
+        backend = self.backend
+        limit = self.context_length
+        if self.truncation == "error":
+            for i, n in enumerate(backend.count_tokens(texts)):
+                if n > limit:
+                    raise TextTooLong(i, n, limit)
+        if not texts:
+            return EmbedResult(np.zeros((0, self.dimension), dtype=np.float32), [])
+        raw, counts = backend.embed(texts, limit)
+        if raw.shape[0] != len(texts):
+            msg = f"backend returned {raw.shape[0]} vectors for {len(texts)} texts"
+            raise RuntimeError(msg)
+        truncated = [Truncated(i, n, limit) for i, n in enumerate(counts) if n > limit]
+        if truncated:
+            cut = sum(t.tokens - t.limit for t in truncated)
+            warnings.warn(
+                f"{len(truncated)} of {len(texts)} texts were longer than {self.profile.name}'s "
+                f"context of {limit} tokens and were cut ({cut} tokens dropped). Chunk them, "
+                "or pass truncation='error' to refuse.",
+                TruncationWarning,
+                stacklevel=3,
+            )
+            if self.on_truncate is not None:
+                self.on_truncate(truncated)
+        return EmbedResult(self._finish(raw), counts, truncated)
+
+    def _finish(self, vectors: np.ndarray) -> np.ndarray:
+        if self.dimensions:
+            vectors = vectors[:, : self.dimensions]
+        if self.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms == 0, 1.0, norms)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _texts(texts: Sequence[str]) -> list[str]:
+    """Validate a batch; lone surrogates (undecodable bytes smuggled in by ``surrogateescape``)
+    become U+FFFD so both backends' tokenizers see the same valid text."""
+    if isinstance(texts, str):
+        msg = "pass a list of texts, not a single string (use embed_query for one query)"
+        raise TypeError(msg)
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            msg = f"text {i} is {type(t).__name__}, not str"
+            raise TypeError(msg)
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            out[i] = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return out

@@ -1,0 +1,64 @@
+"""lokal's exceptions.
+
+Every error lokal raises on purpose derives from :class:`LokalError`, so callers can catch one
+type. The hierarchy is small and flat::
+
+    LokalError
+    ├── MissingDependency      an optional extra is not installed (names the pip command)
+    ├── ModelNotFound          a model name, path or hub id could not be resolved on this machine
+    ├── ModelLoadError         the weights exist but cannot be loaded (malformed GGUF, bad config)
+    ├── ProfileError           an invalid profile override or ``dimensions`` request
+    ├── TextTooLong            ``truncation="error"`` and a text exceeds the model's context
+    ├── ModelMismatch          vectors from two different models would be mixed
+    └── IntegrityError         a manifest or checksum does not match the file
+
+Errors raised by lokal keep the original exception as ``__cause__`` (``raise ... from exc``);
+nothing is flattened into a string. The CLI turns them into messages at its boundary only.
+"""
+
+from __future__ import annotations
+
+
+class LokalError(Exception):
+    """Base class of every error lokal raises on purpose."""
+
+
+class MissingDependency(LokalError, ImportError):
+    """An optional extra is needed for this feature; the message names the install command."""
+
+    def __init__(self, *, extra: str, feature: str) -> None:
+        self.extra = extra
+        super().__init__(f"{feature} needs the '{extra}' extra: pip install 'lokal[{extra}]'")
+
+
+class ModelNotFound(LokalError, FileNotFoundError):
+    """A model could not be found on this machine (and was not, or could not be, downloaded)."""
+
+
+class ModelLoadError(LokalError):
+    """The model's files exist but could not be loaded."""
+
+
+class ProfileError(LokalError, ValueError):
+    """A profile field or an embedding option is invalid for this model."""
+
+
+class TextTooLong(LokalError, ValueError):
+    """A text is longer than the model's context and the truncation policy is ``"error"``."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        self.index = index
+        self.tokens = tokens
+        self.limit = limit
+        super().__init__(
+            f"text {index} has {tokens} tokens (prefix included); the model's context is "
+            f"{limit}. Split it into chunks, or use truncation='warn' to cut it."
+        )
+
+
+class ModelMismatch(LokalError, ValueError):
+    """Vectors from different models would be compared or mixed."""
+
+
+class IntegrityError(LokalError):
+    """A file does not match its manifest (size or sha256)."""

