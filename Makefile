@@ -55,8 +55,12 @@ wheel-check: setup
 	$(BIN)/python -m build --wheel --outdir dist . >/dev/null
 	$(PYTHON) -m venv /tmp/lokal-wheel-check
 	/tmp/lokal-wheel-check/bin/python -m pip install --quiet dist/lokal-*.whl
-	/tmp/lokal-wheel-check/bin/python -c "import lokal, lokal.backends, lokal.integrations, lokal.agent, lokal.agent.cli, lokal.embedder, lokal.packing; print('wheel ok:', lokal.__file__)"
+	/tmp/lokal-wheel-check/bin/python -c "import lokal, lokal.backends, lokal.index, lokal.integrations, lokal.agent, lokal.agent.cli, lokal.embedder, lokal.packing, lokal.profiles, lokal.catalog; print('wheel ok:', lokal.__file__)"
 	/tmp/lokal-wheel-check/bin/lokal --help >/dev/null
+	/tmp/lokal-wheel-check/bin/lokal models list >/dev/null
+	# an edge box must not download a deep-learning framework it does not use
+	/tmp/lokal-wheel-check/bin/python -m pip install --quiet --dry-run --ignore-installed --report /tmp/lokal-wheel-check/report.json "$$(ls dist/lokal-*.whl)[agent,gguf,langchain]"
+	/tmp/lokal-wheel-check/bin/python -c "import json, sys; names = {i['metadata']['name'].lower() for i in json.load(open('/tmp/lokal-wheel-check/report.json'))['install']}; heavy = names & {'torch', 'sentence-transformers', 'transformers'}; print('lokal[agent,gguf,langchain] resolves', len(names), 'packages; heavy:', sorted(heavy) or 'none'); sys.exit(1 if heavy else 0)"
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

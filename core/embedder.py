@@ -28,7 +28,7 @@ import numpy as np
 
 from lokal import models
 from lokal.backends import Backend
-from lokal.errors import ProfileError, TextTooLong
+from lokal.errors import ModelNotFound, ProfileError, TextTooLong
 from lokal.identity import ModelIdentity
 from lokal.models import ResolvedModel
 from lokal.profiles import Profile
@@ -218,7 +218,8 @@ class Embedder:
             dimension=self.dimension,
             document_prefix=self.profile.document_prefix,
             backend=r.backend,
-            quantization=self.backend.quantization,
+            # known without loading the model: the GGUF's header, or full precision for torch
+            quantization=r.quantization,
             file_sha256=models.file_sha256(r.path) if r.path.is_file() else source_sha256(r),
             query_prefix=self.profile.query_prefix,
         )
@@ -331,6 +332,51 @@ class Embedder:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.where(norms == 0, 1.0, norms)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, Any]:
+    """Embedder options that reproduce the model an index records (``Embedder(**options)``):
+    the same backend and file (a GGUF of the recorded quantization in lokal's model cache, or
+    the model by name), prefixes, normalization and dimension.
+
+    Raises :class:`~lokal.errors.ModelNotFound` saying how to bring the model to this machine.
+    """
+    short = identity.name.rsplit("/", 1)[-1]
+    if identity.backend == models.GGUF:
+        exact = models.cached_gguf_path(short, identity.quantization)
+        model = str(exact) if exact.is_file() else short
+        bring = (
+            f"make it on a machine that has the weights with `lokal models pack {identity.name} "
+            f"--quantize {identity.quantization}` and copy the .gguf and its .json manifest "
+            f"into {models.models_dir()}"
+        )
+    elif identity.backend == models.ST:
+        model = identity.name
+        bring = (
+            f"copy the sentence-transformers model '{identity.name}' into the Hugging Face cache, "
+            f"or pack it (`lokal models pack {identity.name}`) and read with backend='gguf'"
+        )
+    else:
+        msg = (
+            f"{where} was written with {identity.describe()}, which lokal cannot load; pass "
+            "that model as embedding= (LangChain) or embed_model= (LlamaIndex)"
+        )
+        raise ModelNotFound(msg)
+    options: dict[str, Any] = {
+        "model": model,
+        "backend": identity.backend,
+        "query_prefix": identity.query_prefix,
+        "document_prefix": identity.document_prefix,
+        "normalize": identity.normalize,
+    }
+    try:
+        resolved = models.resolve(model, identity.backend)
+    except ModelNotFound as exc:
+        msg = f"{where} was written with {identity.describe()}, not on this machine: {bring}"
+        raise ModelNotFound(msg) from exc
+    if resolved.profile.dimension not in (None, identity.dimension):
+        options.update(dimensions=identity.dimension, force_dimensions=True)
+    return options
 
 
 def _texts(texts: Sequence[str]) -> list[str]:

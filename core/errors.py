@@ -10,7 +10,14 @@ type. The hierarchy is small and flat::
     ├── ProfileError           an invalid profile override or ``dimensions`` request
     ├── TextTooLong            ``truncation="error"`` and a text exceeds the model's context
     ├── ModelMismatch          vectors from two different models would be mixed
-    └── IntegrityError         a manifest or checksum does not match the file
+    ├── IntegrityError         a manifest or checksum does not match the file
+    ├── IndexFileError         base of the index errors (``lokal.index``):
+    │   ├── IndexReadOnly      a write to an index this process may only read
+    │   ├── FilterError        a metadata filter that is malformed or unsafe
+    │   └── SQLiteUnavailable  no SQLite library here can load sqlite-vec (names what to install)
+
+Warnings: ``TruncationWarning`` (lokal.embedder) and ``ModelVariantWarning`` (an index read
+with another variant of the same model: comparable vectors, slightly different values).
 
 Errors raised by lokal keep the original exception as ``__cause__`` (``raise ... from exc``);
 nothing is flattened into a string. The CLI turns them into messages at its boundary only.
@@ -62,3 +69,31 @@ class ModelMismatch(LokalError, ValueError):
 
 class IntegrityError(LokalError):
     """A file does not match its manifest (size or sha256)."""
+
+
+class IndexFileError(LokalError):
+    """Base class of the errors about a lokal index file."""
+
+
+class IndexReadOnly(IndexFileError, PermissionError):
+    """The index is open read-only here (for example an agent-managed index in an application)."""
+
+
+class FilterError(IndexFileError, ValueError):
+    """A metadata filter is malformed, uses an unknown operator, or an unsafe key."""
+
+
+class SQLiteUnavailable(IndexFileError, MissingDependency):
+    """This Python's sqlite3 cannot load extensions and no replacement library is installed."""
+
+    def __init__(self) -> None:
+        LokalError.__init__(
+            self,
+            "this Python's sqlite3 cannot load extensions (sqlite-vec); install a SQLite build "
+            "that can: pip install sqlean-py   (or pysqlite3-binary on Linux x86-64)",
+        )
+        self.extra = "index"
+
+
+class ModelVariantWarning(UserWarning):
+    """An index is read with another variant (backend, quantization) of its model."""

@@ -48,6 +48,28 @@ class ModelIdentity:
     def variant(self) -> str:
         return _digest({f: getattr(self, f) for f in VARIANT_FIELDS})
 
+    @classmethod
+    def external(
+        cls, framework: str, class_name: str, model_name: str | None, dimension: int
+    ) -> ModelIdentity:
+        """The identity of another framework's embedding object (a LangChain ``Embeddings``, a
+        LlamaIndex ``BaseEmbedding``): all lokal can know is its class, model name and
+        dimension, so those make the key, and the variant equals the key."""
+        name = model_name or class_name
+        source = hashlib.sha256(f"{framework}:{class_name}:{name}".encode()).hexdigest()
+        return cls(
+            name=name,
+            source_sha256=source,
+            pooling=None,
+            normalize=False,
+            dimension=dimension,
+            document_prefix="",
+            backend=f"{framework}:{class_name}",
+            quantization="unknown",
+            file_sha256=source,
+            query_prefix="",
+        )
+
     def compare(self, other: ModelIdentity) -> Literal["same", "variant", "different"]:
         if self.key != other.key:
             return "different"

@@ -1,25 +1,46 @@
-"""LangChain adapters: :class:`LocalEmbeddings`, a LangChain ``Embeddings`` over a local model.
+"""LangChain adapters: :class:`LocalEmbeddings`, a LangChain ``Embeddings`` over a local model,
+and :class:`LokalVectorStore`, a LangChain ``VectorStore`` over a lokal index file.
 
->>> from lokal.integrations.langchain import LocalEmbeddings
+>>> from lokal.integrations.langchain import LocalEmbeddings, LokalVectorStore
 >>> emb = LocalEmbeddings()                  # embedded default, offline, prefixes handled
 >>> emb.embed_query("what is a coroutine?")[:3]
+>>> store = LokalVectorStore("/var/lib/lokal/index.db")   # the agent's index, its own model
+>>> store.as_retriever(search_kwargs={"k": 5, "hybrid": True}).invoke("ERR-4711")
 
 Needs the ``langchain`` extra (``pip install 'lokal[langchain]'``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from lokal.errors import MissingDependency
+from lokal.errors import (
+    IndexFileError,
+    IndexReadOnly,
+    MissingDependency,
+    ModelMismatch,
+)
 
 try:
+    from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import VectorStore
     from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+    from typing_extensions import Self
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
     raise MissingDependency(extra="langchain", feature="lokal.integrations.langchain") from exc
 
-from lokal.embedder import Embedder
+from lokal.embedder import Embedder, options_for
+from lokal.identity import ModelIdentity
+from lokal.index import Chunk, Index, Record
+from lokal.index.search import QUANTIZATIONS
+
+log = logging.getLogger(__name__)
 
 
 class LocalEmbeddings(BaseModel, Embeddings):
@@ -100,3 +121,471 @@ class LocalEmbeddings(BaseModel, Embeddings):
 
     def __repr__(self) -> str:
         return f"LocalEmbeddings({self._embedder!r})"
+
+
+# ---- vector store ----------------------------------------------------------------------------
+
+#: Where a Document read from an agent-written chunk says where the chunk came from: the
+#: document's uri (``source``), the chunk's ``ordinal`` and, when known, its ``line_start`` /
+#: ``line_end`` / ``char_start`` / ``char_end``. Only present for chunks stored under a
+#: document (as the agent writes them), and never over a metadata key of the same name.
+LOKAL_METADATA_KEY = "lokal"
+
+
+class LokalVectorStore(VectorStore):
+    """A LangChain vector store over a lokal index file (the single file ``lokal agent`` keeps).
+
+    >>> store = LokalVectorStore("notes.db", LocalEmbeddings())   # created on the first add
+    >>> store.add_texts(["Reset: hold the red button."], [{"kind": "manual"}], ids=["r1"])
+    >>> store.similarity_search("how to reset?", k=1, filter={"kind": "manual"})
+    >>> LokalVectorStore("/var/lib/lokal/index.db")        # loads the model the file records
+
+    The file records the model that made its vectors. ``embedding`` may be:
+
+    - ``None``: the file must exist; the model it records is loaded (a GGUF from lokal's model
+      cache, or sentence-transformers weights), with its recorded prefixes;
+    - a :class:`LocalEmbeddings`: checked against the file when it exists (another model is
+      :class:`~lokal.errors.ModelMismatch`; another variant of the same model, e.g. the
+      sentence-transformers weights reading what the q8_0 GGUF wrote, is a
+      :class:`~lokal.errors.ModelVariantWarning` and may read but not write);
+    - any other LangChain ``Embeddings``: identified by its class name and model name
+      (``model`` / ``model_name``) plus the dimension, learned from the first texts added.
+
+    Writes are upserts by id (``ids=`` or ``Document.id``; new ids are UUIDs). An index the
+    agent manages is read-only here: writes raise :class:`~lokal.errors.IndexReadOnly`.
+
+    Searches take lokal's filter language as ``filter=`` (LangChain-style dicts with
+    ``$``-operators, evaluated inside the index: ``k`` results whenever ``k`` chunks match),
+    ``hybrid=True`` for vector + full-text search fused by reciprocal rank (finds exact
+    identifiers and error codes), and ``score_threshold=``. Scores are lokal's *relevance*, in
+    [0, 1], higher is better: ``(1 + cosine) / 2`` for vector search, the normalized fused
+    rank for hybrid search. Through a retriever::
+
+        store.as_retriever(search_kwargs={"k": 5, "filter": {"kind": "manual"}, "hybrid": True})
+        store.as_retriever(search_type="similarity_score_threshold",
+                           search_kwargs={"score_threshold": 0.75})
+
+    Document metadata is the chunk's metadata as stored; for chunks the agent wrote it also
+    carries :data:`LOKAL_METADATA_KEY` (where the chunk came from).
+
+    Args:
+        path: the index file. Created on the first add if it does not exist.
+        embedding: see above.
+        quantization: search copy of the vectors for a new file: ``"float"`` (exact),
+            ``"int8"`` or ``"bit"`` (large indexes on small boxes; results are rescored exactly).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        embedding: Embeddings | None = None,
+        *,
+        quantization: str = "float",
+    ) -> None:
+        if quantization not in QUANTIZATIONS:
+            msg = f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}"
+            raise ValueError(msg)
+        self.path = Path(path)
+        self.quantization = quantization
+        self._lock = threading.RLock()
+        self._index: Index | None = None
+        if embedding is None:
+            if not self.path.is_file():
+                msg = (
+                    f"no index file at {self.path}; pass embedding= to create one (it records "
+                    "the embedding model on the first add)"
+                )
+                raise IndexFileError(msg)
+            embedding = recorded_embeddings(self.path)
+        self._embedding: Embeddings = embedding
+        if self.path.is_file():
+            self._index = self._open()
+
+    # ---- the file ------------------------------------------------------------------------------
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return self._embedding
+
+    def close(self) -> None:
+        """Close the index file (the store can not be used afterwards)."""
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+
+    def __enter__(self) -> LokalVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = repr(self._index) if self._index is not None else repr(str(self.path))
+        return f"LokalVectorStore({where}, embedding={type(self._embedding).__name__})"
+
+    def _identity(self, dimension: int | None = None) -> ModelIdentity:
+        """What the file records (or must record) for this store's embedding. A LangChain
+        model's dimension is the one given (learned from its vectors), else the file's."""
+        if isinstance(self._embedding, LocalEmbeddings):
+            return self._embedding.embedder.identity
+        if dimension is None:
+            dimension = Index.recorded_identity(self.path).dimension
+        return langchain_identity(self._embedding, dimension)
+
+    def _open(self) -> Index:
+        """The existing file, read-only: the model key must match (another variant warns)."""
+        return Index.open(self.path, self._identity())
+
+    def _reader(self) -> Index | None:
+        """The open index (call with ``self._lock`` held); None while there is no file."""
+        if self._index is None and self.path.is_file():
+            self._index = self._open()
+        return self._index
+
+    def _refuse_agent_managed(self) -> None:
+        index = self._index
+        if index is not None and index.managed_by == "agent":
+            msg = (
+                f"{self.path} is managed by the lokal agent: LangChain may search it, not "
+                "write it. Add to an index of your own (another path)."
+            )
+            raise IndexReadOnly(msg)
+
+    def _writer(self, dimension: int | None) -> Index | None:
+        """The index open for writing (call with ``self._lock`` held). The file is created on
+        the first add; an existing one is reopened writable on the first write, which is when
+        the core refuses another variant of the model (ModelMismatch) or a file this user may
+        not write (IndexReadOnly). None: no file and nothing to create it with."""
+        index = self._reader()
+        if index is None:
+            if dimension is None:
+                return None
+            index = Index.open_or_create(
+                self.path, self._identity(dimension), quantization=self.quantization
+            )
+        elif not index.writable:
+            self._refuse_agent_managed()
+            writer = Index.open(self.path, self._identity(index.dimension), writable=True)
+            index.close()
+            index = writer
+        self._index = index
+        return index
+
+    def _check_dimension(self, dimension: int, index: Index) -> None:
+        if dimension != index.dimension:
+            msg = (
+                f"{type(self._embedding).__name__} gives {dimension}-dimensional vectors; "
+                f"{self.path} holds {index.dimension}-dimensional ones from "
+                f"{index.identity.describe()}"
+            )
+            raise ModelMismatch(msg)
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed ``texts`` and upsert them in one transaction: an id already in the file is
+        replaced. Ids that are None are new UUIDs. Returns the ids in order.
+
+        ``batch_size`` is accepted for LangChain's indexing API and not needed: the embedder
+        batches on its own and the whole call is one transaction.
+        """
+        _no_options("add_texts", kwargs, "ids, batch_size")
+        texts = list(texts)
+        if metadatas is not None and len(metadatas) != len(texts):
+            msg = f"{len(metadatas)} metadatas for {len(texts)} texts"
+            raise ValueError(msg)
+        if ids is not None and len(ids) != len(texts):
+            msg = f"{len(ids)} ids for {len(texts)} texts"
+            raise ValueError(msg)
+        if not texts:
+            return []
+        with self._lock:
+            self._reader()
+            self._refuse_agent_managed()  # before any embedding work
+        vectors = self._embedding.embed_documents(texts)
+        if len(vectors) != len(texts) or not vectors:
+            name = type(self._embedding).__name__
+            msg = f"{name} returned {len(vectors)} vectors for {len(texts)} texts"
+            raise ValueError(msg)
+        none: list[None] = [None] * len(texts)
+        metas: Sequence[dict[str, Any] | None] = metadatas or none
+        chunk_ids: Sequence[str | None] = ids or none
+        chunks = [
+            Chunk(text, metadata=dict(meta or {}), id=chunk_id)
+            for text, meta, chunk_id in zip(texts, metas, chunk_ids, strict=True)
+        ]
+        with self._lock:
+            index = self._writer(len(vectors[0]))
+            assert index is not None
+            self._check_dimension(len(vectors[0]), index)
+            return index.upsert(chunks, vectors)
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        """Upsert documents: ``ids=`` if given, else each ``Document.id`` (None: a new UUID).
+        The documents are not modified."""
+        ids = kwargs.pop("ids", None)
+        if ids is None and any(doc.id for doc in documents):
+            ids = [doc.id for doc in documents]
+        return self.add_texts(
+            [doc.page_content for doc in documents],
+            [doc.metadata for doc in documents],
+            ids=ids,
+            **kwargs,
+        )
+
+    def delete(
+        self, ids: list[str] | None = None, *, filter: dict[str, Any] | None = None, **kwargs: Any
+    ) -> bool:
+        """Delete the chunks with these ids (missing ids are fine), or every chunk whose
+        metadata matches ``filter``. With neither, nothing is guessed: ValueError."""
+        _no_options("delete", kwargs, "ids, filter")
+        if ids is None and not filter:
+            msg = "delete needs ids or a filter (lokal never reads 'no ids' as 'delete all')"
+            raise ValueError(msg)
+        with self._lock:
+            index = self._writer(None)
+            if index is None:
+                return True
+            if ids is not None:
+                index.delete(ids)
+            if filter:
+                index.delete_where(filter)
+        return True
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """The documents with these ids, in the order given; missing ids are skipped."""
+        with self._lock:
+            index = self._reader()
+            return [] if index is None else [_document(r) for r in index.get_by_ids(list(ids))]
+
+    def _has_file(self) -> bool:
+        with self._lock:
+            return self._reader() is not None
+
+    def _search(
+        self,
+        vector: list[float],
+        k: int,
+        *,
+        hybrid_text: str | None = None,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+    ) -> list[tuple[Document, float]]:
+        """Vector search, or hybrid search (vector + full text of ``hybrid_text``)."""
+        with self._lock:
+            index = self._reader()
+            if index is None:
+                return []
+            self._check_dimension(len(vector), index)
+            if hybrid_text is not None:
+                hits = index.hybrid_search(vector, hybrid_text, k, filter=filter)
+            else:
+                hits = index.search(vector, k, filter=filter)
+        return [
+            (_document(h), h.score)
+            for h in hits
+            if score_threshold is None or h.score >= score_threshold
+        ]
+
+    def similarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        filter: dict[str, Any] | None = None,
+        hybrid: bool = False,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """The ``k`` best chunks for ``query`` with lokal's relevance score: in [0, 1], higher is
+        better (``(1 + cosine) / 2``; hybrid: the fused rank normalized so that first in both
+        rankings is 1.0). Not a distance."""
+        _no_options("similarity_search", kwargs, "k, filter, hybrid, score_threshold")
+        if not self._has_file():
+            return []
+        vector = self._embedding.embed_query(query)
+        return self._search(
+            vector,
+            k,
+            hybrid_text=query if hybrid else None,
+            filter=filter,
+            score_threshold=score_threshold,
+        )
+
+    def similarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        filter: dict[str, Any] | None = None,
+        hybrid: bool = False,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """The ``k`` best chunks for ``query``; see :meth:`similarity_search_with_score`."""
+        return [
+            doc
+            for doc, _ in self.similarity_search_with_score(
+                query, k, filter=filter, hybrid=hybrid, score_threshold=score_threshold, **kwargs
+            )
+        ]
+
+    def similarity_search_with_score_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        *,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """The ``k`` chunks nearest to ``embedding`` with their relevance in [0, 1]."""
+        _no_options("similarity_search_by_vector", kwargs, "k, filter, score_threshold")
+        return self._search(list(embedding), k, filter=filter, score_threshold=score_threshold)
+
+    def similarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        *,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        return [
+            doc
+            for doc, _ in self.similarity_search_with_score_by_vector(
+                embedding, k, filter=filter, score_threshold=score_threshold, **kwargs
+            )
+        ]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """lokal's scores already are relevance scores in [0, 1]: kept as they are."""
+        return _same_score
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``k`` chunks relevant to ``query`` and different from each other, chosen among the
+        ``fetch_k`` nearest (``lambda_mult``: 1 = relevance only, 0 = diversity only)."""
+        _no_options("max_marginal_relevance_search", kwargs, _MMR_OPTIONS)
+        if not self._has_file():
+            return []
+        return self.max_marginal_relevance_search_by_vector(
+            self._embedding.embed_query(query), k, fetch_k, lambda_mult, filter=filter
+        )
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        *,
+        filter: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        _no_options("max_marginal_relevance_search_by_vector", kwargs, _MMR_OPTIONS)
+        with self._lock:
+            index = self._reader()
+            if index is None:
+                return []
+            self._check_dimension(len(embedding), index)
+            hits = index.mmr_search(
+                embedding, k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=filter
+            )
+        return [_document(h) for h in hits]
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        quantization: str = "float",
+        **kwargs: Any,
+    ) -> Self:
+        """Add ``texts`` to the index file ``path`` (created if needed) and return the store."""
+        _no_options("from_texts", kwargs, "metadatas, ids, path, quantization")
+        if path is None:
+            msg = "LokalVectorStore.from_texts needs path=: the index file to create or add to"
+            raise TypeError(msg)
+        store = cls(path, embedding, quantization=quantization)
+        try:
+            store.add_texts(texts, metadatas, ids=ids)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+
+def _same_score(score: float) -> float:
+    return score
+
+
+_MMR_OPTIONS = "k, fetch_k, lambda_mult, filter (MMR ranks by vector only: no hybrid)"
+
+
+def _no_options(method: str, kwargs: dict[str, Any], known: str) -> None:
+    """Unknown keyword arguments are mistakes (a misspelt ``filter`` would search everything)."""
+    if kwargs:
+        msg = f"LokalVectorStore.{method} got unexpected {sorted(kwargs)}; it takes {known}"
+        raise TypeError(msg)
+
+
+def _document(record: Record) -> Document:
+    metadata = dict(record.metadata)
+    if record.document is not None and LOKAL_METADATA_KEY not in metadata:
+        origin = {
+            "source": record.document,
+            "ordinal": record.ordinal,
+            "line_start": record.line_start,
+            "line_end": record.line_end,
+            "char_start": record.char_start,
+            "char_end": record.char_end,
+        }
+        metadata[LOKAL_METADATA_KEY] = {k: v for k, v in origin.items() if v is not None}
+    return Document(id=record.id, page_content=record.text, metadata=metadata)
+
+
+def langchain_identity(embedding: Embeddings, dimension: int) -> ModelIdentity:
+    """The identity lokal records for vectors from a LangChain ``Embeddings`` it does not load
+    itself: its class and model name (``model`` / ``model_name``) and the dimension."""
+    model_name = next(
+        (
+            value
+            for value in (getattr(embedding, a, None) for a in ("model", "model_name"))
+            if isinstance(value, str) and value
+        ),
+        None,
+    )
+    return ModelIdentity.external("langchain", type(embedding).__name__, model_name, dimension)
+
+
+def recorded_embeddings(path: str | os.PathLike[str]) -> LocalEmbeddings:
+    """LocalEmbeddings for the model an index file records (see
+    :func:`lokal.embedder.options_for`); ModelNotFound says how to bring the model."""
+    identity = Index.recorded_identity(path)
+    embedding = LocalEmbeddings(**options_for(identity, str(path)))
+    log.info("%s: loading its recorded model %s", path, identity.describe())
+    return embedding

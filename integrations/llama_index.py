@@ -1,25 +1,57 @@
-"""LlamaIndex adapters: :class:`LocalEmbedding`, a LlamaIndex ``BaseEmbedding`` over a local model.
+"""LlamaIndex adapters: :class:`LocalEmbedding`, a LlamaIndex ``BaseEmbedding`` over a local model,
+and :class:`LokalVectorStore`, a LlamaIndex vector store over a lokal index file.
 
->>> from llama_index.core import Settings
->>> from lokal.integrations.llama_index import LocalEmbedding
->>> Settings.embed_model = LocalEmbedding()
+>>> from llama_index.core import Settings, VectorStoreIndex
+>>> from lokal.integrations.llama_index import LocalEmbedding, LokalVectorStore
+>>> Settings.embed_model = embed = LocalEmbedding()
+>>> store = LokalVectorStore("notes.db", embed_model=embed)
+>>> index = VectorStoreIndex.from_vector_store(store, embed_model=embed)
 
 Needs the ``llamaindex`` extra (``pip install 'lokal[llamaindex]'``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from lokal.errors import MissingDependency
+import numpy as np
+
+from lokal.errors import FilterError, IndexFileError, MissingDependency, ModelMismatch
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.schema import (
+        BaseNode,
+        MetadataMode,
+        NodeRelationship,
+        RelatedNodeInfo,
+        TextNode,
+    )
+    from llama_index.core.vector_stores.types import (
+        BasePydanticVectorStore,
+        FilterCondition,
+        FilterOperator,
+        MetadataFilter,
+        MetadataFilters,
+        VectorStoreQuery,
+        VectorStoreQueryMode,
+        VectorStoreQueryResult,
+    )
     from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
     raise MissingDependency(extra="llamaindex", feature="lokal.integrations.llama_index") from exc
 
 from lokal.embedder import Embedder
+from lokal.identity import ModelIdentity
+from lokal.index import Chunk, Hit, Index, Record
+
+log = logging.getLogger(__name__)
 
 
 class LocalEmbedding(BaseEmbedding):
@@ -111,3 +143,403 @@ class LocalEmbedding(BaseEmbedding):
 
     def __repr__(self) -> str:
         return f"LocalEmbedding({self._embedder!r})"
+
+
+# ---- vector store -----------------------------------------------------------------------------
+
+#: LlamaIndex filter operators and the lokal filter operators they map onto.
+FILTER_OPERATORS: dict[str, str] = {
+    FilterOperator.EQ.value: "$eq",
+    FilterOperator.NE.value: "$ne",
+    FilterOperator.GT.value: "$gt",
+    FilterOperator.GTE.value: "$gte",
+    FilterOperator.LT.value: "$lt",
+    FilterOperator.LTE.value: "$lte",
+    FilterOperator.IN.value: "$in",
+    FilterOperator.NIN.value: "$nin",
+    FilterOperator.ANY.value: "$any",
+    FilterOperator.ALL.value: "$all",
+    FilterOperator.CONTAINS.value: "$contains",
+    FilterOperator.TEXT_MATCH.value: "$text_match",
+    FilterOperator.TEXT_MATCH_INSENSITIVE.value: "$text_match_insensitive",
+    FilterOperator.IS_EMPTY.value: "$is_empty",
+}
+
+#: Metadata keys a node's ``ref_doc_id`` is stored under (LlamaIndex's own convention), so
+#: ``delete(ref_doc_id)`` and ``doc_ids`` work as metadata filters inside the index.
+REF_DOC_KEYS = ("ref_doc_id", "doc_id", "document_id")
+
+
+def to_lokal_filter(filters: MetadataFilters | None) -> dict[str, Any] | None:
+    """LlamaIndex ``MetadataFilters`` as a lokal filter dict (None for no filter).
+
+    Every :class:`FilterOperator` maps onto the lokal operator of the same meaning; AND and
+    OR become ``$and`` / ``$or``; NOT means "none of the filters holds", as in LlamaIndex's
+    own stores: ``{"$not": {"$or": [...]}}``. Nested ``MetadataFilters`` nest.
+    """
+    if filters is None or not filters.filters:
+        return None
+    return _filter_group(filters)
+
+
+def _filter_group(filters: MetadataFilters) -> dict[str, Any]:
+    if not filters.filters:
+        msg = "a nested MetadataFilters has no filters; remove it or give it at least one"
+        raise FilterError(msg)
+    parts = [
+        _filter_group(f) if isinstance(f, MetadataFilters) else _filter_one(f)
+        for f in filters.filters
+    ]
+    condition = FilterCondition(filters.condition or FilterCondition.AND)
+    if condition == FilterCondition.AND:
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+    if condition == FilterCondition.OR:
+        return {"$or": parts}
+    if condition == FilterCondition.NOT:
+        return {"$not": parts[0] if len(parts) == 1 else {"$or": parts}}
+    msg = f"filter condition {condition!r} has no lokal equivalent"  # pragma: no cover
+    raise FilterError(msg)  # pragma: no cover
+
+
+def _filter_one(flt: MetadataFilter) -> dict[str, Any]:
+    operator = getattr(flt.operator, "value", flt.operator)
+    op = FILTER_OPERATORS.get(operator)
+    if op is None:
+        known = ", ".join(FilterOperator(o).name for o in FILTER_OPERATORS)
+        msg = (
+            f"LlamaIndex filter operator {operator!r} (on {flt.key!r}) has no lokal "
+            f"equivalent; supported: {known}"
+        )
+        raise FilterError(msg)
+    if op == "$is_empty":
+        return {flt.key: {op: True}}
+    return {flt.key: {op: flt.value}}
+
+
+def external_identity(embed_model: Any, dimension: int) -> ModelIdentity:
+    """The identity lokal records for vectors from an embedding model it does not load itself:
+    its class and model name (``model_name`` / ``model``; LlamaIndex's placeholder "unknown"
+    counts as none) and the dimension."""
+    names = (getattr(embed_model, attr, None) for attr in ("model_name", "model"))
+    model_name = next((n for n in names if isinstance(n, str) and n and n != "unknown"), None)
+    return ModelIdentity.external("llama_index", type(embed_model).__name__, model_name, dimension)
+
+
+def _chunk(node: BaseNode) -> Chunk:
+    metadata = dict(node.metadata)
+    if node.ref_doc_id is not None:
+        metadata.update(dict.fromkeys(REF_DOC_KEYS, node.ref_doc_id))
+    return Chunk(
+        text=node.get_content(metadata_mode=MetadataMode.NONE),
+        char_start=getattr(node, "start_char_idx", None),
+        char_end=getattr(node, "end_char_idx", None),
+        metadata=metadata,
+        id=node.node_id,
+    )
+
+
+def _node(record: Record) -> TextNode:
+    """A stored chunk as a TextNode: its text, its metadata, and its source document (the
+    ``ref_doc_id`` LlamaIndex wrote, else the index's document uri, as the agent writes)."""
+    metadata = dict(record.metadata)
+    ref = metadata.get("ref_doc_id")
+    if isinstance(ref, str):
+        for key in REF_DOC_KEYS:
+            if metadata.get(key) == ref:
+                del metadata[key]
+    else:
+        ref = record.document
+    relationships = {NodeRelationship.SOURCE: RelatedNodeInfo(node_id=ref)} if ref else {}
+    return TextNode(
+        id_=record.id,
+        text=record.text,
+        metadata=metadata,
+        start_char_idx=record.char_start,
+        end_char_idx=record.char_end,
+        relationships=relationships,
+    )
+
+
+def _both(*filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    parts = [dict(f) for f in filters if f]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+class LokalVectorStore(BasePydanticVectorStore):
+    """A LlamaIndex vector store over a lokal index file (the file ``lokal agent`` keeps).
+
+    Text stays text and metadata stays metadata, so the same file serves LangChain, LlamaIndex
+    and ``lokal search``. Filters (every LlamaIndex ``FilterOperator``, AND / OR / NOT, nested)
+    run inside the index: ``k`` results whenever ``k`` chunks match. Query modes: default
+    (vector), ``hybrid`` (vector + full text, needs ``query_str``) and ``mmr``. Scores are
+    lokal's: in [0, 1], higher is better.
+
+    The file records its model. Pass ``embed_model`` (a :class:`LocalEmbedding`, whose model
+    is checked against the file, or any LlamaIndex embedding, identified by class and model
+    name) or an explicit ``identity``; with neither, an existing file is used with the model it
+    records. An index the agent manages is read-only here: writes raise ``IndexReadOnly``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    stores_text: bool = True
+    is_embedding_query: bool = True
+    path: str = Field(description="The index file; created on first use if it does not exist.")
+    quantization: str = Field(
+        "float", description='Search copy of the vectors for a new file: "float", "int8", "bit".'
+    )
+
+    _index: Index | None = PrivateAttr(None)
+    _identity: ModelIdentity | None = PrivateAttr(None)
+    _external: Any = PrivateAttr(None)
+    _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        embed_model: BaseEmbedding | None = None,
+        identity: ModelIdentity | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path=os.fspath(path), **kwargs)  # type: ignore[call-arg]
+        exists = Path(self.path).exists()
+        if identity is None and isinstance(embed_model, LocalEmbedding):
+            identity = embed_model.embedder.identity
+        elif identity is None and embed_model is not None:
+            self._external = embed_model
+            if exists:
+                recorded = Index.recorded_identity(self.path)
+                identity = external_identity(embed_model, recorded.dimension)
+        self._identity = identity
+        if exists:
+            self._index = Index.open(self.path, identity)
+        elif identity is not None:
+            self._index = Index.create(self.path, identity, quantization=self.quantization)
+        elif embed_model is None:
+            msg = (
+                f"no index file at {self.path}; pass embed_model= (or identity=) to create one "
+                "that records the model of its vectors"
+            )
+            raise IndexFileError(msg)
+        # else: an external model of unknown dimension; the file is created at the first add.
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LokalVectorStore"
+
+    @property
+    def client(self) -> Index | None:
+        """The core :class:`lokal.index.Index` (None until an external model's first add)."""
+        return self._index
+
+    def close(self) -> None:
+        """Close the index file (the store cannot be used after this)."""
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+
+    def __enter__(self) -> LokalVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"LokalVectorStore({self._index!r})"
+            if self._index
+            else f"LokalVectorStore({self.path!r})"
+        )
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def _writer(self, dimension: int | None = None) -> Index | None:
+        """The index open for writing: opened writable on first write, which is when the core
+        refuses agent-managed files (IndexReadOnly) and other variants (ModelMismatch)."""
+        with self._lock:
+            index = self._index
+            if index is None:
+                if dimension is None:
+                    return None
+                self._identity = external_identity(self._external, dimension)
+                index = self._index = Index.create(
+                    self.path, self._identity, quantization=self.quantization
+                )
+            if dimension is not None:
+                self._check_dimension(index, dimension, "node embeddings")
+            if not index.writable:
+                writer = Index.open(self.path, self._identity, writable=True)
+                index.close()
+                index = self._index = writer
+            return index
+
+    @staticmethod
+    def _check_dimension(index: Index, dimension: int, what: str) -> None:
+        if dimension != index.dimension:
+            msg = (
+                f"{index.path} holds vectors from {index.identity.describe()}; these {what} "
+                f"have {dimension} dimensions, so they come from another model"
+            )
+            raise ModelMismatch(msg)
+
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        """Upsert nodes (node id = chunk id) with the embeddings they carry."""
+        if not nodes:
+            return []
+        vectors = np.asarray([node.get_embedding() for node in nodes], dtype=np.float32)
+        index = self._writer(dimension=vectors.shape[-1])
+        assert index is not None
+        return index.upsert([_chunk(node) for node in nodes], vectors)
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every chunk of the source document ``ref_doc_id`` (for a file the agent or
+        the core wrote, that is the document's uri)."""
+        index = self._writer()
+        if index is None:
+            return
+        index.delete_where({"ref_doc_id": ref_doc_id})
+        index.delete_document(ref_doc_id)
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """Delete the nodes with these ids, those matching ``filters``, or (both given) those
+        with these ids that match. Use :meth:`clear` to delete everything."""
+        flt = to_lokal_filter(filters)
+        if node_ids is None and flt is None:
+            msg = "delete_nodes needs node_ids or filters; use clear() to delete every node"
+            raise ValueError(msg)
+        index = self._writer()
+        if index is None:
+            return
+        if flt is None:
+            index.delete(node_ids or [])
+        elif node_ids is None:
+            index.delete_where(flt)
+        else:
+            wanted = set(node_ids)
+            index.delete([r.id for r in index.get(filter=flt) if r.id in wanted])
+
+    def clear(self) -> None:
+        index = self._writer()
+        if index is not None:
+            index.clear()
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def get_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        """Nodes by id (in the order given), by filter (in storage order), or both; every node
+        with neither."""
+        flt = to_lokal_filter(filters)
+        with self._lock:  # a first write may swap in a writable connection
+            index = self._index
+            if index is None:
+                return []
+            if node_ids is None:
+                records = index.get(filter=flt)
+            elif flt is None:
+                records = index.get_by_ids(node_ids)
+            else:
+                by_id = {r.id: r for r in index.get(filter=flt)}
+                records = [by_id[i] for i in node_ids if i in by_id]
+        return [_node(r) for r in records]
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """Nearest nodes to ``query.query_embedding`` among those matching ``query.filters``
+        (and ``query.doc_ids``). ``mmr`` reads ``mmr_threshold`` (0..1, 1 = relevance only),
+        ``mmr_prefetch_k`` or ``mmr_prefetch_factor`` from the query or keyword arguments."""
+        with self._lock:  # a first write may swap in a writable connection
+            if self._index is None:
+                return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+            hits = self._search(self._index, query, **kwargs)
+        return VectorStoreQueryResult(
+            nodes=[_node(h) for h in hits],
+            similarities=[h.score for h in hits],
+            ids=[h.id for h in hits],
+        )
+
+    def _search(self, index: Index, query: VectorStoreQuery, **kwargs: Any) -> list[Hit]:
+        if query.node_ids:
+            msg = (
+                "LokalVectorStore cannot restrict a query to node_ids; restrict it with "
+                "filters (or doc_ids) on the nodes' metadata"
+            )
+            raise NotImplementedError(msg)
+        if query.query_embedding is None:
+            msg = "LokalVectorStore.query needs query.query_embedding"
+            raise ValueError(msg)
+        self._check_dimension(index, len(query.query_embedding), "query embeddings")
+        doc_ids = {"ref_doc_id": {"$in": list(query.doc_ids)}} if query.doc_ids else None
+        flt = _both(to_lokal_filter(query.filters), doc_ids)
+        vector, k, mode = query.query_embedding, query.similarity_top_k, query.mode
+        if mode == VectorStoreQueryMode.DEFAULT:
+            hits = index.search(vector, k, filter=flt)
+        elif mode == VectorStoreQueryMode.HYBRID:
+            if not query.query_str:
+                msg = "hybrid mode needs query.query_str for the full-text half"
+                raise ValueError(msg)
+            if query.alpha is not None:
+                log.warning(
+                    "LokalVectorStore ignores alpha=%s: hybrid search fuses the vector and "
+                    "full-text rankings by reciprocal rank",
+                    query.alpha,
+                )
+            k = query.hybrid_top_k or k
+            fetch_k = max(query.sparse_top_k, k) if query.sparse_top_k else None
+            hits = index.hybrid_search(vector, query.query_str, k, filter=flt, fetch_k=fetch_k)
+        elif mode == VectorStoreQueryMode.MMR:
+            threshold = query.mmr_threshold
+            if threshold is None:
+                threshold = kwargs.get("mmr_threshold")
+            fetch_k = kwargs.get("mmr_prefetch_k") or int(
+                k * float(kwargs.get("mmr_prefetch_factor", 4.0))
+            )
+            hits = index.mmr_search(
+                vector,
+                k,
+                fetch_k=max(fetch_k, k),
+                lambda_mult=0.5 if threshold is None else float(threshold),
+                filter=flt,
+            )
+        else:
+            msg = (
+                f"LokalVectorStore does not support query mode {mode.value!r}; use "
+                "'default', 'hybrid' or 'mmr'"
+            )
+            raise NotImplementedError(msg)
+        return hits
+
+    # ---- async: local work runs in a worker thread, the event loop stays free -----------------
+
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        return await asyncio.to_thread(self.add, nodes, **kwargs)
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        await asyncio.to_thread(self.delete_nodes, node_ids, filters, **delete_kwargs)
+
+    async def aclear(self) -> None:
+        await asyncio.to_thread(self.clear)
+
+    async def aget_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        return await asyncio.to_thread(self.get_nodes, node_ids, filters)
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        return await asyncio.to_thread(self.query, query, **kwargs)

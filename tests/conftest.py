@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -31,9 +32,10 @@ from lokal import packing  # noqa: E402
 from lokal.embedder import Embedder  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def lokal_home() -> Path:
-    return _HOME
+@pytest.fixture(scope="session", autouse=True)
+def lokal_home() -> Iterator[Path]:
+    yield _HOME
+    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,102 @@
+"""The index file's schema, as numbered migrations applied in order, each in one transaction.
+
+Tables:
+
+- ``lokal_meta``: key/value facts about the file (model identity, settings, who manages it);
+- ``lokal_migrations``: which migrations ran, when;
+- ``documents``: one row per source (a file path or URI) with what the agent needs to see
+  whether it changed (hash, size, mtime, ctime, inode), its status and last error;
+- ``chunks``: the text pieces, their user-facing id, position in the document (ordinal, char
+  and line offsets), token count and JSON metadata. ``chunks.id`` is the rowid shared with:
+- ``chunks_vec``: a sqlite-vec ``vec0`` table with the float32 vectors (cosine distance);
+- ``chunks_fts``: an FTS5 full-text table over ``chunks.text`` (external content), and
+  ``chunks_fts_vocab`` (fts5vocab) with each term's document count.
+
+Add a migration by appending to :data:`MIGRATIONS`; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+Migration = tuple[int, str, Callable[[Any, dict[str, Any]], None]]
+
+
+def _m001_initial(conn: Any, ctx: dict[str, Any]) -> None:
+    dim = int(ctx["dimension"])
+    conn.execute("CREATE TABLE lokal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("""
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            uri TEXT NOT NULL UNIQUE,
+            content_hash TEXT,
+            size INTEGER,
+            mtime_ns INTEGER,
+            ctime_ns INTEGER,
+            inode INTEGER,
+            status TEXT NOT NULL DEFAULT 'indexed',
+            error TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            updated_at REAL NOT NULL
+        )""")
+    conn.execute("""
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            chunk_id TEXT NOT NULL UNIQUE,
+            document_id INTEGER REFERENCES documents(id),
+            ordinal INTEGER NOT NULL DEFAULT 0,
+            text TEXT NOT NULL,
+            char_start INTEGER,
+            char_end INTEGER,
+            line_start INTEGER,
+            line_end INTEGER,
+            tokens INTEGER,
+            metadata TEXT NOT NULL DEFAULT '{}'
+        )""")
+    conn.execute("CREATE INDEX chunks_by_document ON chunks(document_id, ordinal)")
+    conn.execute(
+        f"CREATE VIRTUAL TABLE chunks_vec USING vec0(embedding float[{dim}] distance_metric=cosine)"
+    )
+    conn.execute(
+        "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id', "
+        "tokenize='unicode61 remove_diacritics 2')"
+    )
+    # per-term document counts, to leave terms that are everywhere out of full-text queries
+    conn.execute("CREATE VIRTUAL TABLE chunks_fts_vocab USING fts5vocab(chunks_fts, 'row')")
+
+
+MIGRATIONS: list[Migration] = [
+    (1, "initial: meta, documents, chunks, vectors (vec0), full text (fts5)", _m001_initial),
+]
+
+
+def applied(conn: Any) -> set[int]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lokal_migrations'"
+    ).fetchone()
+    if not exists:
+        return set()
+    return {row[0] for row in conn.execute("SELECT number FROM lokal_migrations")}
+
+
+def migrate(conn: Any, ctx: dict[str, Any]) -> list[int]:
+    """Apply the migrations this file lacks; the caller holds a write transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS lokal_migrations "
+        "(number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    done = applied(conn)
+    ran = []
+    for number, name, step in MIGRATIONS:
+        if number in done:
+            continue
+        step(conn, ctx)
+        conn.execute("INSERT INTO lokal_migrations VALUES (?, ?, ?)", (number, name, time.time()))
+        ran.append(number)
+    return ran
+
+
+def latest() -> int:
+    return MIGRATIONS[-1][0]

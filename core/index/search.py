@@ -1,0 +1,163 @@
+"""Search over the index's vectors: exact top-k, quantized candidates, rank fusion, MMR.
+
+sqlite-vec 0.1.9 searches by brute force inside SQLite (measured: 69 ms at 100k rows where
+numpy takes 15 ms). lokal keeps a search copy of the vectors in memory instead — float32, or
+int8 / 1-bit for large indexes on small boxes — loaded from the ``vec0`` table on first search
+and reloaded when the file changes. Filters are evaluated in SQL first; the vector math then
+runs over exactly the rows that match, so k results come back whenever k rows match.
+
+Quantized modes find ``k * oversample`` candidates in the compact copy and rescore them with
+the stored float32 vectors, so returned scores are always exact cosines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+QUANTIZATIONS = ("float", "int8", "bit")
+#: Candidates per wanted result in the quantized modes, before float rescoring.
+OVERSAMPLE = {"float": 1, "int8": 4, "bit": 40}
+#: Reciprocal rank fusion constant (Cormack et al. 2009).
+RRF_K = 60
+_BLOCK = 65_536
+
+
+def normalize(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    out: np.ndarray = (v / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+    return out
+
+
+@dataclass
+class VectorCache:
+    """The in-memory search copy of one index's vectors, in one representation."""
+
+    quantization: str
+    rowids: np.ndarray  # int64, sorted
+    data: np.ndarray  # float32 (n, d) normalized | int8 (n, d) | uint8 (n, d/8) packed signs
+    version: tuple[int, int]
+
+    @classmethod
+    def load(
+        cls, conn: Any, dimension: int, quantization: str, version: tuple[int, int]
+    ) -> VectorCache:
+        rows = conn.execute("SELECT rowid, embedding FROM chunks_vec").fetchall()
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        matrix = matrix.reshape(len(rows), dimension)
+        order = np.argsort(rowids, kind="stable")
+        rowids, matrix = rowids[order], normalize(matrix[order])
+        return cls(quantization, rowids, encode(matrix, quantization), version)
+
+    def positions(self, rowids: np.ndarray) -> np.ndarray:
+        """Positions in the cache of the given rowids (those it holds)."""
+        pos = np.searchsorted(self.rowids, rowids)
+        inside = pos < len(self.rowids)
+        pos, rowids = pos[inside], rowids[inside]
+        found: np.ndarray = pos[self.rowids[pos] == rowids]
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes + self.rowids.nbytes)
+
+
+def encode(matrix: np.ndarray, quantization: str) -> np.ndarray:
+    """Normalized float32 rows in the cache's representation."""
+    if quantization == "float":
+        return np.ascontiguousarray(matrix, dtype=np.float32)
+    if quantization == "int8":
+        return np.clip(np.rint(matrix * 127.0), -127, 127).astype(np.int8)
+    if quantization == "bit":
+        return np.packbits(matrix > 0, axis=-1)
+    msg = f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}"
+    raise ValueError(msg)
+
+
+def approximate_scores(cache: VectorCache, query: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
+    """Scores for the rows at ``pos`` (all rows if None), higher is closer.
+
+    float: exact cosine. int8: cosine up to rounding. bit: minus the Hamming distance.
+    """
+    data = cache.data if pos is None else cache.data[pos]
+    if cache.quantization == "float":
+        return data @ query  # type: ignore[no-any-return]
+    if cache.quantization == "int8":
+        q = query.astype(np.float32) * 127.0
+        out = np.empty(len(data), dtype=np.float32)
+        for start in range(0, len(data), _BLOCK):
+            block = data[start : start + _BLOCK]
+            out[start : start + len(block)] = block.astype(np.float32) @ q
+        return out
+    qbits = np.packbits(query > 0)
+    if data.shape[1] % 8 == 0:
+        xor = np.bitwise_xor(data.view(np.uint64), qbits.view(np.uint64))
+    else:
+        xor = np.bitwise_xor(data, qbits)
+    distance = np.bitwise_count(xor).sum(axis=1, dtype=np.int32)
+    return -distance.astype(np.float32)  # type: ignore[no-any-return]
+
+
+def top_positions(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest scores, best first; ties broken by position."""
+    if n <= 0 or len(scores) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n < len(scores):
+        part = np.argpartition(-scores, n - 1)[:n]
+    else:
+        part = np.arange(len(scores))
+    ordered: np.ndarray = part[np.lexsort((part, -scores[part]))]
+    return ordered
+
+
+def relevance(cosine: np.ndarray | float) -> Any:
+    """lokal's documented relevance score: (1 + cosine) / 2, in [0, 1], higher is better."""
+    return np.clip((1.0 + np.asarray(cosine)) / 2.0, 0.0, 1.0)
+
+
+def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal rank fusion of several rankings of rowids (best first)."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, rowid in enumerate(ranking):
+            fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (k + rank + 1)
+    return fused
+
+
+def mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -> list[int]:
+    """Maximal marginal relevance over normalized candidate vectors; returns their positions."""
+    if len(candidates) == 0:
+        return []
+    to_query = candidates @ query
+    chosen = [int(np.argmax(to_query))]
+    best_sim = candidates @ candidates[chosen[0]]
+    while len(chosen) < min(k, len(candidates)):
+        score = lambda_mult * to_query - (1.0 - lambda_mult) * best_sim
+        score[chosen] = -np.inf
+        nxt = int(np.argmax(score))
+        chosen.append(nxt)
+        best_sim = np.maximum(best_sim, candidates @ candidates[nxt])
+    return chosen
+
+
+#: Query words found in more than this share of chunks say nothing about relevance (the, what,
+#: is ...) and only add noise to the full-text ranking; they are left out of hybrid queries.
+COMMON_TERM_SHARE = 0.05
+#: ... but a word in this many chunks or fewer is never "common" (small indexes).
+COMMON_TERM_MIN_DOCS = 3
+
+
+def query_words(text: str) -> list[str]:
+    return list(dict.fromkeys(w.lower() for w in re.findall(r"\w+", text)))[:64]
+
+
+def fts_query(words: Sequence[str]) -> str | None:
+    """An FTS5 query matching any of ``words`` (each quoted: no FTS syntax is injected)."""
+    if not words:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
