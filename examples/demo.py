@@ -1,23 +1,26 @@
-"""lokal's demo: embed a real corpus with the embedded default model and answer questions.
+"""lokal's demo: index a real corpus with the embedded default model and answer questions.
 
 The corpus is Python's own language reference (``pydoc_data.topics``, shipped with every
-Python): about 1,500 paragraphs written outside this project. Everything runs on this machine:
-no API key, no network.
+Python): about 1,500 paragraphs written outside this project. They are embedded into a lokal
+index file (one SQLite file that records its model), which is then reopened with no model
+named - it loads the one the file records - and queried through a LangChain retriever.
+Everything runs on this machine: no API key, no network.
 
-    python examples/demo.py [--limit N]
+    python examples/demo.py [--limit N] [--index FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import tempfile
 import time
+from pathlib import Path
 from pydoc_data.topics import topics
 
 from langchain_core.documents import Document
-from langchain_core.vectorstores import InMemoryVectorStore
 
-from lokal.integrations.langchain import LocalEmbeddings
+from lokal.integrations.langchain import LocalEmbeddings, LokalVectorStore
 
 QUESTIONS = [
     "How do I add debugging checks that are removed when optimizing?",
@@ -40,19 +43,25 @@ def corpus(limit: int | None) -> list[Document]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, help="embed only the first N paragraphs")
+    parser.add_argument("--index", type=Path, help="index file to write (default: a temp dir)")
     args = parser.parse_args()
+    path = args.index or Path(tempfile.mkdtemp(prefix="lokal-demo-")) / "reference.db"
+    if path.exists():
+        parser.error(f"{path} exists already; pass another --index")
 
     embeddings = LocalEmbeddings()  # the embedded default, offline
     print(f"model: {embeddings.embedder.profile.describe()}")
     print(f"via:   {embeddings.embedder.backend_name} ({embeddings.embedder.resolved.reason})")
     docs = corpus(args.limit)
     start = time.perf_counter()
-    store = InMemoryVectorStore.from_documents(docs, embeddings)
+    LokalVectorStore.from_documents(docs, embeddings, path=path).close()
     took = time.perf_counter() - start
     print(
-        f"embedded {len(docs)} paragraphs of Python's language reference in {took:.1f} s "
-        f"({len(docs) / took:.0f}/s)\n"
+        f"indexed {len(docs)} paragraphs of Python's language reference in {took:.1f} s "
+        f"({len(docs) / took:.0f}/s) into {path}\n"
     )
+
+    store = LokalVectorStore(path)  # no model named: the file's own model is loaded
     retriever = store.as_retriever(search_kwargs={"k": 3})
     for question in QUESTIONS:
         print(f"Q: {question}")
@@ -60,6 +69,7 @@ def main() -> None:
             snippet = doc.page_content[:110] + ("..." if len(doc.page_content) > 110 else "")
             print(f"   [{doc.metadata['source']}] {snippet}")
         print()
+    store.close()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def run_example(name: str, *args: str) -> str:
 @pytest.mark.slow
 def test_demo(packed_gguf: Path) -> None:
     out = run_example("demo.py", "--limit", "300")
-    assert "embedded 300 paragraphs" in out
+    assert "indexed 300 paragraphs" in out
     assert out.count("Q: ") == 4
 
 
