@@ -306,6 +306,244 @@ def models_verify(files: tuple[Path, ...], as_json: bool) -> None:
         sys.exit(1)
 
 
+def index_option(f: F) -> F:
+    return click.option(
+        "--index",
+        "index_path",
+        required=True,
+        envvar="LOKAL_INDEX",
+        show_envvar=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The index file.",
+    )(f)
+
+
+@cli.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@index_option
+@click.option(
+    "--model",
+    help="Embedding model (default: the embedded default, as a GGUF when "
+    "packed). Must match the model an existing index records.",
+)
+@click.option(
+    "--chunk-tokens",
+    type=click.IntRange(16),
+    help="Chunk size in tokens (default: the model's context).",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(0),
+    default=32,
+    show_default=True,
+    help="Tokens repeated between neighbouring chunks.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="gitignore-style pattern to leave out "
+    "(repeatable; added to the defaults: .git/, editor swap and temp files...).",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Follow symlinks inside the roots (loops are cut; nothing outside the roots is read).",
+)
+@json_option
+def index_cmd(
+    paths: tuple[Path, ...],
+    index_path: Path,
+    model: str | None,
+    chunk_tokens: int | None,
+    overlap: int,
+    exclude: tuple[str, ...],
+    follow_symlinks: bool,
+    as_json: bool,
+) -> None:
+    """Index PATHS once into an index file, then exit.
+
+    Unchanged files cost nothing (size, times and inode first, then a hash); changed files are
+    re-chunked and re-embedded, each in one transaction; files gone from disk leave the index
+    (unless their whole root is missing, e.g. an unmounted disk).
+
+    \b
+    Example:
+      lokal index /srv/manuals --index /var/lib/lokal/index.db
+      lokal index docs/ --index docs.db --json | jq .indexed
+    """
+    from lokal.agent.ingest import DEFAULT_EXCLUDE, Ingest, Settings, writer_lock
+    from lokal.embedder import Embedder
+    from lokal.index import Index
+
+    settings = Settings(
+        chunk_tokens=chunk_tokens,
+        overlap=overlap,
+        exclude=DEFAULT_EXCLUDE + exclude,
+        follow_symlinks=follow_symlinks,
+    )
+    with _friendly_errors():
+        embedder = Embedder(model)
+        with writer_lock(index_path):
+            if index_path.exists():
+                index = Index.open(index_path, embedder.identity, writable=True, agent=True)
+            else:
+                index = Index.create(index_path, embedder.identity, managed_by="agent")
+            with index:
+                summary = Ingest(index, embedder, settings).run(list(paths))
+    if as_json:
+        _emit_json(summary.to_dict())
+    else:
+        _table(
+            [
+                [k, str(getattr(summary, k))]
+                for k in ("seen", "indexed", "unchanged", "skipped", "failed", "removed", "chunks")
+            ],
+            ["files", "count"],
+        )
+        for p in summary.problems:
+            click.echo(f"  {p['path']}: {p['reason']}", err=True)
+        for root in summary.missing_roots:
+            click.echo(f"  root not available (documents kept): {root}", err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+def _open_for_search(index_path: Path) -> tuple[Any, Any]:
+    from lokal.embedder import Embedder, options_for
+    from lokal.index import Index
+
+    identity = Index.recorded_identity(index_path)
+    embedder = Embedder(**options_for(identity, str(index_path)))
+    return Index.open(index_path, embedder.identity), embedder
+
+
+@cli.command("search")
+@click.argument("query")
+@index_option
+@click.option("-k", "k", type=click.IntRange(1), default=5, show_default=True)
+@click.option(
+    "--filter",
+    "filter_json",
+    help='Metadata filter as JSON, e.g. \'{"kind": {"$in": ["md", "txt"]}}\'.',
+)
+@click.option("--hybrid", is_flag=True, help="Fuse vector and full-text (BM25) rankings.")
+@json_option
+def search_cmd(
+    query: str, index_path: Path, k: int, filter_json: str | None, hybrid: bool, as_json: bool
+) -> None:
+    """Search an index: path, line range and score of the best chunks for QUERY.
+
+    The model the index records is loaded (no model to name).
+
+    \b
+    Example:
+      lokal search "how do I reset the pump?" --index index.db -k 3
+    """
+    flt = None
+    if filter_json:
+        try:
+            flt = json.loads(filter_json)
+        except ValueError as exc:
+            msg = f"not JSON: {exc}"
+            raise click.BadParameter(msg, param_hint="--filter") from exc
+    with _friendly_errors():
+        index, embedder = _open_for_search(index_path)
+        with index:
+            vector = embedder.embed_query(query)
+            hits = (
+                index.hybrid_search(vector, query, k, filter=flt)
+                if hybrid
+                else index.search(vector, k, filter=flt)
+            )
+    rows = [
+        {
+            "path": h.document,
+            "lines": [h.line_start, h.line_end],
+            "score": round(h.score, 4),
+            "id": h.id,
+            "text": h.text,
+            "metadata": h.metadata,
+        }
+        for h in hits
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    for r in rows:
+        where = r["path"] or r["id"]
+        if r["lines"][0] is not None:
+            where += f":{r['lines'][0]}-{r['lines'][1]}"
+        snippet = " ".join(str(r["text"]).split())[:160]
+        click.echo(f"{r['score']:.3f}  {where}\n       {snippet}")
+
+
+@cli.command("check")
+@index_option
+@json_option
+def check_cmd(index_path: Path, as_json: bool) -> None:
+    """Check an index: its chunks, vectors and full text agree, and every indexed document
+    still matches its file. Exits 1 when something is wrong.
+
+    \b
+    Example:
+      lokal check --index /var/lib/lokal/index.db --json
+    """
+    import hashlib
+
+    from lokal.index import Index
+
+    with _friendly_errors(), Index.open(index_path) as index:
+        report = index.check()
+        stale = []
+        for doc in index.documents():
+            path = Path(doc.uri)
+            if doc.status != "indexed":
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                stale.append({"path": doc.uri, "problem": f"cannot read: {exc.strerror}"})
+                continue
+            if hashlib.sha256(data).hexdigest() != doc.content_hash:
+                stale.append({"path": doc.uri, "problem": "content changed since indexed"})
+    result = {
+        "ok": report.ok and not stale,
+        "problems": report.problems,
+        "stale": stale,
+        "counts": report.counts,
+    }
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo("OK" if result["ok"] else "PROBLEMS")
+        for key, value in report.counts.items():
+            click.echo(f"  {key}: {value}")
+        for problem in report.problems:
+            click.echo(f"  integrity: {problem}")
+        for s in stale:
+            click.echo(f"  stale: {s['path']}: {s['problem']}")
+    if not result["ok"]:
+        sys.exit(1)
+
+
+@cli.command("snapshot")
+@index_option
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def snapshot_cmd(index_path: Path, out: Path) -> None:
+    """Write a consistent single-file copy of an index to OUT, safe while a writer runs
+    (copying the file by hand can lose what is still in its write-ahead log).
+
+    \b
+    Example:
+      lokal snapshot --index /var/lib/lokal/index.db /backup/index-$(date +%F).db
+    """
+    from lokal.index import Index
+
+    with _friendly_errors(), Index.open(index_path) as index:
+        index.snapshot(out)
+    click.echo(f"snapshot written to {out}")
+
+
 def main() -> None:
     cli(prog_name="lokal")
 

@@ -502,6 +502,61 @@ class Index:
                 )
             self._changed()
 
+    def set_document(
+        self,
+        uri: str,
+        *,
+        status: str,
+        error: str | None = None,
+        content_hash: str | None = None,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        ctime_ns: int | None = None,
+        inode: int | None = None,
+    ) -> None:
+        """Record a document's state without new chunks: ``"indexed"`` keeps its chunks (the
+        file was touched but its content is the same), ``"failed"`` or ``"skipped"`` removes
+        them and keeps the reason, so the document is retried when it changes."""
+        with self._lock:
+            conn = self._writer()
+            with sqlite.write(conn):
+                doc_id = self._document_id(conn, uri)
+                if status != "indexed":
+                    old = [
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT id FROM chunks WHERE document_id = ?", (doc_id,)
+                        )
+                    ]
+                    self._delete_rows(conn, old)
+                conn.execute(
+                    "UPDATE documents SET status = ?, error = ?, content_hash = ?, size = ?, "
+                    "mtime_ns = ?, ctime_ns = ?, inode = ?, updated_at = ? WHERE id = ?",
+                    (
+                        status,
+                        error,
+                        content_hash,
+                        size,
+                        mtime_ns,
+                        ctime_ns,
+                        inode,
+                        time.time(),
+                        doc_id,
+                    ),
+                )
+            self._changed()
+
+    def update_settings(self, settings: Mapping[str, Any]) -> None:
+        """Record the settings that produced the chunks (chunker, parsers)."""
+        with self._lock:
+            conn = self._writer()
+            with sqlite.write(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO lokal_meta VALUES ('settings', ?)",
+                    (json.dumps(dict(settings), sort_keys=True),),
+                )
+            self.settings = dict(settings)
+
     def delete_document(self, uri: str) -> int:
         """Delete a document and its chunks; returns the number of chunks removed."""
         with self._lock:

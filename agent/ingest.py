@@ -1,0 +1,362 @@
+"""One pass over directories: bring the index in step with the files on disk.
+
+For each regular file under the roots: its size, mtime_ns, ctime_ns and inode are compared with
+what the index recorded; only files that differ are read and hashed, and only files whose
+content (sha256) differs are parsed, chunked and embedded. Each file's chunks are replaced in
+one transaction. Files gone from disk are removed from the index — except under a root that
+is itself missing (an unmounted disk is not an empty one). A file that cannot be read or
+parsed is recorded with its reason and retried when it changes; it never stops the pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lokal.agent import parsers
+from lokal.chunking import Chunker
+from lokal.embedder import Embedder
+from lokal.errors import LokalError
+from lokal.index import Chunk, Index
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXCLUDE = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "__pycache__/",
+    "node_modules/",
+    ".venv/",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*~",
+    ".#*",
+    "#*#",
+    "*.tmp",
+    "*.part",
+    "*.crdownload",
+    ".DS_Store",
+)
+#: The index's own files are never indexed, wherever the index lives.
+INDEX_SUFFIXES = ("", "-wal", "-shm", "-journal", ".tmp", ".lock")
+
+
+@dataclass(frozen=True)
+class Settings:
+    chunk_tokens: int | None = None
+    overlap: int = 32
+    max_file_bytes: int = 20 * 1024 * 1024
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    include: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+    #: chunks embedded together (across files) before they are written
+    batch_chunks: int = 64
+
+
+@dataclass
+class Summary:
+    seen: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    removed: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    problems: list[dict[str, str]] = field(default_factory=list)
+    missing_roots: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FileState:
+    path: Path
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path, st: os.stat_result) -> FileState:
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def stat_fields(self) -> dict[str, int]:
+        return {
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "ctime_ns": self.ctime_ns,
+            "inode": self.inode,
+        }
+
+
+class Patterns:
+    """gitignore-style patterns (pathspec): ``dir/`` matches directories, ``*.swp`` any
+    depth, ``/build`` the root only, ``**`` any directories, ``!keep`` re-includes."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        import pathspec
+
+        self._spec = pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+
+    def __bool__(self) -> bool:
+        return self._spec is not None
+
+    def match(self, rel: str, is_dir: bool) -> bool:
+        return self._spec is not None and self._spec.match_file(rel + "/" if is_dir else rel)
+
+
+def scan(
+    root: Path, settings: Settings, skip: set[Path], report: Callable[[Path, str], None]
+) -> Iterator[FileState]:
+    """Regular files under ``root`` that the settings admit. Symlinks are not followed unless
+    ``follow_symlinks``; then directory loops are cut and nothing outside ``root`` is read."""
+    real_root = root.resolve()
+    visited: set[tuple[int, int]] = set()
+    exclude, include = Patterns(settings.exclude), Patterns(settings.include)
+
+    def onerror(exc: OSError) -> None:
+        report(Path(exc.filename or root), f"cannot list directory: {exc.strerror}")
+
+    for dirpath, dirnames, filenames in os.walk(
+        root, onerror=onerror, followlinks=settings.follow_symlinks
+    ):
+        here = Path(dirpath)
+        try:
+            st = here.stat()
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            report(here, "symlink loop: directory already visited")
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        rel_dir = here.relative_to(root).as_posix()
+        keep = []
+        for d in sorted(dirnames):
+            rel = f"{rel_dir}/{d}" if rel_dir != "." else d
+            if not exclude.match(rel, True):
+                keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            path = here / name
+            rel = f"{rel_dir}/{name}" if rel_dir != "." else name
+            if path in skip or exclude.match(rel, False):
+                continue
+            if include and not include.match(rel, False):
+                continue
+            try:
+                lst = path.lstat()
+                if stat.S_ISLNK(lst.st_mode):
+                    if not settings.follow_symlinks:
+                        continue
+                    target = path.resolve(strict=True)
+                    if not target.is_relative_to(real_root):
+                        report(path, "symlink pointing outside the root: not read")
+                        continue
+                    lst = path.stat()
+                if not stat.S_ISREG(lst.st_mode):
+                    continue
+            except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() on a link loop
+                report(path, f"cannot stat: {exc}")
+                continue
+            yield FileState.of(path, lst)
+
+
+class AgentLockError(LokalError):
+    """Another lokal agent (or ``lokal index``) is writing this index."""
+
+
+@contextmanager
+def writer_lock(index_path: Path) -> Iterator[None]:
+    """One writer per index file: an exclusive, non-blocking lock on ``INDEX.lock``, released
+    by the kernel if the process dies (no stale lock after kill -9 or a power cut)."""
+    import fcntl
+
+    lock_path = Path(f"{index_path}.lock")
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            msg = (
+                f"{index_path} is being written by another lokal agent (pid {holder}); "
+                "only one writer may run per index"
+            )
+            raise AgentLockError(msg) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Ingest:
+    """Keeps one index file in step with files, with one embedder."""
+
+    def __init__(self, index: Index, embedder: Embedder, settings: Settings | None = None) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.settings = settings or Settings()
+        self.chunker = Chunker(
+            embedder.count_tokens,
+            embedder.context_length,
+            prefix=embedder.profile.document_prefix,
+            chunk_tokens=self.settings.chunk_tokens,
+            overlap=self.settings.overlap,
+        )
+        self.chunk_settings = {**self.chunker.settings(), "parsers": parsers.VERSION}
+        self._skip = {Path(f"{index.path}{s}").resolve() for s in INDEX_SUFFIXES}
+        self._pending: list[tuple[FileState, str, list[Chunk]]] = []
+
+    def run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None = None) -> Summary:
+        summary = Summary()
+        rechunk = self.index.settings != self.chunk_settings
+        if rechunk and len(self.index):
+            log.info("chunking settings changed: every file is re-chunked")
+        known = {d.uri: d for d in self.index.documents()}
+        present: set[str] = set()
+        live_roots = []
+        for root in roots:
+            root = root.resolve()
+            if not root.is_dir():
+                summary.missing_roots.append(str(root))
+                log.warning("root %s is not available: its documents are kept", root)
+                continue
+            live_roots.append(root)
+
+            def problem(path: Path, reason: str) -> None:
+                summary.problems.append({"path": str(path), "reason": reason})
+
+            for state in scan(root, self.settings, self._skip, problem):
+                summary.seen += 1
+                uri = str(state.path)
+                present.add(uri)
+                if progress is not None:
+                    progress(state.path)
+                self._visit(state, known.get(uri), rechunk, summary)
+        self._flush(summary)
+        for uri in known:
+            inside = any(Path(uri).is_relative_to(r) for r in live_roots)
+            if inside and uri not in present:
+                self.index.delete_document(uri)
+                summary.removed += 1
+        if rechunk:
+            self.index.update_settings(self.chunk_settings)
+        return summary
+
+    def _visit(self, state: FileState, doc: Any, rechunk: bool, summary: Summary) -> None:
+        same_stat = doc is not None and (doc.size, doc.mtime_ns, doc.ctime_ns, doc.inode) == (
+            state.size,
+            state.mtime_ns,
+            state.ctime_ns,
+            state.inode,
+        )
+        if same_stat and not rechunk:
+            # indexed and untouched; or skipped/failed and not changed since (retried when it is)
+            summary.unchanged += 1
+            return
+        uri = str(state.path)
+        if state.size > self.settings.max_file_bytes:
+            self._record(
+                uri,
+                state,
+                "skipped",
+                f"larger than {self.settings.max_file_bytes} bytes (max_file_bytes)",
+                None,
+                summary,
+            )
+            return
+        try:
+            data = state.path.read_bytes()
+        except OSError as exc:
+            self._record(uri, state, "failed", f"cannot read: {exc.strerror or exc}", None, summary)
+            return
+        digest = hashlib.sha256(data).hexdigest()
+        if (
+            doc is not None
+            and doc.content_hash == digest
+            and not rechunk
+            and (doc.status == "indexed")
+        ):
+            self.index.set_document(
+                uri, status="indexed", content_hash=digest, **state.stat_fields()
+            )
+            summary.unchanged += 1
+            return
+        try:
+            parsed = parsers.parse(state.path, data)
+            pieces = self.chunker.chunks(parsed.text)
+        except parsers.Unsupported as exc:
+            self._record(uri, state, "skipped", str(exc), digest, summary)
+            return
+        except Exception as exc:  # a parser bug on one file must not stop the agent
+            log.exception("failed to parse %s", uri)
+            self._record(uri, state, "failed", f"{type(exc).__name__}: {exc}", digest, summary)
+            return
+        meta = {"source": uri, "kind": parsed.kind}
+        chunks = [
+            Chunk(
+                p.text,
+                ordinal=p.ordinal,
+                char_start=p.char_start,
+                char_end=p.char_end,
+                line_start=p.line_start,
+                line_end=p.line_end,
+                tokens=p.tokens,
+                metadata=meta,
+            )
+            for p in pieces
+        ]
+        self._pending.append((state, digest, chunks))
+        if sum(len(c) for _, _, c in self._pending) >= self.settings.batch_chunks:
+            self._flush(summary)
+
+    def _record(
+        self,
+        uri: str,
+        state: FileState,
+        status: str,
+        reason: str,
+        digest: str | None,
+        summary: Summary,
+    ) -> None:
+        self.index.set_document(
+            uri, status=status, error=reason, content_hash=digest, **state.stat_fields()
+        )
+        summary.problems.append({"path": uri, "reason": reason})
+        if status == "failed":
+            summary.failed += 1
+        else:
+            summary.skipped += 1
+
+    def _flush(self, summary: Summary) -> None:
+        """Embed the pending files' chunks together, then write each file in its own
+        transaction."""
+        if not self._pending:
+            return
+        texts = [c.text for _, _, chunks in self._pending for c in chunks]
+        vectors = self.embedder.embed_documents(texts).vectors
+        offset = 0
+        for state, digest, chunks in self._pending:
+            part = vectors[offset : offset + len(chunks)]
+            offset += len(chunks)
+            self.index.replace_document(
+                str(state.path), chunks, part, content_hash=digest, **state.stat_fields()
+            )
+            summary.indexed += 1
+            summary.chunks += len(chunks)
+            summary.tokens += sum(c.tokens or 0 for c in chunks)
+        self._pending = []
