@@ -379,6 +379,10 @@ class Index:
             conn.execute("DELETE FROM chunks WHERE id = ?", (rowid,))
         return len(rowids)
 
+    def _delete_document_rows(self, conn: Any, doc_id: int | None) -> int:
+        rows = conn.execute("SELECT id FROM chunks WHERE document_id = ?", (doc_id,))
+        return self._delete_rows(conn, [r[0] for r in rows.fetchall()])
+
     def _insert(
         self, conn: Any, chunk: Chunk, chunk_id: str, vector: np.ndarray, document_id: int | None
     ) -> None:
@@ -476,11 +480,7 @@ class Index:
             conn = self._writer()
             with sqlite.write(conn):
                 doc_id = self._document_id(conn, uri)
-                old = [
-                    r[0]
-                    for r in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (doc_id,))
-                ]
-                self._delete_rows(conn, old)
+                self._delete_document_rows(conn, doc_id)
                 ids = [c.id or f"{uri}#{c.ordinal}" for c in chunks]
                 self._delete_rows(conn, self._rowids_for(conn, ids))
                 for chunk, chunk_id, vector in zip(chunks, ids, arr, strict=True):
@@ -522,13 +522,7 @@ class Index:
             with sqlite.write(conn):
                 doc_id = self._document_id(conn, uri)
                 if status != "indexed":
-                    old = [
-                        r[0]
-                        for r in conn.execute(
-                            "SELECT id FROM chunks WHERE document_id = ?", (doc_id,)
-                        )
-                    ]
-                    self._delete_rows(conn, old)
+                    self._delete_document_rows(conn, doc_id)
                 conn.execute(
                     "UPDATE documents SET status = ?, error = ?, content_hash = ?, size = ?, "
                     "mtime_ns = ?, ctime_ns = ?, inode = ?, updated_at = ? WHERE id = ?",
@@ -565,11 +559,7 @@ class Index:
                 row = conn.execute("SELECT id FROM documents WHERE uri = ?", (uri,)).fetchone()
                 if row is None:
                     return 0
-                old = [
-                    r[0]
-                    for r in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (row[0],))
-                ]
-                n = self._delete_rows(conn, old)
+                n = self._delete_document_rows(conn, row[0])
                 conn.execute("DELETE FROM documents WHERE id = ?", (row[0],))
             self._changed()
         return n
