@@ -383,6 +383,39 @@ def test_search_sees_other_connections_writes(index: Index, gguf_embedder: Embed
         assert index.search(q, k=1)[0].id == "lh"
 
 
+
+def test_a_remembered_filter_sees_later_writes(index: Index, gguf_embedder: Embedder) -> None:
+    """Filtered searches remember which rows a filter matched; any write, from this
+    connection or another process's, must be seen by the next search with that filter."""
+    q = gguf_embedder.embed_query("lighthouse keeper")
+    flt = {"kind": "faq"}
+    text = "The lighthouse keeper logs every ship."
+    v = gguf_embedder.embed_documents([text]).vectors
+    with Index.open(index.path) as reader:
+        before = reader.search(q, k=3, filter=flt)
+        assert before == reader.search(q, k=3, filter=flt)
+        index.upsert([Chunk(text, metadata={"kind": "faq"}, id="lh")], v)
+        assert reader.search(q, k=1, filter=flt)[0].id == "lh"
+        assert index.search(q, k=1, filter=flt)[0].id == "lh"
+        index.upsert([Chunk(text, metadata={"kind": "log"}, id="lh")], v)
+        for ix in (reader, index):
+            assert [h.id for h in ix.search(q, k=3, filter=flt)] == [h.id for h in before]
+            assert ix.search(q, k=1, filter={"kind": "log"})[0].id == "lh"
+
+
+def test_cache_load_equals_the_stored_vectors(index: Index, corpus_vectors: np.ndarray) -> None:
+    from lokal.index import search
+
+    with lokal_sqlite.read(index._conn):
+        for quantization in search.QUANTIZATIONS:
+            cache = search.VectorCache.load(index._conn, index.dimension, quantization, (0, 0))
+            assert len(cache.rowids) == N and np.all(np.diff(cache.rowids) > 0)
+            want = search.encode(search.normalize(corpus_vectors), quantization)
+            assert np.array_equal(cache.data, want), quantization
+    sql = index._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'chunks_vec'")
+    assert "chunk_size=16" in sql.fetchone()[0]
+
+
 TRICKY = [
     {},
     {"k": None},

@@ -25,6 +25,7 @@ OVERSAMPLE = {"float": 1, "int8": 4, "bit": 40}
 #: Reciprocal rank fusion constant (Cormack et al. 2009).
 RRF_K = 60
 _BLOCK = 65_536
+_LOAD_ROWS = 8_192
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
@@ -46,13 +47,31 @@ class VectorCache:
     def load(
         cls, conn: Any, dimension: int, quantization: str, version: tuple[int, int]
     ) -> VectorCache:
-        rows = conn.execute("SELECT rowid, embedding FROM chunks_vec").fetchall()
-        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-        matrix = matrix.reshape(len(rows), dimension)
-        order = np.argsort(rowids, kind="stable")
-        rowids, matrix = rowids[order], normalize(matrix[order])
-        return cls(quantization, rowids, encode(matrix, quantization), version)
+        """Read every vector, a block at a time, straight into the cache's representation
+        (peak memory: the cache plus one block, not every row as Python objects)."""
+        expected = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+        rowids = np.empty(expected, dtype=np.int64)
+        data: np.ndarray = np.empty(
+            (expected, *encoded_shape(dimension, quantization)), encoded_dtype(quantization)
+        )
+        at = 0
+        cursor = conn.execute("SELECT rowid, embedding FROM chunks_vec")
+        while rows := cursor.fetchmany(_LOAD_ROWS):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            block = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            encoded = encode(normalize(block.reshape(len(rows), dimension)), quantization)
+            if at + len(rows) > len(rowids):  # rows without a chunk: Index.check() reports them
+                grow = at + len(rows) - len(rowids)
+                rowids = np.concatenate([rowids, np.empty(grow, dtype=np.int64)])
+                data = np.concatenate([data, np.empty((grow, *data.shape[1:]), data.dtype)])
+            rowids[at : at + len(rows)] = ids
+            data[at : at + len(rows)] = encoded
+            at += len(rows)
+        rowids, data = rowids[:at], data[:at]
+        if np.any(np.diff(rowids) < 0):
+            order = np.argsort(rowids, kind="stable")
+            rowids, data = rowids[order], data[order]
+        return cls(quantization, rowids, data, version)
 
     def positions(self, rowids: np.ndarray) -> np.ndarray:
         """Positions in the cache of the given rowids (those it holds)."""
@@ -65,6 +84,14 @@ class VectorCache:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes + self.rowids.nbytes)
+
+
+def encoded_shape(dimension: int, quantization: str) -> tuple[int]:
+    return ((dimension + 7) // 8,) if quantization == "bit" else (dimension,)
+
+
+def encoded_dtype(quantization: str) -> type:
+    return {"float": np.float32, "int8": np.int8, "bit": np.uint8}[quantization]
 
 
 def encode(matrix: np.ndarray, quantization: str) -> np.ndarray:

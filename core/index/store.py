@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,9 @@ class CheckReport:
 
 
 # Each query counts rows that break the one-to-one agreement of chunks, vectors and full text.
+#: Filters whose matching rows an open index remembers (until the file changes).
+_FILTER_CACHE_SIZE = 16
+
 _CHECKS = {
     "chunks without a vector": (
         "SELECT count(*) FROM chunks WHERE id NOT IN (SELECT rowid FROM chunks_vec)"
@@ -160,6 +164,9 @@ class Index:
         self.writable = writable
         self._lock = threading.RLock()
         self._cache: search.VectorCache | None = None
+        # filter (canonical JSON) -> positions in self._cache of the rows it matches; emptied
+        # whenever the cache is reloaded (the file changed)
+        self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
         self._writes = 0
         meta = dict(conn.execute("SELECT key, value FROM lokal_meta").fetchall())
         self.identity = ModelIdentity.from_dict(json.loads(meta["model"]))
@@ -666,6 +673,7 @@ class Index:
                 self._cache = search.VectorCache.load(
                     conn, self.dimension, self.quantization, version
                 )
+                self._filter_positions.clear()
         return self._cache
 
     def _query(self, vector: Any) -> np.ndarray:
@@ -675,19 +683,26 @@ class Index:
             raise ValueError(msg)
         return search.normalize(q)
 
-    def _filtered_rowids(self, flt: Mapping[str, Any] | None) -> np.ndarray | None:
+    def _filtered_positions(
+        self, cache: search.VectorCache, flt: Mapping[str, Any] | None
+    ) -> np.ndarray | None:
+        """Positions in ``cache`` of the rows matching ``flt`` (None: no filter). The SQL runs
+        once per filter and file version: a retriever's fixed filter costs it once."""
         if not flt:
             return None
         where, params = compile_filter(flt)
-        rows = (
-            self._reader()
-            .execute(
-                f"SELECT c.id FROM chunks c WHERE {where}",
-                params,
-            )
-            .fetchall()
-        )
-        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+        key = json.dumps([where, params], default=str)
+        found = self._filter_positions.get(key)
+        if found is not None:
+            self._filter_positions.move_to_end(key)
+            return found
+        rows = self._reader().execute(f"SELECT c.id FROM chunks c WHERE {where}", params)
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64)
+        found = cache.positions(np.sort(rowids))
+        self._filter_positions[key] = found
+        while len(self._filter_positions) > _FILTER_CACHE_SIZE:
+            self._filter_positions.popitem(last=False)
+        return found
 
     def _float_vectors(self, rowids: Sequence[int]) -> dict[int, np.ndarray]:
         conn = self._reader()
@@ -705,8 +720,7 @@ class Index:
     ) -> list[tuple[int, float]]:
         """(rowid, exact cosine) of the ``n`` nearest rows matching ``flt``, best first."""
         cache = self._cache_for_search()
-        candidates = self._filtered_rowids(flt)
-        pos = None if candidates is None else cache.positions(candidates)
+        pos = self._filtered_positions(cache, flt)
         scores = search.approximate_scores(cache, q, pos)
         want = n * search.OVERSAMPLE[cache.quantization]
         best = search.top_positions(scores, want)
