@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +47,10 @@ DEFAULT_EXCLUDE = (
     ".DS_Store",
 )
 #: The index's own files are never indexed, wherever the index lives.
-INDEX_SUFFIXES = ("", "-wal", "-shm", "-journal", ".tmp", ".lock")
+INDEX_SUFFIXES = (
+    *("", "-wal", "-shm", "-journal", ".tmp", ".lock", ".status.json", ".status.json.tmp"),
+    *(".rebuild", ".rebuild-wal", ".rebuild-shm", ".rebuild-journal"),
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Summary:
     tokens: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,19 +121,30 @@ class Patterns:
 
 
 def scan(
-    root: Path, settings: Settings, skip: set[Path], report: Callable[[Path, str], None]
+    root: Path,
+    settings: Settings,
+    skip: set[Path],
+    report: Callable[[Path, str], None],
+    start: Path | None = None,
 ) -> Iterator[FileState]:
-    """Regular files under ``root`` that the settings admit. Symlinks are not followed unless
+    """Regular files under ``root`` (or under ``start``, a directory inside it) that the
+    settings admit; patterns are matched relative to ``root``. Symlinks are not followed unless
     ``follow_symlinks``; then directory loops are cut and nothing outside ``root`` is read."""
     real_root = root.resolve()
     visited: set[tuple[int, int]] = set()
     exclude, include = Patterns(settings.exclude), Patterns(settings.include)
+    top = start or root
+    if top != root:
+        rel_top = top.relative_to(root).as_posix()
+        parts = rel_top.split("/")
+        if any(exclude.match("/".join(parts[: i + 1]), True) for i in range(len(parts))):
+            return
 
     def onerror(exc: OSError) -> None:
-        report(Path(exc.filename or root), f"cannot list directory: {exc.strerror}")
+        report(Path(exc.filename or top), f"cannot list directory: {exc.strerror}")
 
     for dirpath, dirnames, filenames in os.walk(
-        root, onerror=onerror, followlinks=settings.follow_symlinks
+        top, onerror=onerror, followlinks=settings.follow_symlinks
     ):
         here = Path(dirpath)
         try:
@@ -142,6 +157,10 @@ def scan(
             dirnames[:] = []
             continue
         visited.add((st.st_dev, st.st_ino))
+        if settings.follow_symlinks and not here.resolve().is_relative_to(real_root):
+            report(here, "symlink pointing outside the root: not read")
+            dirnames[:] = []
+            continue
         rel_dir = here.relative_to(root).as_posix()
         keep = []
         for d in sorted(dirnames):
@@ -152,26 +171,44 @@ def scan(
         for name in sorted(filenames):
             path = here / name
             rel = f"{rel_dir}/{name}" if rel_dir != "." else name
-            if path in skip or exclude.match(rel, False):
-                continue
-            if include and not include.match(rel, False):
-                continue
-            try:
-                lst = path.lstat()
-                if stat.S_ISLNK(lst.st_mode):
-                    if not settings.follow_symlinks:
-                        continue
-                    target = path.resolve(strict=True)
-                    if not target.is_relative_to(real_root):
-                        report(path, "symlink pointing outside the root: not read")
-                        continue
-                    lst = path.stat()
-                if not stat.S_ISREG(lst.st_mode):
-                    continue
-            except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() on a link loop
-                report(path, f"cannot stat: {exc}")
-                continue
-            yield FileState.of(path, lst)
+            state = admit(path, rel, settings, skip, exclude, include, real_root, report)
+            if state is not None:
+                yield state
+
+
+def admit(
+    path: Path,
+    rel: str,
+    settings: Settings,
+    skip: set[Path],
+    exclude: Patterns,
+    include: Patterns,
+    real_root: Path,
+    report: Callable[[Path, str], None],
+) -> FileState | None:
+    """The file's state if the settings admit it as a regular file to index, else None."""
+    if path in skip or exclude.match(rel, False):
+        return None
+    if include and not include.match(rel, False):
+        return None
+    try:
+        lst = path.lstat()
+        if stat.S_ISLNK(lst.st_mode):
+            if not settings.follow_symlinks:
+                return None
+            target = path.resolve(strict=True)
+            if not target.is_relative_to(real_root):
+                report(path, "symlink pointing outside the root: not read")
+                return None
+            lst = path.stat()
+        if not stat.S_ISREG(lst.st_mode):
+            return None
+    except FileNotFoundError:
+        return None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() on a link loop
+        report(path, f"cannot stat: {exc}")
+        return None
+    return FileState.of(path, lst)
 
 
 class AgentLockError(LokalError):
@@ -220,6 +257,8 @@ class Ingest:
         self.chunk_settings = {**self.chunker.settings(), "parsers": parsers.VERSION}
         self._skip = {Path(f"{index.path}{s}").resolve() for s in INDEX_SUFFIXES}
         self._pending: list[tuple[FileState, str, list[Chunk]]] = []
+        #: Checked between files: when it returns True, a pass writes what it has and returns.
+        self.should_stop: Callable[[], bool] = lambda: False
 
     def run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None = None) -> Summary:
         summary = Summary()
@@ -231,9 +270,10 @@ class Ingest:
         live_roots = []
         for root in roots:
             root = root.resolve()
-            if not root.is_dir():
+            why = self.root_unavailable(root)
+            if why:
                 summary.missing_roots.append(str(root))
-                log.warning("root %s is not available: its documents are kept", root)
+                log.warning("root %s is not available (%s): its documents are kept", root, why)
                 continue
             live_roots.append(root)
 
@@ -241,6 +281,8 @@ class Ingest:
                 summary.problems.append({"path": str(path), "reason": reason})
 
             for state in scan(root, self.settings, self._skip, problem):
+                if self.should_stop():
+                    break
                 summary.seen += 1
                 uri = str(state.path)
                 present.add(uri)
@@ -248,6 +290,9 @@ class Ingest:
                     progress(state.path)
                 self._visit(state, known.get(uri), rechunk, summary)
         self._flush(summary)
+        if self.should_stop():
+            summary.interrupted = True
+            return summary  # the next pass finishes the work: nothing is removed on a partial scan
         for uri in known:
             inside = any(Path(uri).is_relative_to(r) for r in live_roots)
             if inside and uri not in present:
@@ -255,6 +300,94 @@ class Ingest:
                 summary.removed += 1
         if rechunk:
             self.index.update_settings(self.chunk_settings)
+        return summary
+
+    @property
+    def skipped_paths(self) -> set[Path]:
+        """The index's own files (never indexed)."""
+        return self._skip
+
+    def root_unavailable(self, root: Path) -> str | None:
+        """Why ``root`` cannot be trusted to list its files, or None. A missing directory, or
+        one that is empty while the index holds documents from it (what a failed mount leaves)
+        never makes the agent drop those documents."""
+        try:
+            with os.scandir(root) as entries:
+                empty = next(entries, None) is None
+        except FileNotFoundError:
+            return "missing"
+        except NotADirectoryError:
+            return "not a directory"
+        except OSError as exc:
+            return f"cannot list it: {exc.strerror or exc}"
+        if empty and next(self.index.documents(under=str(root)), None) is not None:
+            return "empty, but documents from it are indexed (not mounted?)"
+        return None
+
+    def sync(self, paths: Iterable[Path], roots: Sequence[Path]) -> Summary:
+        """Bring the given paths in step: files (changed, new or gone) and directories (every
+        file under them, and documents under them whose files are gone). Paths outside the
+        roots are ignored. What the watcher calls with the paths its events named."""
+        summary = Summary()
+        exclude, include = Patterns(self.settings.exclude), Patterns(self.settings.include)
+
+        def problem(path: Path, reason: str) -> None:
+            summary.problems.append({"path": str(path), "reason": reason})
+
+        for path in paths:
+            root = next((r for r in roots if path.is_relative_to(r)), None)
+            if root is None or self.root_unavailable(root):
+                continue
+            if self.should_stop():
+                break
+            try:
+                lst: os.stat_result | None = path.lstat()
+            except OSError:
+                lst = None
+            if lst is not None and stat.S_ISDIR(lst.st_mode) and path != root:
+                present = set()
+                for state in scan(root, self.settings, self._skip, problem, start=path):
+                    summary.seen += 1
+                    present.add(str(state.path))
+                    self._visit(state, self.index.document(str(state.path)), False, summary)
+                self._flush(summary)
+                gone = [
+                    d.uri for d in self.index.documents(under=str(path)) if d.uri not in present
+                ]
+            elif lst is not None and path != root:
+                rel = path.relative_to(root).as_posix()
+                parents = rel.split("/")[:-1]
+                hidden = any(
+                    exclude.match("/".join(parents[: i + 1]), True) for i in range(len(parents))
+                )
+                state = None
+                if not hidden:
+                    real = root.resolve()
+                    state = admit(
+                        path, rel, self.settings, self._skip, exclude, include, real, problem
+                    )
+                if state is not None:
+                    summary.seen += 1
+                    self._visit(state, self.index.document(str(path)), False, summary)
+                    gone = []
+                else:  # now excluded, or no longer a regular file
+                    gone = [str(path)] if self.index.document(str(path)) else []
+            elif lst is None:
+                gone = [d.uri for d in self.index.documents(under=str(path))]
+            else:  # the root itself: a full pass
+                self._flush(summary)
+                part = self.run([root])
+                for name in ("seen", "indexed", "unchanged", "skipped", "failed", "removed"):
+                    setattr(summary, name, getattr(summary, name) + getattr(part, name))
+                summary.chunks += part.chunks
+                summary.tokens += part.tokens
+                summary.problems += part.problems
+                summary.missing_roots += part.missing_roots
+                continue
+            for uri in gone:
+                self.index.delete_document(uri)
+                summary.removed += 1
+        self._flush(summary)
         return summary
 
     def _visit(self, state: FileState, doc: Any, rechunk: bool, summary: Summary) -> None:

@@ -15,6 +15,7 @@ Every write is one transaction: a document's chunks are replaced all at once, ne
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -107,6 +108,8 @@ class CheckReport:
 
 
 # Each query counts rows that break the one-to-one agreement of chunks, vectors and full text.
+log = logging.getLogger(__name__)
+
 #: Filters whose matching rows an open index remembers (until the file changes).
 _FILTER_CACHE_SIZE = 16
 
@@ -168,6 +171,7 @@ class Index:
         # whenever the cache is reloaded (the file changed)
         self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
         self._writes = 0
+        self._inode = os.stat(path).st_ino
         meta = dict(conn.execute("SELECT key, value FROM lokal_meta").fetchall())
         self.identity = ModelIdentity.from_dict(json.loads(meta["model"]))
         self.dimension = int(meta["dimension"])
@@ -591,7 +595,37 @@ class Index:
         if self._conn is None:
             msg = "the index is closed"
             raise IndexFileError(msg)
+        if not self.writable and not self._conn.in_transaction:
+            self._follow_replacement()
         return self._conn
+
+    def _follow_replacement(self) -> None:
+        """A reader follows a file the agent replaced (a model change builds a new index beside
+        the old one and renames it over the old): reopen, if its vectors are comparable."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except OSError:
+            return  # gone for a moment (being replaced): keep reading the open file
+        if inode == self._inode:
+            return
+        fresh = Index.open(self.path)
+        same = self.identity.compare(fresh.identity)
+        if same == "different":
+            fresh.close()
+            msg = (
+                f"{self.path} was rebuilt with {fresh.identity.describe()}; this reader holds "
+                f"{self.identity.describe()}. Open the index again (with no model, to load the "
+                "recorded one)."
+            )
+            raise ModelMismatch(msg)
+        assert self._conn is not None and fresh._conn is not None
+        self._conn.close()
+        self._conn, fresh._conn = fresh._conn, None
+        self._inode, self._cache = inode, None
+        self._filter_positions.clear()
+        self.settings, self.managed_by = fresh.settings, fresh.managed_by
+        self.quantization = fresh.quantization
+        log.info("%s was replaced by the agent: reading the new file", self.path)
 
     def __len__(self) -> int:
         with self._lock:
@@ -638,7 +672,22 @@ class Index:
             )
         return [_record(r) for r in rows]
 
-    def documents(self) -> Iterator[DocumentRecord]:
+    def document(self, uri: str) -> DocumentRecord | None:
+        """The document with this URI, if the index has it."""
+        return next((d for d in self.documents(under=uri) if d.uri == uri), None)
+
+    def documents(self, under: str | None = None) -> Iterator[DocumentRecord]:
+        """Every document, by URI; with ``under``, the one with that URI and those below it
+        (``under`` + ``/`` ...)."""
+        where: str = ""
+        params: tuple[str, ...] = ()
+        if under is not None:
+            base = under.rstrip("/")
+            # "0" follows "/" in code point order: [base/, base0) is everything below base
+            where, params = (
+                "WHERE d.uri = ? OR (d.uri >= ? AND d.uri < ?)",
+                (base, base + "/", base + "0"),
+            )
         with self._lock:
             rows = (
                 self._reader()
@@ -646,7 +695,8 @@ class Index:
                     "SELECT d.uri, d.content_hash, d.size, d.mtime_ns, d.ctime_ns, d.inode, "
                     "d.status, d.error, "
                     "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id), "
-                    "d.updated_at, d.metadata FROM documents d ORDER BY d.uri"
+                    f"d.updated_at, d.metadata FROM documents d {where} ORDER BY d.uri",
+                    params,
                 )
                 .fetchall()
             )

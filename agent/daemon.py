@@ -1,0 +1,585 @@
+"""The agent: keeps one index in step with directories, for months, with no one watching.
+
+- Start-up reconcile: one :meth:`~lokal.agent.ingest.Ingest.run` pass (size, times and inode
+  first, a hash only for candidates), so changes made while the agent was stopped are found.
+- Watching: watchdog. Event handlers only record which paths are dirty; the main loop reads a
+  file once it has been left alone for ``quiet_period`` seconds (or closed after writing), so a
+  file that grows for a while is embedded once, with its final content. A periodic full rescan
+  catches whatever events miss.
+- Polling is chosen per root where inotify does not work (network and FUSE filesystems) or
+  when the inotify watch limit is reached (the log line names the sysctl).
+- A root that disappears (or turns up empty while its documents are indexed: a failed mount)
+  is reported unavailable and its documents are kept; watching resumes when it comes back.
+- A model that differs from the index's never mixes vectors: a new index is built beside the
+  old one (``INDEX.rebuild``, resumable after a crash) and renamed over it when complete.
+- SIGTERM/SIGINT: the current batch is written, then the agent exits 0.
+- State for ``lokal agent status`` goes to ``INDEX.status.json`` (written atomically).
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEventHandler
+
+from lokal.agent.config import AgentConfig
+from lokal.agent.ingest import Ingest, Summary, writer_lock
+
+log = logging.getLogger("lokal.agent")
+
+#: Filesystems where inotify sees no changes made by other machines (or none at all).
+NO_INOTIFY = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "9p",
+    "afs",
+    "ceph",
+    "glusterfs",
+    "lustre",
+    "gpfs",
+    "davfs",
+    "ncpfs",
+    "vboxsf",
+    "virtiofs",
+}
+#: Test seams (documented in the tests): pretend a root is on this filesystem type, or that
+#: adding an inotify watch hits the watch limit.
+FSTYPE_ENV = "LOKAL_AGENT_TEST_FSTYPE"
+WATCH_LIMIT_ENV = "LOKAL_AGENT_TEST_WATCH_LIMIT"
+ROOT_CHECK_SECONDS = 2.0
+
+
+def status_path(index: Path) -> Path:
+    return Path(f"{index}.status.json")
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem ``path`` is on, from /proc/self/mounts ("" if unknown)."""
+    forced = os.environ.get(FSTYPE_ENV)
+    if forced:
+        return forced
+    best, kind = "", ""
+    target = str(path.resolve())
+    with suppress(OSError), open("/proc/self/mounts", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            mount = parts[1].replace("\\040", " ")
+            inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best):
+                best, kind = mount, parts[2]
+    return kind
+
+
+def needs_polling(fstype: str) -> bool:
+    return fstype in NO_INOTIFY or fstype.startswith("fuse")
+
+
+class Agent:
+    """``lokal agent run``: see the module docstring."""
+
+    def __init__(self, config: AgentConfig, *, progress: bool | None = None) -> None:
+        self.config = config
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._dirty: dict[Path, float] = {}  # path -> when it may be read
+        self._roots: dict[Path, dict[str, Any]] = {
+            r: {"available": False, "watch": None, "why": "not checked yet"} for r in config.roots
+        }
+        self._observers: dict[str, Any] = {}
+        self._counts = {"embedded_files": 0, "removed": 0, "scans": 0}
+        self._last_scan: dict[str, Any] | None = None
+        self._state = "starting"
+        self._status_written = 0.0
+        self.ingest: Ingest | None = None
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+
+    def run(self) -> int:
+        cfg = self.config
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+        _prepare_directory(cfg.index.parent, cfg.group)
+        from lokal.embedder import Embedder
+
+        with writer_lock(cfg.index):
+            log.info("lokal agent %d: index %s, roots %s", os.getpid(), cfg.index, _names(cfg))
+            self._write_status(force=True)
+            embedder = Embedder(
+                None if cfg.model == "default" else cfg.model, n_threads=cfg.threads
+            )
+            log.info("model: %s", embedder.identity.describe())
+            index = self._open_index(embedder)
+            if index is None:  # stopped during a rebuild
+                self._state = "stopped"
+                self._write_status(force=True)
+                return 0
+            with index:
+                _share_with_group(cfg.index, cfg.group)
+                self.ingest = Ingest(index, embedder, cfg.settings)
+                self.ingest.should_stop = self._stop.is_set
+                self._loop()
+            self._state = "stopped"
+            self._write_status(force=True)
+        self._stop_watching()
+        log.info("stopped")
+        return 0
+
+    def _open_index(self, embedder: Any) -> Any:
+        from lokal.index import Index
+
+        cfg = self.config
+        if not cfg.index.exists():
+            return Index.create(cfg.index, embedder.identity, managed_by="agent")
+        recorded = Index.recorded_identity(cfg.index)
+        if recorded.compare(embedder.identity) == "same":
+            return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
+        log.warning(
+            "the index holds vectors from %s; the config names %s. Building a new index beside "
+            "it (%s); the old one serves readers until the new one is complete.",
+            recorded.describe(),
+            embedder.identity.describe(),
+            _rebuild_path(cfg.index).name,
+        )
+        return self._rebuild(embedder)
+
+    def _rebuild(self, embedder: Any) -> Any:
+        from lokal.errors import ModelMismatch
+        from lokal.index import Index, sqlite
+
+        cfg = self.config
+        tmp = _rebuild_path(cfg.index)
+        if tmp.exists():
+            try:  # an interrupted rebuild with the same model resumes where it stopped
+                new = Index.open(tmp, embedder.identity, writable=True, agent=True)
+            except ModelMismatch:
+                _remove_with_wal(tmp)
+                new = Index.create(tmp, embedder.identity, managed_by="agent")
+        else:
+            new = Index.create(tmp, embedder.identity, managed_by="agent")
+        self._state = "rebuilding"
+        self._write_status(force=True)
+        ingest = Ingest(new, embedder, self.config.settings)
+        ingest.should_stop = self._stop.is_set
+        summary = ingest.run(self._available_roots(ingest))
+        self._note_scan(summary)
+        if summary.interrupted or self._stop.is_set():
+            new.close()
+            log.info("rebuild interrupted; it resumes on the next start")
+            return None
+        new.close()  # the last connection: SQLite checkpoints and removes the -wal
+        old = sqlite.connect(cfg.index)
+        try:  # empty the old file's WAL so no frame of it can be taken for the new file's
+            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            old.close()
+        os.replace(tmp, cfg.index)
+        _fsync_dir(cfg.index.parent)
+        log.info("new index with %s is in place", embedder.identity.describe())
+        return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        cfg = self.config
+        assert self.ingest is not None
+        self._state = "scanning"
+        self._check_roots(initial=True)
+        self._full_scan(progress=self.progress)
+        next_rescan = time.monotonic() + cfg.rescan_interval
+        next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
+        idle_reported = False
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_root_check:
+                self._check_roots()
+                next_root_check = now + ROOT_CHECK_SECONDS
+            if cfg.rescan_interval and now >= next_rescan:
+                log.info("periodic rescan")
+                self._full_scan()
+                next_rescan = time.monotonic() + cfg.rescan_interval
+            due = self._take_due()
+            if due:
+                self._sync(due)
+                idle_reported = False
+                continue
+            if not idle_reported and not self._dirty:
+                self._state = "watching"
+                self._write_status(force=True)
+                log.info("idle: %d documents, nothing pending", self._documents())
+                idle_reported = True
+            with self._wake:
+                wait = min(next_root_check, next_rescan if cfg.rescan_interval else next_root_check)
+                soonest = min(self._dirty.values(), default=wait)
+                self._wake.wait(max(0.01, min(wait, soonest) - time.monotonic()))
+            self._write_status()
+
+    def _full_scan(self, *, progress: bool = False) -> None:
+        assert self.ingest is not None
+        roots = self._available_roots(self.ingest)
+        seen = 0
+
+        def tick(path: Path) -> None:
+            nonlocal seen
+            seen += 1
+            if progress:
+                sys.stderr.write(f"\rscanning: {seen} files")
+                sys.stderr.flush()
+            elif seen % 1000 == 0:
+                log.info("scanning: %d files so far", seen)
+
+        self._state = "scanning"
+        self._write_status(force=True)
+        summary = self.ingest.run(roots, progress=tick)
+        if progress:
+            sys.stderr.write("\n")
+        self._note_scan(summary)
+
+    def _note_scan(self, summary: Summary) -> None:
+        self._counts["scans"] += 1
+        self._counts["embedded_files"] += summary.indexed
+        self._counts["removed"] += summary.removed
+        self._last_scan = {"at": time.time(), **summary.to_dict()}
+        self._last_scan["problems"] = summary.problems[:50]
+        log.info(
+            "scan: %d files seen, %d indexed, %d unchanged, %d skipped, %d failed, %d removed",
+            summary.seen,
+            summary.indexed,
+            summary.unchanged,
+            summary.skipped,
+            summary.failed,
+            summary.removed,
+        )
+        for p in summary.problems[:20]:
+            log.info("  %s: %s", p["path"], p["reason"])
+
+    def _sync(self, paths: list[Path]) -> None:
+        assert self.ingest is not None
+        live = [r for r, s in self._roots.items() if s["available"]]
+        summary = self.ingest.sync(paths, live)
+        self._counts["embedded_files"] += summary.indexed
+        self._counts["removed"] += summary.removed
+        if summary.indexed or summary.removed or summary.failed or summary.skipped:
+            log.info(
+                "changes: %d indexed (%d chunks), %d removed, %d skipped, %d failed",
+                summary.indexed,
+                summary.chunks,
+                summary.removed,
+                summary.skipped,
+                summary.failed,
+            )
+        for p in summary.problems:
+            log.info("  %s: %s", p["path"], p["reason"])
+        self._write_status()
+
+    # ---- roots and watches -----------------------------------------------------------------
+
+    def _available_roots(self, ingest: Ingest) -> list[Path]:
+        out = []
+        for root in self.config.roots:
+            why = ingest.root_unavailable(root)
+            if why is None:
+                out.append(root)
+        return out
+
+    def _check_roots(self, *, initial: bool = False) -> None:
+        assert self.ingest is not None
+        for root, state in self._roots.items():
+            why = self.ingest.root_unavailable(root)
+            if why is None and not state["available"]:
+                state.update(available=True, why=None)
+                self._watch(root)
+                if not initial:
+                    log.info("root %s is available again: watching it and catching up", root)
+                    self.mark([root], delay=0.0)
+            elif why is not None and (state["available"] or initial):
+                state.update(available=False, why=why)
+                self._unwatch(root)
+                log.warning("root %s is not available (%s): its documents are kept", root, why)
+                self._write_status(force=True)
+
+    def _watch(self, root: Path) -> None:
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        cfg = self.config
+        fstype = filesystem_type(root)
+        kind = "polling" if cfg.polling == "always" else "inotify"
+        if cfg.polling == "auto" and needs_polling(fstype):
+            kind = "polling"
+            log.info("root %s is on %s, where inotify misses changes: polling it", root, fstype)
+        handler = _Handler(self, root)
+        if kind == "inotify":
+            try:
+                if os.environ.get(WATCH_LIMIT_ENV):
+                    raise OSError(errno.ENOSPC, "inotify watch limit reached")
+                observer = self._observer("inotify", Observer)
+                watch = observer.schedule(handler, str(root), recursive=True)
+            except OSError as exc:
+                if cfg.polling == "never" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                    raise
+                kind = "polling"
+                log.warning(
+                    "inotify watch limit reached watching %s: polling it instead. Raise the "
+                    "limit with `sysctl fs.inotify.max_user_watches=524288` (and a file in "
+                    "/etc/sysctl.d/ to keep it)",
+                    root,
+                )
+        if kind == "polling":
+            observer = self._observer("polling", PollingObserver, timeout=cfg.poll_interval)
+            watch = observer.schedule(handler, str(root), recursive=True)
+        self._roots[root].update(watch=watch, kind=kind, fstype=fstype)
+
+    def _observer(self, kind: str, cls: Any, **kw: Any) -> Any:
+        if kind not in self._observers:
+            observer = cls(**kw)
+            observer.daemon = True
+            observer.start()
+            self._observers[kind] = observer
+        return self._observers[kind]
+
+    def _unwatch(self, root: Path) -> None:
+        state = self._roots[root]
+        watch = state.get("watch")
+        if watch is None:
+            return
+        for observer in self._observers.values():
+            with suppress(KeyError, OSError):
+                observer.unschedule(watch)
+        state["watch"] = None
+
+    def _stop_watching(self) -> None:
+        for observer in self._observers.values():
+            observer.stop()
+        for observer in self._observers.values():
+            with suppress(RuntimeError):
+                observer.join(timeout=5)
+
+    def mark(self, paths: list[Path], *, delay: float | None = None) -> None:
+        """Record dirty paths; each is read once nothing has touched it for the quiet period."""
+        when = time.monotonic() + (self.config.quiet_period if delay is None else delay)
+        with self._wake:
+            for p in paths:
+                self._dirty[p] = when
+            self._wake.notify_all()
+
+    def _take_due(self) -> list[Path]:
+        now = time.monotonic()
+        with self._wake:
+            due = sorted(p for p, t in self._dirty.items() if t <= now)
+            for p in due:
+                del self._dirty[p]
+        return due
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def _documents(self) -> int:
+        assert self.ingest is not None
+        row = self.ingest.index._reader().execute("SELECT count(*) FROM documents").fetchone()
+        return int(row[0])
+
+    def _write_status(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_written < 1.0:
+            return
+        self._status_written = now
+        data = {
+            "pid": os.getpid(),
+            "state": self._state,
+            "updated": time.time(),
+            "config": self.config.to_dict(),
+            "model": self.ingest.embedder.identity.describe() if self.ingest else None,
+            "pending": len(self._dirty),
+            "roots": [
+                {
+                    "path": str(r),
+                    "available": s["available"],
+                    "why": s.get("why"),
+                    "watch": s.get("kind") if s.get("watch") is not None else None,
+                    "filesystem": s.get("fstype"),
+                }
+                for r, s in self._roots.items()
+            ],
+            "last_scan": self._last_scan,
+            **self._counts,
+        }
+        _atomic_write(status_path(self.config.index), json.dumps(data, indent=1))
+
+
+class _Handler(FileSystemEventHandler):
+    """watchdog handler: records the paths an event names, nothing more (the loop reads)."""
+
+    def __init__(self, agent: Agent, root: Path) -> None:
+        super().__init__()
+        self.agent = agent
+        self.root = root
+
+    def dispatch(self, event: Any) -> None:
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return
+        if event.is_directory and kind == "modified":
+            return  # a directory's own times changed: its entries have events of their own
+        paths = [Path(os.fsdecode(event.src_path))]
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            paths.append(Path(os.fsdecode(dest)))
+        ingest = self.agent.ingest
+        skip = ingest.skipped_paths if ingest is not None else set()
+        paths = [p for p in paths if p not in skip]
+        if paths:
+            # closed after writing: the writer is done, read it now
+            self.agent.mark(paths, delay=0.0 if kind == "closed" else None)
+
+
+def _rebuild_path(index: Path) -> Path:
+    return Path(f"{index}.rebuild")
+
+
+def _remove_with_wal(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with suppress(FileNotFoundError):
+            os.remove(f"{path}{suffix}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = Path(f"{path}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _group_id(group: str | None) -> int | None:
+    if not group:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
+def _prepare_directory(directory: Path, group: str | None) -> None:
+    """The index directory: created 0750; with the group set (and setgid, so the index, its
+    -wal and -shm get the group too) when the group exists and this user may give it."""
+    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+    gid = _group_id(group)
+    if gid is None:
+        if group and group != "lokal":
+            log.warning("group %r does not exist: the index is readable by its owner only", group)
+        return
+    try:
+        os.chown(directory, -1, gid)
+        os.chmod(directory, 0o2750)  # noqa: S103 - group read, no one else: the point
+    except PermissionError as exc:
+        log.warning("cannot give %s to group %s: %s", directory, group, exc)
+
+
+def _share_with_group(index: Path, group: str | None) -> None:
+    gid = _group_id(group)
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(f"{index}{suffix}")
+        with suppress(FileNotFoundError, PermissionError):
+            if gid is not None:
+                os.chown(p, -1, gid)
+            os.chmod(p, 0o640)
+
+
+def _names(cfg: AgentConfig) -> str:
+    return ", ".join(str(r) for r in cfg.roots)
+
+
+def agent_pid(index: Path) -> int | None:
+    """The pid of the agent writing ``index``, or None when none is (its lock is free)."""
+    import fcntl
+
+    try:
+        fd = os.open(f"{index}.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_status(config: AgentConfig) -> dict[str, Any]:
+    """What ``lokal agent status`` shows: the index's own counts, and the agent's last word."""
+    from lokal.index import Index
+
+    index = config.index
+    try:
+        saved = json.loads(status_path(index).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = {}
+    pid = agent_pid(index)
+    out: dict[str, Any] = {
+        "running": pid is not None,
+        "pid": pid,
+        "state": saved.get("state", "unknown") if pid is not None else "stopped",
+        "index": str(index),
+        "index_bytes": sum(
+            os.path.getsize(f"{index}{s}") for s in ("", "-wal") if os.path.exists(f"{index}{s}")
+        ),
+        "model": saved.get("model"),
+        "pending": saved.get("pending", 0) if pid is not None else 0,
+        "roots": saved.get("roots") or [{"path": str(r)} for r in config.roots],
+        "last_scan": None,
+        "documents": {},
+        "chunks": 0,
+        "problems": [],
+        **{k: saved.get(k, 0) for k in ("embedded_files", "removed", "scans")},
+    }
+    scan = saved.get("last_scan")
+    if scan:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(scan["at"]))
+        out["last_scan"] = (
+            f"{at}: {scan['seen']} files seen, {scan['indexed']} indexed, "
+            f"{scan['unchanged']} unchanged, {scan['failed']} failed"
+        )
+    if index.exists():
+        with Index.open(index) as ix:
+            out["model"] = out["model"] or ix.identity.describe()
+            out["chunks"] = len(ix)
+            for doc in ix.documents():
+                out["documents"][doc.status] = out["documents"].get(doc.status, 0) + 1
+                if doc.status != "indexed" and len(out["problems"]) < 100:
+                    out["problems"].append(
+                        {"path": doc.uri, "status": doc.status, "reason": doc.error}
+                    )
+    return out
