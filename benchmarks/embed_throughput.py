@@ -32,7 +32,8 @@ from typing import Any
 ENGINES = [
     "lokal-gguf",  # LocalEmbeddings(backend="gguf").embed_documents, q8_0
     "lokal-st",  # LocalEmbeddings(backend="sentence-transformers").embed_documents
-    "llama-default",  # Llama(path, embedding=True, verbose=False).embed: n_ctx/n_batch 512
+    "llama-default",  # Llama(path, embedding=True, verbose=False).embed: n_ctx/n_batch 512,
+    # no flash attention, batch threads = all CPUs (it ignores --threads, as lc-llamacpp does)
     "llama-best-256",  # Llama(n_ctx=n_batch=n_ubatch=256, flash_attn=True, n_threads=2).embed
     "llama-best-512",  # the same with 512
     "st-raw",  # SentenceTransformer(dir, device="cpu").encode(batch_size=32)
@@ -106,7 +107,9 @@ def load_engine(name: str, gguf: str, st_dir: str, threads: int) -> Any:
         from llama_cpp import Llama
 
         c = int(name.rsplit("-", 1)[1])
-        kw = {"n_ctx": c, "n_batch": c, "n_ubatch": c, "flash_attn": True, "n_threads": threads}
+        kw = {"n_ctx": c, "n_batch": c, "n_ubatch": c, "flash_attn": True}
+        # n_threads_batch (what a batch decode uses) defaults to all CPUs: pin it too
+        kw |= {"n_threads": threads, "n_threads_batch": threads}
         return Llama(model_path=gguf, embedding=True, verbose=False, **kw).embed
     if name == "st-raw":
         from sentence_transformers import SentenceTransformer

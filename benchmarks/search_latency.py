@@ -393,6 +393,17 @@ def run_recall(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         m: {f: recall(quantized_top(docs, caches[m], qv, K, f), truth, K) for f in fs}
         for m, fs in factors.items()
     }
+    # the proposal for bit: k*f bit candidates, reranked by the int8 copy, 2k of them rescored
+    int8 = caches["int8"].data
+    two_stage = {}
+    for f in (10, 20, 40, 80):
+        found = []
+        for q in qv:
+            cand = search.top_positions(search.approximate_scores(caches["bit"], q, None), K * f)
+            keep = cand[search.top_positions(int8[cand].astype(np.float32) @ (q * 127.0), 2 * K)]
+            found.append(keep[np.lexsort((keep, -(docs[keep] @ q)))][:K])
+        two_stage[f] = recall(found, truth, K)
+    out["two_stage"] = two_stage
     # how far down lokal's approximate ranking the true top-10 reach (per query: the worst rank)
     worst = {}
     for m in ("int8", "bit"):
@@ -651,6 +662,24 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"engine": engine, "rss_start_mb": rss_mb()}
     filtered: Callable[[np.ndarray], Any] | None = None
 
+    if engine.startswith("load-"):
+        from lokal.index import search, sqlite
+
+        conn = sqlite.connect(db, readonly=True)
+        mode = engine.split("-", 1)[1]
+        t = time.perf_counter()
+        rowids, data = stream_load(conn, DIM, mode)
+        out["seconds"] = time.perf_counter() - t
+        out["rss_loaded_mb"] = rss_mb()
+        out["peak_mb"] = peak_rss_mb()
+        out["data_mb"] = (data.nbytes + rowids.nbytes) / 2**20
+        if spec.get("check"):
+            cache = search.VectorCache.load(conn, DIM, mode, (0, 0))
+            out["same_as_lokal"] = bool(
+                np.array_equal(cache.rowids, rowids) and np.array_equal(cache.data, data)
+            )
+        return out
+
     if engine.startswith("lokal-"):
         from lokal.index.store import Index
 
@@ -724,24 +753,39 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def shadow_table_load(conn: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """A prototype of a faster cache load: read sqlite-vec 0.1.9's own storage (one blob of
-    vectors per chunk of rows, a validity bitmap and the rowids per chunk) instead of
-    ``SELECT rowid, embedding FROM chunks_vec``, which costs one blob read per row."""
-    vectors = dict(conn.execute("SELECT rowid, vectors FROM chunks_vec_vector_chunks00"))
-    rowids, parts = [], []
-    for chunk_id, size, validity, rids in conn.execute(
-        "SELECT chunk_id, size, validity, rowids FROM chunks_vec_chunks"
-    ):
+def stream_load(conn: Any, dim: int, quantization: str) -> tuple[np.ndarray, np.ndarray]:
+    """A prototype of a faster, leaner cache load (not lokal's code): read sqlite-vec 0.1.9's
+    own storage, one chunk of rows at a time (a blob of vectors, a validity bitmap and the
+    rowids per chunk), normalizing and encoding each chunk straight into a preallocated array,
+    instead of ``SELECT rowid, embedding FROM chunks_vec`` (one blob read per row) fetched
+    whole. Gives the same rowids and data as ``VectorCache.load`` (checked by the test run)."""
+    from lokal.index import search
+
+    n = int(conn.execute("SELECT count(*) FROM chunks_vec_rowids").fetchone()[0])
+    rowids = np.empty(n, dtype=np.int64)
+    data: np.ndarray | None = None
+    at = 0
+    chunks = conn.execute(
+        "SELECT c.size, c.validity, c.rowids, (SELECT v.vectors FROM "
+        "chunks_vec_vector_chunks00 v WHERE v.rowid = c.chunk_id) FROM chunks_vec_chunks c "
+        "ORDER BY c.chunk_id"
+    )
+    for size, validity, rids, vectors in chunks:
         bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
         valid = bits[:size].astype(bool)
-        rowids.append(np.frombuffer(rids, np.int64)[:size][valid])
-        parts.append(
-            np.frombuffer(vectors.pop(chunk_id), np.float32).reshape(-1, dim)[:size][valid]
-        )
-    ids = np.concatenate(rowids)
-    order = np.argsort(ids, kind="stable")
-    return ids[order], np.concatenate(parts)[order]
+        block = np.frombuffer(vectors, np.float32).reshape(-1, dim)[:size][valid]
+        encoded = search.encode(search.normalize(block), quantization)
+        if data is None:
+            data = np.empty((n, *encoded.shape[1:]), dtype=encoded.dtype)
+        data[at : at + len(encoded)] = encoded
+        rowids[at : at + len(encoded)] = np.frombuffer(rids, np.int64)[:size][valid]
+        at += len(encoded)
+    assert data is not None
+    rowids, data = rowids[:at], data[:at]
+    if np.any(np.diff(rowids) < 0):
+        order = np.argsort(rowids, kind="stable")
+        rowids, data = rowids[order], data[order]
+    return rowids, data
 
 
 def _median_ms(fn: Callable[[], Any], reps: int) -> float:
@@ -768,17 +812,12 @@ def lokal_diagnostics(
     d: dict[str, Any] = {}
     conn = sqlite.connect(spec["db"], readonly=True)
     n_q = min(len(qs), 20)
-    # 1. loading the in-memory copy another way (lokal's own load is the first search)
-    t = time.perf_counter()
-    ids, _ = shadow_table_load(conn, DIM)
-    d["shadow_load_s"] = time.perf_counter() - t
-    n = len(ids)
-    del ids, _
-    # 2. the SQL filter alone (Index._filtered_rowids runs it on every filtered search)
+    n = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+    # 1. the SQL filter alone (Index._filtered_rowids runs it on every filtered search)
     where, params = compile_filter(FILTER)
     sql = f"SELECT c.id FROM chunks c WHERE {where}"
     d["filter_sql_ms"] = _median_ms(lambda: conn.execute(sql, params).fetchall(), 5)
-    # 3. the in-memory scan with lokal's own functions, on a copy built from the .npy
+    # 2. the in-memory scan with lokal's own functions, on a copy built from the .npy
     matrix = search.normalize(np.load(spec["vectors"]))
     cache = search.VectorCache(mode, np.arange(1, n + 1), search.encode(matrix, mode), (0, 0))
     del matrix
@@ -799,7 +838,7 @@ def lokal_diagnostics(
     rows = np.flatnonzero(np.isin(groups, FILTER_GROUPS)) + 1
     it = iter(np.resize(qs, (max(n_q, 1), DIM)))
     d["scan_filtered_ms"] = _median_ms(lambda: scan(next(it), cache.positions(rows)), n_q)
-    # 4. rescoring: one SELECT per candidate (Index._float_vectors), vs a plain rowid table
+    # 3. rescoring: one SELECT per candidate (Index._float_vectors), vs a plain rowid table
     if mode != "float":
         rng = np.random.default_rng(SEED)
 
@@ -815,6 +854,22 @@ def lokal_diagnostics(
             plain_sql = "SELECT v FROM f32 WHERE id = ?"
             d["rescore_plain_table_ms"] = _median_ms(lambda: lookups(pconn, plain_sql), 5)
             pconn.close()
+    # 4. a proposal for bit: rerank the k*40 candidates with an in-memory int8 copy, then
+    #    fetch float vectors for the best 2k only (recall in the recall section)
+    if mode == "bit":
+        int8 = search.encode(search.normalize(np.load(spec["vectors"])), "int8")
+        rng = np.random.default_rng(SEED)
+
+        def two_stage(q: np.ndarray) -> None:
+            cand = scan(q)
+            s8 = int8[cand].astype(np.float32) @ (q * 127.0)
+            keep = cand[search.top_positions(s8, 2 * K)]
+            for r in keep:
+                conn.execute(vec_sql, (int(r) + 1,)).fetchone()
+
+        it = iter(np.resize(qs, (max(n_q, 1), DIM)))
+        d["two_stage_ms"] = _median_ms(lambda: two_stage(next(it)), n_q)
+        del int8
     conn.close()
     cache.data = cache.data[:0]  # free it before loading the numpy matrix
     # 5. paired with numpy on the same queries, interleaved (robust to load drift)
@@ -944,6 +999,10 @@ def run_latency(n: int, texts: list[str], a: argparse.Namespace, work: Path) -> 
             result["engines"][engine] = r
     finally:
         set_quantization(f["db"], "float")
+    result["load"] = {}
+    for mode in MODES:
+        log(f"size {n}: prototype load, {mode}")
+        result["load"][mode] = run_child({**spec, "engine": f"load-{mode}", "check": n <= 100_000})
     result["covering_index"] = covering_index_experiment(f["db"])
     log(f"size {n}: covering index: {result['covering_index']}")
     return result
@@ -979,9 +1038,9 @@ def latency_table(res: dict[str, Any]) -> str:
 
 def diagnostics_table(res: dict[str, Any]) -> str:
     head = (
-        "| mode | first search (s) | load from vec0 chunk blobs (s) | SQL filter ms | "
-        "in-memory scan ms | scan, filtered rows ms | rescoring: vec0 lookups ms | "
-        "rescoring: plain table ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| mode | SQL filter ms | in-memory scan ms | scan, filtered rows ms | "
+        "rescoring: vec0 lookups ms | rescoring: plain table ms | bit -> int8 -> 2k floats ms "
+        "|\n|---|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for engine, r in res["engines"].items():
@@ -992,10 +1051,9 @@ def diagnostics_table(res: dict[str, Any]) -> str:
         if "scan_ms_block_2048" in d:
             scan += f" (block 2048: {d['scan_ms_block_2048']:.1f})"
         rows.append(
-            f"| {engine} | {r['first_s']:.1f} | {d['shadow_load_s']:.1f} | "
-            f"{d['filter_sql_ms']:.0f} | {scan} | {d['scan_filtered_ms']:.1f} | "
+            f"| {engine} | {d['filter_sql_ms']:.0f} | {scan} | {d['scan_filtered_ms']:.1f} | "
             f"{fmt(d.get('rescore_lookups_ms'), '.0f')} | "
-            f"{fmt(d.get('rescore_plain_table_ms'), '.0f')} |"
+            f"{fmt(d.get('rescore_plain_table_ms'), '.0f')} | {fmt(d.get('two_stage_ms'))} |"
         )
     ci = res.get("covering_index")
     tail = ""
@@ -1006,6 +1064,25 @@ def diagnostics_table(res: dict[str, Any]) -> str:
             f"{ci['uses_covering_index']}): {ci['filter_sql_covering_ms']:.0f} ms."
         )
     return head + "\n".join(rows) + tail
+
+
+def load_table(res: dict[str, Any]) -> str:
+    head = (
+        "| mode | lokal: first search (s) | lokal: peak RSS MB | lokal: RSS after MB | "
+        "prototype stream_load (s) | prototype: peak RSS MB | data MB | same result |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for mode, p in res.get("load", {}).items():
+        r = res["engines"].get(f"lokal-{mode}", {})
+        if "skipped" in p or "first_s" not in r:
+            continue
+        rows.append(
+            f"| {mode} | {r['first_s']:.1f} | {r['peak_mb']:.0f} | {r['rss_loaded_mb']:.0f} | "
+            f"{p['seconds']:.1f} | {p['peak_mb']:.0f} | {p['data_mb']:.0f} | "
+            f"{p.get('same_as_lokal', 'not checked')} |"
+        )
+    return head + "\n".join(rows)
 
 
 def recall_tables(rec: dict[str, Any]) -> str:
@@ -1030,6 +1107,14 @@ def recall_tables(rec: dict[str, Any]) -> str:
         lines.append(f"| {mode} oversample | " + " | ".join(str(f) for f in sweep) + " |")
         lines.append("|---|" + "---:|" * len(sweep))
         lines.append("| recall@10 | " + " | ".join(f"{v:.3f}" for v in sweep.values()) + " |")
+        lines.append("")
+    ts = rec.get("two_stage")
+    if ts:
+        lines.append("Proposal: bit candidates reranked by an int8 copy, 2k float lookups:")
+        lines.append("")
+        lines.append("| bit oversample | " + " | ".join(str(f) for f in ts) + " |")
+        lines.append("|---|" + "---:|" * len(ts))
+        lines.append("| recall@10 | " + " | ".join(f"{v:.3f}" for v in ts.values()) + " |")
         lines.append("")
     lines.append(
         "Depth of the true top-10 in the approximate ranking (worst rank per query, over "
@@ -1130,6 +1215,8 @@ def report(results: dict[str, Any]) -> str:
             latency_table(res),
             "",
             diagnostics_table(res),
+            "",
+            load_table(res),
         ]
     if results.get("recall"):
         parts += ["", "### Recall@10 on real embeddings", "", recall_tables(results["recall"])]
