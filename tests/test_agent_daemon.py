@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from lokal.agent import config as agent_config
+from lokal.embedder import Embedder
 from lokal.index import Index
 
 from .conftest import _TOPICS
@@ -385,3 +386,52 @@ def test_config_error_from_the_cli_and_example_config(tmp_path: Path) -> None:
     example = Path(__file__).parents[1] / "agent" / "agent.toml"
     cfg = agent_config.load(example)
     assert cfg.index.name == "index.db" and cfg.roots
+
+
+def test_model_change_builds_a_new_index_and_swaps(
+    setup: tuple[Path, Path, Path], gguf_embedder: Embedder, packed_gguf: Path
+) -> None:
+    """Another variant of the model (f16 instead of q8_0, packed from the same weights) never
+    mixes vectors: the agent builds a new index beside the old one and renames it over it. A
+    reader holding the old file follows (with a variant warning); a kill during the rebuild
+    leaves the old index whole."""
+    from lokal import packing
+    from lokal.errors import ModelVariantWarning
+
+    docs, db, cfg = setup
+    agent = AgentProcess(cfg)
+    try:
+        agent.wait_for(r"INFO idle:")
+    finally:
+        assert agent.terminate() == 0
+    q = gguf_embedder.embed_query("how do I reset the pump?")
+    reader = Index.open(db)
+    assert reader.search(q, k=1)[0].document == str(docs / "pump.md")
+
+    f16 = packing.pack("all-MiniLM-L6-v2", quantization="f16").path
+    cfg.write_text(cfg.read_text().replace(str(packed_gguf), str(f16)))
+    agent = AgentProcess(cfg)
+    agent.wait_for(r"Building a new index beside it")
+    agent.kill()
+    with Index.open(db) as old:  # whatever the kill interrupted, the old index is whole
+        assert old.identity.quantization == "q8_0" and old.check().ok
+        assert len(list(old.documents())) == 2
+
+    agent = AgentProcess(cfg)
+    try:
+        agent.wait_for(r"new index with .* is in place")
+        agent.wait_for(r"INFO idle:")
+        m = agent.mark()
+        (docs / "after.md").write_text("Written after the model change.\n")
+        agent.idle_after(m)
+    finally:
+        assert agent.terminate() == 0
+    assert not Path(f"{db}.rebuild").exists()
+    with Index.open(db) as new:
+        assert new.identity.quantization == "f16" and new.check().ok
+        assert {Path(d.uri).name for d in new.documents()} == {"pump.md", "valve.txt", "after.md"}
+    with pytest.warns(ModelVariantWarning, match="rebuilt with"):
+        hits = reader.search(q, k=1)
+    assert hits[0].document == str(docs / "pump.md")
+    assert reader.identity.quantization == "f16"
+    reader.close()

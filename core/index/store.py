@@ -199,31 +199,45 @@ class Index:
             msg = f"managed_by must be one of {MANAGED_BY}, got {managed_by!r}"
             raise ValueError(msg)
         p = Path(path)
-        try:
-            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
-        except FileExistsError as exc:
+        if p.exists():
             msg = f"{p} already exists; open it with Index.open"
-            raise IndexFileError(msg) from exc
+            raise IndexFileError(msg)
+        # Built whole under a temporary name, then linked into place: a crash (kill -9, power)
+        # leaves either no index or a complete one, never a file that is not yet an index.
+        _remove_stale_creations(p)
+        tmp = p.with_name(f".{p.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
         os.close(fd)
-        conn = sqlite.connect(p)
         try:
-            with sqlite.write(conn):
-                schema.migrate(conn, {"dimension": identity.dimension})
-                meta = {
-                    "model": json.dumps(identity.to_dict()),
-                    "dimension": str(identity.dimension),
-                    "quantization": quantization,
-                    "managed_by": managed_by,
-                    "settings": json.dumps(dict(settings or {})),
-                    "created_at": str(time.time()),
-                    "created_by": f"lokal {__version__}",
-                }
-                conn.executemany("INSERT INTO lokal_meta VALUES (?, ?)", meta.items())
-        except BaseException:
-            conn.close()
-            p.unlink(missing_ok=True)
-            raise
-        return cls(conn, p, writable=True)
+            conn = sqlite.connect(tmp)
+            try:
+                with sqlite.write(conn):
+                    schema.migrate(conn, {"dimension": identity.dimension})
+                    meta = {
+                        "model": json.dumps(identity.to_dict()),
+                        "dimension": str(identity.dimension),
+                        "quantization": quantization,
+                        "managed_by": managed_by,
+                        "settings": json.dumps(dict(settings or {})),
+                        "created_at": str(time.time()),
+                        "created_by": f"lokal {__version__}",
+                    }
+                    conn.executemany("INSERT INTO lokal_meta VALUES (?, ?)", meta.items())
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, p)  # unlike rename, never replaces a file created meanwhile
+            except FileExistsError as exc:
+                msg = f"{p} already exists; open it with Index.open"
+                raise IndexFileError(msg) from exc
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        _fsync_directory(p.parent)
+        return cls(sqlite.connect(p), p, writable=True)
 
     @classmethod
     def open(
@@ -618,6 +632,13 @@ class Index:
                 "recorded one)."
             )
             raise ModelMismatch(msg)
+        if same == "variant":
+            warnings.warn(
+                f"{self.path} was rebuilt with {fresh.identity.describe()}; this reader holds "
+                f"{self.identity.describe()}: same model, slightly different vectors",
+                ModelVariantWarning,
+                stacklevel=4,
+            )
         assert self._conn is not None and fresh._conn is not None
         self._conn.close()
         self._conn, fresh._conn = fresh._conn, None
@@ -625,6 +646,7 @@ class Index:
         self._filter_positions.clear()
         self.settings, self.managed_by = fresh.settings, fresh.managed_by
         self.quantization = fresh.quantization
+        self.identity = fresh.identity
         log.info("%s was replaced by the agent: reading the new file", self.path)
 
     def __len__(self) -> int:
@@ -959,3 +981,30 @@ class Index:
             target.close()
         tmp.replace(out)
         return out
+
+
+def _remove_stale_creations(path: Path) -> None:
+    """Temporary files of creations whose process died (see :meth:`Index.create`)."""
+    prefix = f".{path.name}.creating-"
+    for stale in (p for p in path.parent.iterdir() if p.name.startswith(prefix)):
+        pid = stale.name.rsplit(".creating-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
