@@ -25,9 +25,14 @@ def run_example(name: str, *args: str) -> str:
 
 @pytest.mark.slow
 def test_demo(packed_gguf: Path) -> None:
-    out = run_example("demo.py", "--limit", "300")
-    assert "indexed 300 paragraphs" in out
-    assert out.count("Q: ") == 4
+    out = run_example("demo.py", "--limit", "12")
+    assert "scan: 12 files seen, 12 indexed" in out
+    assert out.count("Q: ") == 5
+    # the file added while the agent watched answers the question only it can answer
+    pump = out.split("Q: How do I reset pump P-101?")[1]
+    assert pump.split("\n")[1].strip().startswith("[pump-p101.md:1-4]")
+    assert "[assert.md:" in out.split("Q: ")[1]  # the debugging-checks question
+    assert "agent stopped (exit 0)" in out
 
 
 @pytest.mark.slow
