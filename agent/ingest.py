@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -78,6 +79,8 @@ class Summary:
     problems: list[dict[str, str]] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: wall time of the pass
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,6 +264,12 @@ class Ingest:
         self.should_stop: Callable[[], bool] = lambda: False
 
     def run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None = None) -> Summary:
+        started = time.perf_counter()
+        summary = self._run(roots, progress)
+        summary.seconds = round(time.perf_counter() - started, 3)
+        return summary
+
+    def _run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None) -> Summary:
         summary = Summary()
         rechunk = self.index.settings != self.chunk_settings
         if rechunk and len(self.index):
