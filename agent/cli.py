@@ -663,6 +663,194 @@ def snapshot_cmd(index_path: Path, out: Path) -> None:
     click.echo(f"snapshot written to {out}")
 
 
+# ---- lokal serve ---------------------------------------------------------------------------
+
+
+@cli.command("serve")
+@click.option(
+    "--model", help="Embedding model (default: the embedded default, as a GGUF when packed)."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "sentence-transformers", "gguf"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="A name clients may use for the model (repeatable; the first is listed). The "
+    "model's own names always work.",
+)
+@click.option("--query-prefix", help="Override the profile's query prefix ('' disables).")
+@click.option("--document-prefix", help="Override the profile's document prefix ('' disables).")
+@click.option("--reranker", help="Cross-encoder for /v1/rerank, /v2/rerank and search reranking.")
+@click.option("--reranker-name", "reranker_names", multiple=True, help="A name for the reranker.")
+@click.option(
+    "--index",
+    "index_path",
+    envvar="LOKAL_INDEX",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A lokal index for POST /v1/search (read with the model it records).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=11435,
+    show_default=True,
+    help="Port (0: any free port; the address is printed when ready).",
+)
+@click.option(
+    "--api-key",
+    envvar="LOKAL_API_KEY",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer KEY' (needed to bind a non-loopback address).",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the API key from a file (e.g. a systemd credential).",
+)
+@click.option(
+    "--input-type",
+    type=click.Choice(["document", "query"]),
+    default="document",
+    show_default=True,
+    help="Prefix path for requests that give no input_type.",
+)
+@click.option(
+    "--truncation",
+    type=click.Choice(["warn", "error"]),
+    default="warn",
+    show_default=True,
+    help="Texts over the context when a request does not say: cut and report, or refuse.",
+)
+@click.option(
+    "--force-dimensions", is_flag=True, help="Allow any 'dimensions' (not only Matryoshka sizes)."
+)
+@click.option("--max-body-mb", type=click.FloatRange(0.001), default=8.0, show_default=True)
+@click.option(
+    "--max-inputs",
+    type=click.IntRange(1),
+    default=2048,
+    show_default=True,
+    help="Texts or documents per request.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Most texts per model call.",
+)
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp.")
+@click.option("--access-log", is_flag=True, help="Log each request line (never its body).")
+def serve_cmd(
+    model: str | None,
+    backend: str,
+    names: tuple[str, ...],
+    query_prefix: str | None,
+    document_prefix: str | None,
+    reranker: str | None,
+    reranker_names: tuple[str, ...],
+    index_path: Path | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    api_key_file: Path | None,
+    input_type: str,
+    truncation: str,
+    force_dimensions: bool,
+    max_body_mb: float,
+    max_inputs: int,
+    batch_size: int,
+    threads: int | None,
+    access_log: bool,
+) -> None:
+    """Serve embeddings, reranking and search over HTTP: Ollama's and OpenAI's embedding APIs,
+    Cohere's rerank API, and /v1/search over a lokal index. Runs until SIGTERM or Ctrl-C.
+
+    Binds loopback unless told; a non-loopback --host needs an API key, which every request
+    (except GET /health) must then send as a bearer token.
+
+    \b
+    Examples:
+      lokal serve                                   # http://127.0.0.1:11435
+      lokal serve --name nomic-embed-text --index /var/lib/lokal/index.db
+      LOKAL_API_KEY=... lokal serve --host 0.0.0.0 --reranker BAAI/bge-reranker-base
+      curl -s localhost:11435/api/embed -d '{"model": "all-MiniLM-L6-v2", "input": "hi"}'
+    """
+    from lokal.agent import serve
+
+    if api_key_file is not None:
+        api_key = api_key_file.read_text(encoding="utf-8").strip()
+    if api_key is not None and not api_key.strip():
+        msg = "the API key is empty"
+        raise click.BadParameter(msg, param_hint="--api-key")
+    if not api_key and not serve.is_loopback(host):
+        msg = (
+            f"refusing to bind {host}: it is not a loopback address, and without an API key "
+            "anyone who can reach it could use the server. Set --api-key (or LOKAL_API_KEY, or "
+            "--api-key-file), or bind 127.0.0.1."
+        )
+        raise click.UsageError(msg)
+    settings = serve.ServeSettings(
+        host=host,
+        port=port,
+        api_key=api_key or None,
+        input_type=input_type,  # type: ignore[arg-type]
+        truncation=truncation,  # type: ignore[arg-type]
+        force_dimensions=force_dimensions,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_inputs=max_inputs,
+        max_batch=batch_size,
+        access_log=access_log,
+    )
+    with _friendly_errors():
+        from lokal.embedder import Embedder
+
+        embedder = Embedder(
+            model,
+            backend=backend,
+            query_prefix=query_prefix,
+            document_prefix=document_prefix,
+            n_threads=threads,
+        )
+        embedder.embed_documents(["warm up"])  # load now, not on the first request
+        rr = None
+        if reranker:
+            from lokal.reranker import Reranker
+
+            rr = Reranker(reranker, n_threads=threads)
+            rr.score("warm up", ["warm up"])
+        index = index_embedder = None
+        if index_path is not None:
+            index, index_embedder = _open_for_search(index_path)
+            index_embedder.embed_queries(["warm up"])
+        service = serve.Service(
+            settings,
+            embedder,
+            names=names,
+            reranker=rr,
+            reranker_names=reranker_names,
+            index=index,
+            index_embedder=index_embedder,
+        )
+
+    def ready(url: str) -> None:
+        click.echo(f"lokal serve: listening on {url}")
+        sys.stdout.flush()
+
+    try:
+        serve.run(service, ready)
+    finally:
+        if index is not None:
+            index.close()
+
+
 def main() -> None:
     cli(prog_name="lokal")
 
