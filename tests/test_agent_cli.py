@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lokal.agent.ingest import writer_lock
+from lokal.embedder import Embedder
 from lokal.index import Index
 
 from .conftest import _TOPICS
@@ -53,16 +54,18 @@ def tree(tmp_path: Path, packed_gguf: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_one_pass_then_nothing_to_do(tree: Path, tmp_path: Path) -> None:
-    # about 20,000 tokens in one file: chunked so that nothing is ever cut (a 100,000-token
-    # file takes ~20 s of embedding alone on a quiet 2-core box; kept smaller for the suite)
-    (tree / "big.txt").write_text(" ".join(_TOPICS[k] for k in sorted(_TOPICS))[:90_000])
+def test_one_pass_then_nothing_to_do(tree: Path, tmp_path: Path, gguf_embedder: Embedder) -> None:
+    # a 100,000-token file: chunked so that nothing is ever cut (~20-30 s of embedding on a
+    # quiet 2-core box: the costliest single file in the suite, on purpose)
+    big = " ".join(_TOPICS[k] for k in sorted(_TOPICS))[:370_000]
+    assert gguf_embedder.count_tokens([big])[0] >= 100_000
+    (tree / "big.txt").write_text(big)
     db = tree / "index.db"  # the index inside a watched root is never indexed itself
     first = index_json(tree, db)
     assert first["seen"] == 8  # not the swap file, not the index, not through the loop
     assert first["indexed"] == 7 and first["skipped"] == 1 and first["failed"] == 0
     assert any("binary" in p["reason"] for p in first["problems"])
-    assert first["chunks"] > 80  # big.txt alone: ~20,000 tokens at <= 256 per chunk
+    assert first["chunks"] > 400  # big.txt alone: 100,000 tokens at <= 256 per chunk
     second = index_json(tree, db)
     assert (second["indexed"], second["unchanged"], second["chunks"]) == (0, 8, 0)
     with Index.open(db) as index:
@@ -76,6 +79,10 @@ def test_one_pass_then_nothing_to_do(tree: Path, tmp_path: Path) -> None:
         assert "Crème brûlée" in texts["latin1.txt"]
         assert texts["page.html"] == "Hello from\nHTML" or "Hello from" in texts["page.html"]
         assert "var x" not in texts["page.html"]
+        pieces = index.document_chunks(str(tree / "big.txt"))
+        assert all(big[c.char_start : c.char_end] == c.text for c in pieces)
+        assert max(c.tokens for c in pieces) <= gguf_embedder.context_length
+        assert pieces[0].char_start == 0 and pieces[-1].char_end == len(big)
 
 
 def test_changes_are_found_and_only_they_cost(tree: Path) -> None:

@@ -281,7 +281,8 @@ def test_polling_fallback(
 ) -> None:
     """The seams only pretend the mount type or the limit; the real PollingObserver runs."""
     docs, db, cfg = setup
-    text = cfg.read_text() + "poll_interval = 0.3\n"
+    db = docs / "var" / "index.db"  # inside the watched root: its own files are never indexed
+    text = cfg.read_text().replace(str(setup[1]), str(db)) + "poll_interval = 0.3\n"
     cfg.write_text(text)
     agent = AgentProcess(cfg, env=env)
     try:
@@ -290,7 +291,12 @@ def test_polling_fallback(
         m = agent.mark()
         (docs / "polled.txt").write_text("Seen by polling.\n")
         agent.idle_after(m)
-        assert "Seen by polling." in indexed(db)[str(docs / "polled.txt")]
+        now = indexed(db)
+        assert "Seen by polling." in now[str(docs / "polled.txt")]
+        assert {Path(u).name for u in now} == {"pump.md", "valve.txt", "polled.txt"}
+        m = agent.mark()
+        time.sleep(2)  # several polls of a root holding a live index: nothing to do
+        assert not [line for line in agent.lines[m:] if "changes:" in line]
         status = json.loads(lokal("agent", "status", "--config", str(cfg), "--json").stdout)
         assert status["roots"][0]["watch"] == "polling"
     finally:
