@@ -59,6 +59,8 @@ class Settings:
     chunk_tokens: int | None = None
     overlap: int = 32
     max_file_bytes: int = 20 * 1024 * 1024
+    #: paged formats (PDF) still unread after this long are recorded as failed
+    max_file_seconds: float = 60.0
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     include: tuple[str, ...] = ()
     follow_symlinks: bool = False
@@ -439,10 +441,13 @@ class Ingest:
             summary.unchanged += 1
             return
         try:
-            parsed = parsers.parse(state.path, data)
+            parsed = parsers.parse(state.path, data, max_seconds=self.settings.max_file_seconds)
             pieces = self.chunker.chunks(parsed.text)
         except parsers.Unsupported as exc:
             self._record(uri, state, "skipped", str(exc), digest, summary)
+            return
+        except parsers.TooSlow as exc:
+            self._record(uri, state, "failed", str(exc), digest, summary)
             return
         except Exception as exc:  # a parser bug on one file must not stop the agent
             log.exception("failed to parse %s", uri)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import io
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,18 @@ class Parsed:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def parse(path: Path, data: bytes) -> Parsed:
+class TooSlow(Exception):
+    """Extracting the text took longer than the per-file time limit."""
+
+
+def parse(path: Path, data: bytes, *, max_seconds: float | None = None) -> Parsed:
     """Text of a file's ``data``. Raises :class:`Unsupported` for binary or unreadable formats
-    (the caller records the reason); other exceptions are failures to report."""
+    (the caller records the reason), :class:`TooSlow` when a paged format (PDF) is still not
+    read after ``max_seconds`` (checked between pages); other exceptions are failures to
+    report. Text formats are linear in the size the caller already limits."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        return _pdf(data)
+        return _pdf(data, None if max_seconds is None else time.monotonic() + max_seconds)
     if suffix == ".docx":
         return _docx(data)
     text, encoding = decode(data)
@@ -102,14 +109,21 @@ def html_text(html: str) -> str:
     return body.text(separator="\n", strip=True) if body is not None else ""
 
 
-def _pdf(data: bytes) -> Parsed:
+def _pdf(data: bytes, deadline: float | None) -> Parsed:
     try:
         from pypdf import PdfReader
     except ImportError as exc:
         msg = "PDF needs pypdf: pip install 'lokal[pdf]'"
         raise Unsupported(msg) from exc
     reader = PdfReader(io.BytesIO(data))
-    pages = [page.extract_text() or "" for page in reader.pages]
+    pages = []
+    for n, page in enumerate(reader.pages):
+        if deadline is not None and time.monotonic() > deadline:
+            msg = (
+                f"PDF text extraction stopped at page {n} of {len(reader.pages)} (max_file_seconds)"
+            )
+            raise TooSlow(msg)
+        pages.append(page.extract_text() or "")
     return Parsed("\n\n".join(pages), "pdf", metadata={"pages": len(pages)})
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lokal.agent.parsers import Unsupported, decode, parse
+from lokal.agent.parsers import TooSlow, Unsupported, decode, parse
 
 SAMPLES = [
     ("Crème brûlée à la française, très bon.", "cp1252"),
@@ -65,3 +65,16 @@ def test_markdown_and_code_are_text() -> None:
     assert parse(Path("a.md"), b"# Title\n").kind == "markdown"
     assert parse(Path("b.py"), b"print('x')\n").kind == "py"
     assert parse(Path("noext"), b"plain").kind == "text"
+
+
+def test_pdf_time_limit_is_checked_between_pages() -> None:
+    pypdf = pytest.importorskip("pypdf")
+    writer = pypdf.PdfWriter()
+    for _ in range(3):
+        writer.add_blank_page(width=200, height=200)
+    buf = io.BytesIO()
+    writer.write(buf)
+    parsed = parse(Path("three.pdf"), buf.getvalue(), max_seconds=60)
+    assert parsed.kind == "pdf" and parsed.metadata["pages"] == 3
+    with pytest.raises(TooSlow, match="stopped at page 0 of 3"):
+        parse(Path("three.pdf"), buf.getvalue(), max_seconds=-1)  # a deadline already past
