@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -117,12 +118,22 @@ class Patterns:
         import pathspec
 
         self._spec = pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+        # Without negations any pattern that matches decides: one combined regex answers in a
+        # single pass (pathspec tries each pattern in turn; this halves a rescan's time).
+        self._fast: re.Pattern[str] | None = None
+        used = [p for p in self._spec.patterns if p.include is not None] if self._spec else []
+        if used and all(p.include and p.regex is not None for p in used):
+            parts = [p.regex.pattern.replace("(?P<ps_d>", "(?:") for p in used]
+            self._fast = re.compile("|".join(f"(?:{x})" for x in parts))
 
     def __bool__(self) -> bool:
         return self._spec is not None
 
     def match(self, rel: str, is_dir: bool) -> bool:
-        return self._spec is not None and self._spec.match_file(rel + "/" if is_dir else rel)
+        path = rel + "/" if is_dir else rel
+        if self._fast is not None:
+            return self._fast.match(path) is not None
+        return self._spec is not None and self._spec.match_file(path)
 
 
 def scan(
