@@ -61,6 +61,8 @@ NO_INOTIFY = {
 FSTYPE_ENV = "LOKAL_AGENT_TEST_FSTYPE"
 WATCH_LIMIT_ENV = "LOKAL_AGENT_TEST_WATCH_LIMIT"
 ROOT_CHECK_SECONDS = 2.0
+#: Most dirty paths remembered before they are replaced by a rescan of the roots.
+MAX_DIRTY = 50_000
 
 
 def status_path(index: Path) -> Path:
@@ -107,6 +109,7 @@ class Agent:
         self._last_scan: dict[str, Any] | None = None
         self._state = "starting"
         self._status_written = 0.0
+        self._status_text = ""
         self.ingest: Ingest | None = None
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -377,11 +380,16 @@ class Agent:
                 observer.join(timeout=5)
 
     def mark(self, paths: list[Path], *, delay: float | None = None) -> None:
-        """Record dirty paths; each is read once nothing has touched it for the quiet period."""
+        """Record dirty paths; each is read once nothing has touched it for the quiet period.
+        Memory stays bounded in an event storm: past :data:`MAX_DIRTY` paths, the record
+        becomes "rescan every root" (the same result, found by one pass)."""
         when = time.monotonic() + (self.config.quiet_period if delay is None else delay)
         with self._wake:
             for p in paths:
                 self._dirty[p] = when
+            if len(self._dirty) > MAX_DIRTY:
+                log.warning("more than %d paths changed at once: rescanning instead", MAX_DIRTY)
+                self._dirty = dict.fromkeys(self.config.roots, when)
             self._wake.notify_all()
 
     def _take_due(self) -> list[Path]:
@@ -424,7 +432,11 @@ class Agent:
             "last_scan": self._last_scan,
             **self._counts,
         }
-        _atomic_write(status_path(self.config.index), json.dumps(data, indent=1))
+        # written only when something changed: no steady trickle of writes on a flash card
+        text = json.dumps({k: v for k, v in data.items() if k != "updated"}, sort_keys=True)
+        if text != self._status_text:
+            self._status_text = text
+            _atomic_write(status_path(self.config.index), json.dumps(data, indent=1))
 
 
 class _Handler(FileSystemEventHandler):
