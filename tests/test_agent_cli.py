@@ -144,3 +144,29 @@ def test_search_check_snapshot(tree: Path, tmp_path: Path) -> None:
     stale = lokal("check", "--index", str(db), "--json", check=False)
     assert stale.returncode == 1
     assert json.loads(stale.stdout)["stale"][0]["path"] == str(tree / "pump.md")
+
+
+def test_symlinks_followed_only_inside_the_root(tmp_path: Path, packed_gguf: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("Text outside the root must never be read.\n")
+    (root / "real" / "inside.txt").write_text("The valve manual lives inside the root.\n")
+    (root / "link-to-secret.txt").symlink_to(outside / "secret.txt")
+    (root / "link-to-outside").symlink_to(outside, target_is_directory=True)
+    (root / "link-to-inside.txt").symlink_to(root / "real" / "inside.txt")
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)
+    db = tmp_path / "index.db"
+    plain = index_json(root, db)  # by default no symlink is followed
+    assert (plain["seen"], plain["indexed"]) == (1, 1)
+    followed = index_json(root, tmp_path / "followed.db", "--follow-symlinks")
+    reasons = {Path(p["path"]).name: p["reason"] for p in followed["problems"]}
+    assert "outside the root" in reasons["link-to-secret.txt"]
+    assert "outside the root" in reasons["link-to-outside"]
+    assert "loop" in reasons["loop"]
+    with Index.open(tmp_path / "followed.db") as index:
+        texts = " ".join(r.text for r in index.get())
+        uris = {Path(d.uri).name for d in index.documents()}
+    assert "never be read" not in texts
+    assert uris == {"inside.txt", "link-to-inside.txt"}

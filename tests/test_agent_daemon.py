@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -305,11 +305,20 @@ def test_polling_fallback(
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, packed_gguf: Path) -> None:
     """kill -9 during indexing, 20 times: the index always opens and passes check, and after a
-    clean run it holds exactly the files on disk."""
+    clean run it holds exactly the files on disk. (Hundreds: ``tests/stress_agent_kill.py``.)"""
+    kill_and_converge(tmp_path, packed_gguf, kills=20, seed=20261127)
+
+
+def kill_and_converge(
+    work: Path, model: Path, *, kills: int, seed: int, say: Callable[[str], None] = print
+) -> None:
+    """Start the agent, SIGKILL it at a random moment (while it embeds, writes, or watches
+    files changing under it), check the index, change files, repeat; then one clean run must
+    converge to exactly the files on disk."""
     import random
 
-    rng = random.Random(20261127)
-    docs = tmp_path / "docs"
+    rng = random.Random(seed)
+    docs = work / "docs"
     docs.mkdir()
 
     def write(i: int) -> None:
@@ -317,34 +326,40 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, packed_gguf: Pa
         text = "\n\n".join(TOPICS[(start + j) % len(TOPICS)][:800] for j in range(3))
         (docs / f"f{i:03d}.txt").write_text(f"file {i} version {rng.random()}\n{text}")
 
-    for i in range(40):
-        write(i)
-    db = tmp_path / "index.db"
-    cfg = write_config(
-        tmp_path / "agent.toml",
-        index=str(db),
-        roots=[str(docs)],
-        quiet_period=0.1,
-        rescan_interval=0,
-        batch_chunks=16,
-        model=str(packed_gguf),
-    )
-    kills = 0
-    while kills < 20:
-        agent = AgentProcess(cfg)
-        agent.wait_for(r"INFO model:")  # the process is up; kill it somewhere after
-        time.sleep(rng.uniform(0.0, 1.5))
-        agent.kill()
-        kills += 1
-        with Index.open(db) as index:
-            report = index.check()
-            assert report.ok, (kills, report.problems)
-        for _ in range(rng.randrange(2, 8)):  # change things while it is down
+    def change_some() -> None:
+        for _ in range(rng.randrange(2, 8)):
             i = rng.randrange(50)
             if (docs / f"f{i:03d}.txt").exists() and rng.random() < 0.3:
                 (docs / f"f{i:03d}.txt").unlink()
             else:
                 write(i)
+
+    for i in range(40):
+        write(i)
+    db = work / "index.db"
+    cfg = write_config(
+        work / "agent.toml",
+        index=str(db),
+        roots=[str(docs)],
+        quiet_period=0.1,
+        rescan_interval=0,
+        batch_chunks=16,
+        model=str(model),
+    )
+    for n in range(1, kills + 1):
+        agent = AgentProcess(cfg)
+        agent.wait_for(r"INFO model:")  # the process is up; kill it somewhere after
+        time.sleep(rng.uniform(0.0, 1.5))
+        if rng.random() < 0.3:  # sometimes while files change under the watching agent
+            change_some()
+            time.sleep(rng.uniform(0.0, 0.5))
+        agent.kill()
+        with Index.open(db) as index:
+            report = index.check()
+            assert report.ok, (n, report.problems)
+        change_some()  # and while it is down
+        if n % 10 == 0:
+            say(f"{n} kills: the index opened and passed check after each")
     agent = AgentProcess(cfg)
     try:
         agent.wait_for(r"INFO idle:")
@@ -357,6 +372,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, packed_gguf: Pa
     assert set(docs_now) == set(on_disk)
     assert all(docs_now[u].content_hash == h for u, h in on_disk.items())
     assert all(d.status == "indexed" and d.chunks > 0 for d in docs_now.values())
+    say(f"converged: {len(on_disk)} files on disk, the same {len(docs_now)} in the index")
 
 
 # ---- configuration -------------------------------------------------------------------------
