@@ -428,17 +428,43 @@ def _open_for_search(index_path: Path) -> tuple[Any, Any]:
     help='Metadata filter as JSON, e.g. \'{"kind": {"$in": ["md", "txt"]}}\'.',
 )
 @click.option("--hybrid", is_flag=True, help="Fuse vector and full-text (BM25) rankings.")
+@click.option(
+    "--rerank",
+    "rerank",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[MODEL]",
+    help="Rerank the retrieved chunks with a local cross-encoder and keep the best k. MODEL: a "
+    "cross-encoder directory, a packed .gguf, a name in the model cache or a hub id; alone: "
+    "$LOKAL_RERANKER, else the one reranker packed in the model cache.",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(1),
+    help="Chunks retrieved for --rerank to reorder (default: max(4k, 20)).",
+)
 @json_option
 def search_cmd(
-    query: str, index_path: Path, k: int, filter_json: str | None, hybrid: bool, as_json: bool
+    query: str,
+    index_path: Path,
+    k: int,
+    filter_json: str | None,
+    hybrid: bool,
+    rerank: str | None,
+    candidates: int | None,
+    as_json: bool,
 ) -> None:
     """Search an index: path, line range and score of the best chunks for QUERY.
 
-    The model the index records is loaded (no model to name).
+    The model the index records is loaded (no model to name). With --rerank, the best
+    max(4k, 20) chunks are reordered by a cross-encoder that reads the query and each chunk
+    together; its score is shown first, the retrieval rank and score after it.
 
     \b
-    Example:
+    Examples:
       lokal search "how do I reset the pump?" --index index.db -k 3
+      lokal search "how do I reset the pump?" --index index.db -k 3 --rerank bge-reranker-base
     """
     flt = None
     if filter_json:
@@ -447,17 +473,34 @@ def search_cmd(
         except ValueError as exc:
             msg = f"not JSON: {exc}"
             raise click.BadParameter(msg, param_hint="--filter") from exc
+    if candidates is not None and rerank is None:
+        msg = "--candidates only applies with --rerank"
+        raise click.UsageError(msg)
+    fetch = k if rerank is None else max(k, candidates or max(4 * k, 20))
     with _friendly_errors():
+        reranker = None
+        if rerank is not None:  # a wrong reranker fails here, before any model loads
+            from lokal.reranker import Reranker
+
+            with _warnings_to_stderr():
+                reranker = Reranker(rerank or None)
         index, embedder = _open_for_search(index_path)
         with index:
             vector = embedder.embed_query(query)
             hits = (
-                index.hybrid_search(vector, query, k, filter=flt)
+                index.hybrid_search(vector, query, fetch, filter=flt)
                 if hybrid
-                else index.search(vector, k, filter=flt)
+                else index.search(vector, fetch, filter=flt)
             )
-    rows = [
-        {
+        order: list[tuple[int, float | None]] = [(i, None) for i in range(len(hits))]
+        if reranker is not None and hits:
+            with _warnings_to_stderr():
+                ranked = reranker.rank(query, [h.text for h in hits], top_n=k)
+            order = [(r.index, r.score) for r in ranked]
+    rows = []
+    for i, rerank_score in order:
+        h = hits[i]
+        row = {
             "path": h.document,
             "lines": [h.line_start, h.line_end],
             "score": round(h.score, 4),
@@ -465,8 +508,9 @@ def search_cmd(
             "text": h.text,
             "metadata": h.metadata,
         }
-        for h in hits
-    ]
+        if rerank_score is not None:
+            row.update(rerank_score=round(rerank_score, 4), retrieval_rank=i + 1)
+        rows.append(row)
     if as_json:
         _emit_json(rows)
         return
@@ -475,7 +519,25 @@ def search_cmd(
         if r["lines"][0] is not None:
             where += f":{r['lines'][0]}-{r['lines'][1]}"
         snippet = " ".join(str(r["text"]).split())[:160]
-        click.echo(f"{r['score']:.3f}  {where}\n       {snippet}")
+        if "rerank_score" in r:
+            head = f"{r['rerank_score']:.3f}  {where}  (retrieved #{r['retrieval_rank']}, "
+            click.echo(f"{head}{r['score']:.3f})\n       {snippet}")
+        else:
+            click.echo(f"{r['score']:.3f}  {where}\n       {snippet}")
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Warnings (a chunk cut to fit the reranker's context, a GGUF parity caveat) as one
+    'warning:' line each on stderr, not Python's two-line format with a source line."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            yield
+        finally:
+            for w in caught:
+                click.echo(f"warning: {w.category.__name__}: {w.message}", err=True)
 
 
 @cli.command("check")

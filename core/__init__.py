@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from lokal.embedder import Embedder, EmbedResult, Truncated, TruncationWarning
     from lokal.identity import ModelIdentity
     from lokal.profiles import Profile
+    from lokal.reranker import Ranked, Reranker
 
 _LAZY = {
     "Embedder": "lokal.embedder",
@@ -36,6 +37,8 @@ _LAZY = {
     "TruncationWarning": "lokal.embedder",
     "ModelIdentity": "lokal.identity",
     "Profile": "lokal.profiles",
+    "Reranker": "lokal.reranker",
+    "Ranked": "lokal.reranker",
 }
 
 __all__ = [
@@ -50,6 +53,8 @@ __all__ = [
     "ModelNotFound",
     "Profile",
     "ProfileError",
+    "Ranked",
+    "Reranker",
     "TextTooLong",
     "Truncated",
     "TruncationWarning",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lokal import models
+from lokal import gguf, models, profiles
 from lokal.backends import Backend
 from lokal.errors import ModelNotFound, ProfileError, TextTooLong
 from lokal.identity import ModelIdentity
@@ -128,6 +128,7 @@ class Embedder:
             msg = f"batch_size must be positive, got {batch_size}"
             raise ProfileError(msg)
         self.resolved: ResolvedModel = models.resolve(model, backend)
+        _refuse_reranker(self.resolved)
         overrides = dict(profile or {})
         overrides.update(query_prefix=query_prefix, document_prefix=document_prefix)
         self.profile: Profile = self.resolved.profile.with_overrides(overrides)
@@ -377,6 +378,25 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
     if resolved.profile.dimension not in (None, identity.dimension):
         options.update(dimensions=identity.dimension, force_dimensions=True)
     return options
+
+
+def _refuse_reranker(resolved: ResolvedModel) -> None:
+    """A reranker is not an embedding model: sentence-transformers would mean-pool a
+    cross-encoder's states into meaningless vectors, and llama.cpp returns no vectors from a
+    GGUF reranker. Refuse either by name before anything loads."""
+    path = resolved.path
+    if path is None:
+        return
+    if resolved.backend == models.GGUF:
+        reranker = profiles.is_reranker_gguf(gguf.read_metadata(path))
+    else:
+        reranker = profiles.is_cross_encoder_dir(path)
+    if reranker:
+        msg = (
+            f"{path} is a reranker (a cross-encoder), not an embedding model: score with "
+            "lokal.Reranker (or `lokal search --rerank`), and embed with an embedding model"
+        )
+        raise ProfileError(msg)
 
 
 def _texts(texts: Sequence[str]) -> list[str]:

@@ -181,6 +181,10 @@ def resolve(model: str | os.PathLike[str] | None = None, backend: str = "auto") 
     if text.lower().endswith(".gguf"):
         msg = f"no such file: {path}"
         raise ModelNotFound(msg)
+    if path.is_absolute() or text.startswith(("./", "../", "~")):
+        # a hub id is never absolute or relative to "." or "~": this was meant as a path
+        msg = f"no such file or directory: {path}"
+        raise ModelNotFound(msg)
 
     short = text.rsplit("/", 1)[-1]
     if backend in ("auto", GGUF):

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from lokal import gguf, models, profiles
-from lokal.errors import IntegrityError, MissingDependency, ModelLoadError, ModelNotFound
+from lokal.errors import (
+    IntegrityError,
+    MissingDependency,
+    ModelLoadError,
+    ModelNotFound,
+    ProfileError,
+)
 from lokal.models import ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -104,7 +111,8 @@ def pack(
         raise MissingDependency(extra="convert", feature="lokal models pack")
     src_dir, known_name = _source_dir(source)
     profile = profiles.from_sentence_transformers_dir(src_dir, name=known_name)
-    name = name or profile.name.rstrip("/").rsplit("/", 1)[-1]
+    reranker = _reranker_profile(src_dir, known_name)
+    name = name or (reranker or profile).name.rstrip("/").rsplit("/", 1)[-1]
     out = Path(output) if output else models.cached_gguf_path(name, quantization)
     out.parent.mkdir(parents=True, exist_ok=True)
     src_sha = models.weights_sha256(src_dir)
@@ -112,8 +120,14 @@ def pack(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".lokal-pack-") as tmp:
         direct = quantization if quantization in CONVERTER_TYPES else "f16"
         converted = Path(tmp) / f"converted.{direct}.gguf"
-        _convert(src_dir, converted, direct, name)
+        _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name)
         tagged = Path(tmp) / "tagged.gguf"
+        extra = {}
+        if reranker is not None:
+            extra = {
+                "lokal.kind": "reranker",
+                "lokal.reranker": json.dumps({**reranker.to_dict(), "name": name}),
+            }
         gguf.add_metadata(
             converted,
             tagged,
@@ -123,6 +137,7 @@ def pack(
                 "lokal.source_sha256": src_sha,
                 "lokal.quantization": quantization,
                 "lokal.profile": json.dumps({**profile.to_dict(), "name": name}),
+                **extra,
             },
         )
         final = tagged
@@ -141,10 +156,94 @@ def pack(
             "profile": {**profile.to_dict(), "name": name},
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if reranker is not None:
+            manifest["kind"] = "reranker"
+            manifest["reranker"] = {**reranker.to_dict(), "name": name}
         final.replace(out)
     models.manifest_path(out).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("packed %s -> %s (%s, %d bytes)", source, out, quantization, manifest["size"])
     return Packed(out, manifest)
+
+
+# ---- rerankers (cross-encoders) ------------------------------------------------------------------
+
+#: Where llama.cpp's converter finds a classifier's pre-head dense layer (RoBERTa's name): it maps
+#: ``classifier.dense`` to the GGUF's ``cls`` tensor, which llama.cpp's rank pooling applies (with
+#: tanh) before ``cls.output``.
+_HEAD_DENSE = "classifier.dense."
+_BERT_POOLER = ("bert.pooler.dense.", "pooler.dense.")
+
+
+def _reranker_profile(src_dir: Path, name: str | None) -> profiles.RerankerProfile | None:
+    """The reranker profile of a cross-encoder directory (None for an embedding model). Refuses
+    architectures llama.cpp cannot run before the converter is started."""
+    if not profiles.is_classifier_dir(src_dir):
+        return None
+    reranker = profiles.reranker_from_dir(src_dir, name=name)
+    if reranker.gguf in ("unsupported", "refuse"):
+        msg = f"cannot pack {reranker.name} as a GGUF: {reranker.gguf_note}"
+        raise ProfileError(msg)
+    return reranker
+
+
+def _conversion_source(src_dir: Path, tmp: Path) -> Path:
+    """The directory llama.cpp's converter reads.
+
+    For a ``BertForSequenceClassification`` it is a copy whose pooler (dense + tanh, which the
+    classifier reads in PyTorch) is renamed to ``classifier.dense``: the converter drops
+    ``pooler.dense`` as an embedding model's leftover, and without it llama.cpp's scores do not
+    even rank like PyTorch's (the tests' MiniLM cross-encoder, f16, 36 pairs: Spearman -0.29
+    without it, 1.0000 with it and the GGUF backend's segment-B inputs; docs/benchmarks.md).
+    Anything else converts from ``src_dir`` as it is. The source's sha256 is unaffected.
+    """
+    config = profiles._read_object(src_dir / "config.json")
+    if "BertForSequenceClassification" not in (config.get("architectures") or []):
+        return src_dir
+    weights = sorted(src_dir.glob("*.safetensors"))
+    bins = sorted(src_dir.glob("pytorch_model*.bin"))
+    stage = tmp / "source"
+    stage.mkdir()
+    for item in src_dir.iterdir():
+        if item.is_file() and item not in weights and item not in bins:
+            if item.name.endswith(".index.json"):
+                index = json.loads(item.read_text())
+                index["weight_map"] = {
+                    _renamed(k): v for k, v in (index.get("weight_map") or {}).items()
+                }
+                (stage / item.name).write_text(json.dumps(index))
+            else:
+                shutil.copy2(item, stage / item.name)
+    try:
+        import torch
+        from safetensors.torch import load_file, save_file
+    except ImportError as exc:
+        raise MissingDependency(extra="convert", feature="packing a BERT cross-encoder") from exc
+    found = False
+    for path in weights or bins:
+        if path.suffix == ".safetensors":
+            tensors = load_file(str(path))
+        else:
+            tensors = torch.load(str(path), map_location="cpu", weights_only=True)
+        renamed = {_renamed(k): v for k, v in tensors.items()}
+        found = found or any(k.startswith(_HEAD_DENSE) for k in renamed)
+        if path.suffix == ".safetensors":
+            save_file(renamed, str(stage / path.name), metadata={"format": "pt"})
+        else:
+            torch.save(renamed, str(stage / path.name))
+    if not found:
+        log.warning(
+            "%s: a BertForSequenceClassification without pooler weights; llama.cpp will apply "
+            "the classifier to the raw [CLS] state",
+            src_dir,
+        )
+    return stage
+
+
+def _renamed(key: str) -> str:
+    for prefix in _BERT_POOLER:
+        if key.startswith(prefix):
+            return _HEAD_DENSE + key[len(prefix) :]
+    return key
 
 
 def _convert(src_dir: Path, dst: Path, outtype: str, name: str) -> None:

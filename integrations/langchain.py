@@ -1,5 +1,6 @@
 """LangChain adapters: :class:`LocalEmbeddings`, a LangChain ``Embeddings`` over a local model,
-and :class:`LokalVectorStore`, a LangChain ``VectorStore`` over a lokal index file.
+:class:`LokalVectorStore`, a LangChain ``VectorStore`` over a lokal index file, and
+:class:`LocalReranker`, a document compressor that reranks with a local cross-encoder.
 
 >>> from lokal.integrations.langchain import LocalEmbeddings, LokalVectorStore
 >>> emb = LocalEmbeddings()                  # embedded default, offline, prefixes handled
@@ -12,6 +13,7 @@ Needs the ``langchain`` extra (``pip install 'lokal[langchain]'``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -27,7 +29,8 @@ from lokal.errors import (
 )
 
 try:
-    from langchain_core.documents import Document
+    from langchain_core.callbacks import Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.embeddings import Embeddings
     from langchain_core.vectorstores import VectorStore
     from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -39,6 +42,7 @@ from lokal.embedder import Embedder, options_for
 from lokal.identity import ModelIdentity
 from lokal.index import Chunk, Index, Record
 from lokal.index.search import QUANTIZATIONS
+from lokal.reranker import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -589,3 +593,91 @@ def recorded_embeddings(path: str | os.PathLike[str]) -> LocalEmbeddings:
     embedding = LocalEmbeddings(**options_for(identity, str(path)))
     log.info("%s: loading its recorded model %s", path, identity.describe())
     return embedding
+
+
+# ---- reranker ----------------------------------------------------------------------------------
+
+#: The metadata key under which :class:`LocalReranker` puts each document's score.
+RELEVANCE_SCORE_KEY = "relevance_score"
+
+
+class LocalReranker(BaseDocumentCompressor):
+    """Reranks retrieved documents with a local cross-encoder; keeps the best ``top_n``.
+
+    >>> from langchain_classic.retrievers import ContextualCompressionRetriever
+    >>> reranker = LocalReranker(model="BAAI/bge-reranker-base", top_n=3)
+    >>> retriever = ContextualCompressionRetriever(
+    ...     base_compressor=reranker, base_retriever=store.as_retriever(search_kwargs={"k": 50})
+    ... )
+
+    Returned documents are copies, best first, with the score in
+    ``metadata["relevance_score"]``. A document longer than the model's context is cut on the
+    document side with a warning (``truncation="warn"``) or refused (``"error"``).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    model: str = Field(
+        description="A cross-encoder directory, a packed .gguf, a name in lokal's model "
+        "cache, or a hub id (offline first)."
+    )
+    top_n: int | None = Field(3, ge=0, description="Documents to keep; None keeps all.")
+    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
+    truncation: str = Field(
+        "warn", description='Pairs longer than the context: "warn" (cut the document) or "error".'
+    )
+    batch_size: int = Field(32, gt=0, description="Pairs per forward pass / sequences per decode.")
+    device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda", "mps".')
+    n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
+    n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
+    profile: dict[str, Any] | None = Field(
+        None, description="Overrides: {'context_length': 512, 'activation': 'identity'}."
+    )
+
+    _reranker: Reranker = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._reranker = Reranker(
+            self.model,
+            backend=self.backend,
+            truncation=self.truncation,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            device=self.device,
+            n_gpu_layers=self.n_gpu_layers,
+            n_threads=self.n_threads,
+            profile=self.profile,
+        )
+
+    @property
+    def reranker(self) -> Reranker:
+        """The core :class:`lokal.Reranker` (profile, context length, scores with counts)."""
+        return self._reranker
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """The ``top_n`` best documents for ``query``, best first, each with its score."""
+        docs = list(documents)
+        ranked = self._reranker.rank(query, [d.page_content for d in docs], self.top_n)
+        return [
+            Document(
+                id=docs[r.index].id,
+                page_content=docs[r.index].page_content,
+                metadata={**docs[r.index].metadata, RELEVANCE_SCORE_KEY: r.score},
+            )
+            for r in ranked
+        ]
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
+
+    def __repr__(self) -> str:
+        return f"LocalReranker({self._reranker!r}, top_n={self.top_n})"

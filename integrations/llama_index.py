@@ -1,5 +1,6 @@
 """LlamaIndex adapters: :class:`LocalEmbedding`, a LlamaIndex ``BaseEmbedding`` over a local model,
-and :class:`LokalVectorStore`, a LlamaIndex vector store over a lokal index file.
+:class:`LokalVectorStore`, a LlamaIndex vector store over a lokal index file, and
+:class:`LocalRerank`, a node postprocessor that reranks with a local cross-encoder.
 
 >>> from llama_index.core import Settings, VectorStoreIndex
 >>> from lokal.integrations.llama_index import LocalEmbedding, LokalVectorStore
@@ -26,10 +27,14 @@ from lokal.errors import FilterError, IndexFileError, MissingDependency, ModelMi
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.callbacks import CBEventType, EventPayload
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import (
         BaseNode,
         MetadataMode,
         NodeRelationship,
+        NodeWithScore,
+        QueryBundle,
         RelatedNodeInfo,
         TextNode,
     )
@@ -50,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a bare environment
 from lokal.embedder import Embedder
 from lokal.identity import ModelIdentity
 from lokal.index import Chunk, Hit, Index, Record
+from lokal.reranker import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -543,3 +549,100 @@ class LokalVectorStore(BasePydanticVectorStore):
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         return await asyncio.to_thread(self.query, query, **kwargs)
+
+
+# ---- reranker ----------------------------------------------------------------------------------
+
+
+class LocalRerank(BaseNodePostprocessor):
+    """Reranks retrieved nodes with a local cross-encoder; keeps the best ``top_n``.
+
+    >>> rerank = LocalRerank(model="BAAI/bge-reranker-base", top_n=3)
+    >>> index.as_query_engine(similarity_top_k=50, node_postprocessors=[rerank])
+
+    Returns new ``NodeWithScore`` objects, best first, whose ``score`` is the reranker's; the
+    nodes themselves are shared, not copied (with ``keep_retrieval_score=True`` they are copied
+    and the retrieval score goes into ``metadata["retrieval_score"]``). Node text is read as
+    LlamaIndex's own ``SentenceTransformerRerank`` reads it (``MetadataMode.EMBED``).
+    """
+
+    model_config = ConfigDict(
+        protected_namespaces=("pydantic_model_",), arbitrary_types_allowed=True, extra="forbid"
+    )
+
+    model: str = Field(
+        description="A cross-encoder directory, a packed .gguf, a name in lokal's model "
+        "cache, or a hub id (offline first)."
+    )
+    top_n: int | None = Field(2, ge=0, description="Nodes to keep; None keeps all.")
+    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
+    truncation: str = Field("warn", description='"warn" (cut the node text) or "error".')
+    batch_size: int = Field(32, gt=0, description="Pairs per forward pass / sequences per decode.")
+    device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda".')
+    n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
+    n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
+    profile: dict[str, Any] | None = Field(None, description="Reranker profile overrides.")
+    keep_retrieval_score: bool = Field(
+        False, description="Copy each node and keep its retrieval score in its metadata."
+    )
+
+    _reranker: Reranker = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._reranker = Reranker(
+            self.model,
+            backend=self.backend,
+            truncation=self.truncation,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            device=self.device,
+            n_gpu_layers=self.n_gpu_layers,
+            n_threads=self.n_threads,
+            profile=self.profile,
+        )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LokalLocalRerank"
+
+    @property
+    def reranker(self) -> Reranker:
+        """The core :class:`lokal.Reranker`."""
+        return self._reranker
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            msg = "LocalRerank needs the query (query_bundle or query_str)"
+            raise ValueError(msg)
+        if not nodes:
+            return []
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        with self.callback_manager.event(
+            CBEventType.RERANKING,
+            payload={
+                EventPayload.NODES: nodes,
+                EventPayload.MODEL_NAME: self._reranker.profile.name,
+                EventPayload.QUERY_STR: query_bundle.query_str,
+                EventPayload.TOP_K: self.top_n,
+            },
+        ) as event:
+            ranked = self._reranker.rank(query_bundle.query_str, texts, self.top_n)
+            out = [self._scored(nodes[r.index], r.score) for r in ranked]
+            event.on_end(payload={EventPayload.NODES: out})
+        return out
+
+    def _scored(self, hit: NodeWithScore, score: float) -> NodeWithScore:
+        node = hit.node
+        if self.keep_retrieval_score:
+            node = node.model_copy(deep=True)
+            node.metadata["retrieval_score"] = hit.score
+        return NodeWithScore(node=node, score=score)
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
+
+    def __repr__(self) -> str:
+        return f"LocalRerank({self._reranker!r}, top_n={self.top_n})"
