@@ -172,7 +172,7 @@ class Served:
             "kind": self.kind,
             "backend": r.backend,
             "quantization": r.quantization,
-            "family": self.model.profile.family,
+            "family": getattr(self.model.profile, "family", ""),
             "size": path.stat().st_size if is_file and path else 0,
             "modified_at": datetime.fromtimestamp(mtime, tz=timezone.utc).isoformat(),
             "created": int(mtime),

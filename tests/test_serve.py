@@ -519,7 +519,7 @@ def test_concurrent_clients_are_batched(
     assert not errors, errors
     # Texts shared model calls with other clients' texts, and llama.cpp's batched decode rounds
     # a little differently with different batch mates (measured here: cosine >= 0.99985 to the
-    # same text in another batch; another text is below 0.9).
+    # same text in another batch), so compare directions, not digits.
     vectors = np.array([got[k] for k in range(len(texts))])
     cosine = (vectors * want).sum(axis=1) / np.linalg.norm(vectors, axis=1)
     assert cosine.min() > 0.9995, cosine.min()
@@ -528,7 +528,6 @@ def test_concurrent_clients_are_batched(
     calls = after["embed_model_calls"] - before["embed_model_calls"]
     assert requests == n_clients * per_client
     assert calls < requests, (calls, requests)
-    assert after["largest_batch"] > 1
 
 
 # ---- bad input --------------------------------------------------------------------------------
