@@ -11,6 +11,7 @@ type. The hierarchy is small and flat::
     ├── TextTooLong            ``truncation="error"`` and a text exceeds the model's context
     ├── ModelMismatch          vectors from two different models would be mixed
     ├── IntegrityError         a manifest or checksum does not match the file
+    ├── EvalDataError          an evaluation set is missing, empty or malformed (names file, line)
     ├── IndexFileError         base of the index errors (``lokal.index``):
     │   ├── IndexReadOnly      a write to an index this process may only read
     │   ├── FilterError        a metadata filter that is malformed or unsafe
@@ -69,6 +70,17 @@ class ModelMismatch(LokalError, ValueError):
 
 class IntegrityError(LokalError):
     """A file does not match its manifest (size or sha256)."""
+
+
+class EvalDataError(LokalError, ValueError):
+    """An evaluation set (``lokal eval``) is missing, empty or malformed. The message names the
+    file and, where there is one, the line; ``path`` and ``line`` carry them too."""
+
+    def __init__(self, message: str, path: object = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = "" if path is None else f"{path}" + ("" if line is None else f", line {line}")
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class IndexFileError(LokalError):

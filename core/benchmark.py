@@ -1,0 +1,190 @@
+"""How fast and how heavy a model is on this machine: ``lokal bench`` as a library.
+
+Each model is measured in a fresh interpreter of its own (:func:`run_isolated`), so its peak
+memory (``ru_maxrss``) is its own and one model's imports (torch) do not weigh on the next.
+The child (``python -m lokal.benchmark SPEC``) loads the model, embeds a few texts to warm
+up, then embeds the benchmark texts as documents and reports, as JSON lines on stdout:
+
+- ``load_seconds``: from nothing to the first vector (imports and model load included);
+- ``tokens_per_s`` (tokens the model read: its own tokenizer, each text counted up to the
+  context) and ``texts_per_s`` over the timed embedding;
+- ``peak_rss_mb``: the child's peak resident memory;
+- ``load_avg``: the machine's 1-minute load before and after (a busy machine slows every row).
+
+The texts are real prose from Python's own documentation (``pydoc_data.topics``, part of the
+standard library): consecutive paragraphs joined to 600-1,000 characters, about the size of
+a chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lokal.errors import LokalError
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """One model to measure."""
+
+    model: str | None = None
+    backend: str = "auto"
+    quantization: str | None = None
+    texts: int = 400
+    batch_size: int = 32
+    threads: int | None = None
+
+    @property
+    def label(self) -> str:
+        name = self.model or "default"
+        parts = [name]
+        if self.backend != "auto":
+            parts.append(self.backend)
+        if self.quantization:
+            parts.append(self.quantization)
+        return " ".join(parts)
+
+
+def bench_texts(n: int) -> list[str]:
+    """``n`` passages of 600-1,000 characters from the standard library's documentation."""
+    from pydoc_data.topics import topics
+
+    out: list[str] = []
+    for key in sorted(topics):
+        current = ""
+        for block in re.split(r"\n\s*\n", topics[key]):
+            para = " ".join(block.split())
+            if len(para.split()) < 8:
+                continue
+            current = f"{current} {para}".strip()
+            if len(current) >= 600:
+                out.append(current[:1000].rsplit(" ", 1)[0])
+                current = ""
+                if len(out) == n:
+                    return out
+    if len(out) < n:
+        # fewer passages than asked: go round again (still real text)
+        out = (out * (n // max(1, len(out)) + 1))[:n]
+    return out
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def measure(spec: BenchSpec, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Measure ``spec`` in this process (use :func:`run_isolated` for a fair peak memory)."""
+    from lokal.embedder import TruncationWarning
+    from lokal.evaluation.runner import Setup, make_embedder
+
+    load_before = os.getloadavg()[0]
+    texts = bench_texts(spec.texts)
+    start = time.perf_counter()
+    setup = Setup(model=spec.model, backend=spec.backend, quantization=spec.quantization)
+    embedder = make_embedder(setup, batch_size=spec.batch_size, n_threads=spec.threads)
+    embedder.embed_documents(["warm up"])
+    load_seconds = time.perf_counter() - start
+    embedder.embed_documents(texts[:8])
+    limit = embedder.context_length
+    tokens = cut = 0
+    start = time.perf_counter()
+    step = max(1, spec.batch_size)
+    for at in range(0, len(texts), step):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)
+            result = embedder.embed_documents(texts[at : at + step])
+        tokens += sum(min(n, limit) for n in result.token_counts)
+        cut += len(result.truncated)
+        if progress is not None:
+            progress(min(at + step, len(texts)), len(texts))
+    seconds = time.perf_counter() - start
+    identity = embedder.identity
+    return {
+        "label": spec.label,
+        "spec": asdict(spec),
+        "model": identity.name,
+        "backend": identity.backend,
+        "quantization": identity.quantization,
+        "dimension": identity.dimension,
+        "location": embedder.resolved.location,
+        "texts": len(texts),
+        "tokens": tokens,
+        "truncated": cut,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "texts_per_s": round(len(texts) / seconds, 2),
+        "load_seconds": round(load_seconds, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+    }
+
+
+class BenchError(LokalError):
+    """A benchmark child failed; the message carries its last error line."""
+
+
+def run_isolated(
+    spec: BenchSpec, progress: Callable[[int, int], None] | None = None, timeout: float = 3600
+) -> dict[str, Any]:
+    """Measure ``spec`` in a fresh interpreter; ``progress(done, total)`` as it goes."""
+    cmd = [sys.executable, "-m", "lokal.benchmark", json.dumps(asdict(spec))]
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if "done" in event and progress is not None:
+            progress(event["done"], event["total"])
+        elif "result" in event:
+            result = event["result"]
+        elif "error" in event:
+            error = event["error"]
+        if time.monotonic() > deadline:
+            proc.kill()
+            break
+    stderr = proc.stderr.read() if proc.stderr else ""
+    code = proc.wait()
+    if result is None:
+        last = error or (stderr.strip().splitlines() or [f"exit code {code}"])[-1]
+        msg = f"benchmark of {spec.label} failed: {last}"
+        raise BenchError(msg)
+    return result
+
+
+def _child(argv: list[str]) -> int:
+    spec = BenchSpec(**json.loads(argv[0]))
+
+    def emit(event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+    try:
+        result = measure(spec, lambda done, total: emit({"done": done, "total": total}))
+    except LokalError as exc:
+        emit({"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    emit({"result": result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))
