@@ -191,14 +191,14 @@ async def load(
 
     tasks = [asyncio.create_task(client(c)) for c in range(clients)]
     await clock()
-    before = httpx.get(f"{url}/v1/status").json()
+    before = httpx.get(f"{url}/v1/status", timeout=60).json()
     cpu0 = tree_cpu_s(pids)
     start = time.monotonic()
     await asyncio.gather(*tasks)
     wall = time.monotonic() - start
     cpu = tree_cpu_s(pids) - cpu0
     measuring = False
-    after = httpx.get(f"{url}/v1/status").json()
+    after = httpx.get(f"{url}/v1/status", timeout=60).json()
     lat = np.array(latencies) * 1000
     return {
         "requests": len(latencies),

@@ -47,6 +47,8 @@ LOKAL = str(Path(sys.executable).parent / "lokal")
 QUERY_PREFIX, DOC_PREFIX = "query: ", "passage: "
 NAME = "minilm-test"
 RERANKER_NAME = "minilm-cross-encoder"
+#: httpx's own default (5 s) is too short on a busy shared machine
+TIMEOUT = 120.0
 # the clients must only ever talk to the local server
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
@@ -84,7 +86,7 @@ class Server:
         return self.stderr.read().decode(errors="replace")
 
     def status(self, **headers: str) -> dict[str, Any]:
-        r = httpx.get(f"{self.url}/v1/status", headers=headers)
+        r = httpx.get(f"{self.url}/v1/status", headers=headers, timeout=TIMEOUT)
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
 
@@ -212,10 +214,12 @@ def local_reranker(cross_encoder_dir: Path) -> Reranker:
 
 
 def test_health_and_unknown_paths(server: Server) -> None:
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-    r = httpx.post(f"{server.url}/api/generate", json={"model": NAME, "prompt": "hi"})
+    assert httpx.get(f"{server.url}/health", timeout=TIMEOUT).json() == {"status": "ok"}
+    r = httpx.post(
+        f"{server.url}/api/generate", json={"model": NAME, "prompt": "hi"}, timeout=TIMEOUT
+    )
     assert r.status_code == 404 and "no such endpoint" in r.json()["error"]
-    r = httpx.get(f"{server.url}/v1/embeddings")
+    r = httpx.get(f"{server.url}/v1/embeddings", timeout=TIMEOUT)
     assert r.status_code == 405 and "GET is not allowed" in r.json()["error"]["message"]
 
 
@@ -262,7 +266,9 @@ def test_truncation_reported_or_refused(
     import ollama
 
     text = long_text[:4000]
-    r = httpx.post(f"{server.url}/api/embed", json={"model": NAME, "input": ["short", text]})
+    r = httpx.post(
+        f"{server.url}/api/embed", json={"model": NAME, "input": ["short", text]}, timeout=TIMEOUT
+    )
     assert r.status_code == 200
     (cut,) = r.json()["truncated"]
     limit = local.embedder.context_length
@@ -452,7 +458,7 @@ def test_search_equals_index_search(
         want_filtered = index.search(vector, 3, filter={"file": 2})
         want_hybrid = index.hybrid_search(vector, query, 3)
         candidates = index.search(vector, 20)
-    r = httpx.post(f"{server.url}/v1/search", json={"query": query, "k": 3})
+    r = httpx.post(f"{server.url}/v1/search", json={"query": query, "k": 3}, timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     hits = r.json()["results"]
     assert [h["id"] for h in hits] == [w.id for w in want]
@@ -461,17 +467,21 @@ def test_search_equals_index_search(
     assert hits[0]["lines"] == [want[0].line_start, want[0].line_end]
     assert hits[0]["text"] == want[0].text
     flt = httpx.post(
-        f"{server.url}/v1/search", json={"query": query, "k": 3, "filter": {"file": 2}}
+        f"{server.url}/v1/search",
+        json={"query": query, "k": 3, "filter": {"file": 2}},
+        timeout=TIMEOUT,
     ).json()["results"]
     assert [h["id"] for h in flt] == [w.id for w in want_filtered]
     assert all(h["metadata"]["file"] == 2 for h in flt)
     hyb = httpx.post(
-        f"{server.url}/v1/search", json={"query": query, "k": 3, "hybrid": True}
+        f"{server.url}/v1/search", json={"query": query, "k": 3, "hybrid": True}, timeout=TIMEOUT
     ).json()["results"]
     assert [h["id"] for h in hyb] == [w.id for w in want_hybrid]
     # rerank: the reranker orders the first fetch_k candidates
     rr = httpx.post(
-        f"{server.url}/v1/search", json={"query": query, "k": 3, "rerank": True, "fetch_k": 20}
+        f"{server.url}/v1/search",
+        json={"query": query, "k": 3, "rerank": True, "fetch_k": 20},
+        timeout=TIMEOUT,
     ).json()
     order = local_reranker.rank(query, [c.text for c in candidates], top_n=3)
     assert [h["id"] for h in rr["results"]] == [candidates[o.index].id for o in order]
@@ -479,7 +489,9 @@ def test_search_equals_index_search(
         [h["score"] for h in rr["results"]], [o.score for o in order], atol=1e-5
     )
     assert rr["reranked"] is True and "retrieval_score" in rr["results"][0]
-    bad = httpx.post(f"{server.url}/v1/search", json={"query": query, "filter": {"$nope": 1}})
+    bad = httpx.post(
+        f"{server.url}/v1/search", json={"query": query, "filter": {"$nope": 1}}, timeout=TIMEOUT
+    )
     assert bad.status_code == 400 and bad.json()["error"]["message"]
 
 
@@ -605,7 +617,10 @@ def test_bad_requests_get_clear_errors_in_the_api_shape(
     server: Server, path: str, body: bytes, status: int, needle: str
 ) -> None:
     r = httpx.post(
-        f"{server.url}{path}", content=body, headers={"content-type": "application/json"}
+        f"{server.url}{path}",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=TIMEOUT,
     )
     assert r.status_code == status, r.text
     data = r.json()
@@ -624,7 +639,9 @@ def test_server_survives_bad_input(server: Server) -> None:
     """After every malformed request above, no 500 was answered and the server still embeds."""
     status = server.status()
     assert "500" not in status["errors_by_status"], status
-    r = httpx.post(f"{server.url}/api/embed", json={"model": NAME, "input": "still here"})
+    r = httpx.post(
+        f"{server.url}/api/embed", json={"model": NAME, "input": "still here"}, timeout=TIMEOUT
+    )
     assert r.status_code == 200
 
 
@@ -654,7 +671,7 @@ def test_api_key_required_as_bearer_token(keyed_server: Server, api_key: str) ->
     from cohere.errors import UnauthorizedError
 
     url = keyed_server.url
-    assert httpx.get(f"{url}/health").status_code == 200  # health stays open
+    assert httpx.get(f"{url}/health", timeout=TIMEOUT).status_code == 200  # health stays open
     with ollama.Client(host=url) as oc, pytest.raises(ollama.ResponseError) as oerr:
         oc.embed(model="all-MiniLM-L6-v2", input="hi")
     assert oerr.value.status_code == 401 and "API key" in oerr.value.error
@@ -668,7 +685,9 @@ def test_api_key_required_as_bearer_token(keyed_server: Server, api_key: str) ->
         co.rerank(model="m", query="q", documents=["a"])
     assert "API key" in cerr.value.body["message"]
     for path in ("/v1/search", "/v1/status", "/api/tags", "/v1/models"):
-        r = httpx.request("POST" if path == "/v1/search" else "GET", f"{url}{path}", json={})
+        r = httpx.request(
+            "POST" if path == "/v1/search" else "GET", f"{url}{path}", json={}, timeout=TIMEOUT
+        )
         assert r.status_code == 401, path
         assert r.headers["www-authenticate"] == "Bearer"
     with _openai(url, api_key) as oa:
