@@ -401,7 +401,8 @@ def _refuse_reranker(resolved: ResolvedModel) -> None:
 
 def _texts(texts: Sequence[str]) -> list[str]:
     """Validate a batch; lone surrogates (undecodable bytes smuggled in by ``surrogateescape``)
-    become U+FFFD so both backends' tokenizers see the same valid text."""
+    and NUL characters become U+FFFD so both backends' tokenizers see the same valid text
+    (llama.cpp reads a text as a C string: everything after a NUL would be silently lost)."""
     if isinstance(texts, str):
         msg = "pass a list of texts, not a single string (use embed_query for one query)"
         raise TypeError(msg)
@@ -413,5 +414,7 @@ def _texts(texts: Sequence[str]) -> list[str]:
         try:
             t.encode("utf-8")
         except UnicodeEncodeError:
-            out[i] = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            t = out[i] = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        if "\x00" in t:
+            out[i] = t.replace("\x00", "\ufffd")
     return out

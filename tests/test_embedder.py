@@ -46,6 +46,14 @@ def test_empty_input_and_odd_text(any_embedder: Embedder) -> None:
     assert np.all(np.isfinite(result.vectors))
 
 
+def test_nul_does_not_cut_the_text(any_embedder: Embedder) -> None:
+    """llama.cpp reads C strings: without care, everything after a NUL would vanish."""
+    text = "pump manual\x00 reset by holding the red button for five seconds"
+    got = any_embedder.embed_documents([text, text.replace("\x00", "\ufffd"), "pump manual"])
+    assert got.token_counts[0] == got.token_counts[1] > got.token_counts[2] + 5
+    assert float(got.vectors[0] @ got.vectors[1]) > 0.9999
+
+
 def test_rejects_non_text(any_embedder: Embedder) -> None:
     with pytest.raises(TypeError, match="not a single string"):
         any_embedder.embed_documents("one string")  # type: ignore[arg-type]
