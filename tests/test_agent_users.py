@@ -33,11 +33,24 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def base() -> Iterator[Path]:
-    """A directory other users can traverse (pytest's own tmp_path is private to root)."""
+    """A directory other users can traverse (pytest's own tmp_path is private to root), and
+    a lokal they can run: a checkout in a private directory (a fresh clone under a 0700
+    mktemp directory) gets search permission for others on its ancestors, for this test only."""
     d = Path(tempfile.mkdtemp(prefix="lokal-users-"))
     d.chmod(0o711)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    changed: list[tuple[Path, int]] = []
+    for top in (Path(sys.prefix), Path(__file__).resolve().parents[1]):
+        for parent in [top, *top.parents]:
+            mode = stat.S_IMODE(parent.stat().st_mode)
+            if not mode & stat.S_IXOTH and parent not in {p for p, _ in changed}:
+                changed.append((parent, mode))
+                parent.chmod(mode | stat.S_IXOTH)
+    try:
+        yield d
+    finally:
+        for parent, mode in reversed(changed):
+            parent.chmod(mode)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def as_user(
