@@ -82,7 +82,10 @@ def inline(text: str) -> str:
 
 
 def _args(rest: str) -> list[str]:
-    return [(q if q is not None else w).replace('""', '"') for q, w in _ARG.findall(rest)]
+    found = _ARG.finditer(rest)
+    return [
+        (m.group(1) if m.group(1) is not None else m.group(2)).replace('""', '"') for m in found
+    ]
 
 
 def roff_lines(source: str) -> list[tuple[str, str]]:
@@ -91,7 +94,8 @@ def roff_lines(source: str) -> list[tuple[str, str]]:
     skip_until: str | None = None
     for raw in source.splitlines():
         if skip_until is not None:
-            if raw.strip().startswith(skip_until):
+            end = raw.strip()
+            if end.startswith(skip_until) or (skip_until == ".." and re.fullmatch(r"\.\s*\.", end)):
                 skip_until = None
             continue
         line = re.sub(r'(?<!\\)\\".*', "", raw)  # comments
@@ -163,7 +167,7 @@ def parse_page(source: str) -> tuple[str, str, str] | None:
         names, desc = inline(name_raw[: m.start()]), inline(name_raw[m.end() :])
     body = []
     for title, block in sections:
-        if title == "NAME":
+        if title in ("NAME", ""):  # "": set-up before the first heading
             continue
         if title:
             body.append(title.capitalize())
