@@ -117,7 +117,7 @@ def roff_lines(source: str) -> list[tuple[str, str]]:
                 continue
             out.append((macro, rest))
         else:
-            out.append(("", line))
+            out.append(("", re.sub(r"(?<!\w)T[{}](?!\w)", " ", line)))  # tbl cell marks
     return out
 
 
