@@ -248,7 +248,7 @@ def test_questions_files_jsonl_and_csv(tmp_path: Path) -> None:
     assert list(data.load(c, corpus=corpus).qrels.values()) == list(es.qrels.values())
 
     c.write_text("question,expected\nreset the pump,d1\nvalves,d8\n")
-    with pytest.raises(EvalDataError, match=r"q.csv, line 3: the corpus has no this id: 'd8'"):
+    with pytest.raises(EvalDataError, match=r"q.csv, line 3: no document has this id: 'd8'"):
         data.load(c, corpus=corpus)
     c.write_text("q,answer\nreset,d1\n")
     with pytest.raises(EvalDataError, match="line 1: the first line must name the columns"):

@@ -318,9 +318,8 @@ def load_questions(path: Path, units: list[Unit], *, by_path: bool = False) -> E
         for e in expected:
             doc = resolve(e) if resolve else (e if e in known else None)
             if doc is None:
-                where = "no document in the index has" if by_path else "the corpus has no"
-                what = "this path" if by_path else "this id"
-                msg = f"{where} {what}: {e!r}"
+                what = "in the index has this path" if by_path else "has this id"
+                msg = f"no document {what}: {e!r}"
                 raise EvalDataError(msg, path, n)
             judged[doc] = 1
         qid = f"line-{n}"

@@ -33,7 +33,7 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "0%"
 
 
-def _setup_advice(r: SetupResult, prefix: str) -> list[str]:
+def _setup_advice(r: SetupResult) -> list[str]:
     out = []
     n = len(r.per_query)
     b = r.buckets()
@@ -41,35 +41,34 @@ def _setup_advice(r: SetupResult, prefix: str) -> list[str]:
         share = f"{_pct(b['top6_50'], n)} of questions ({b['top6_50']} of {n})"
         if r.setup.reranker:
             out.append(
-                f"{prefix}{share} still have their first relevant document at ranks 6-50 "
-                "after reranking"
+                f"{share} still have their first relevant document at ranks 6-50 after reranking"
             )
         else:
             out.append(
-                f"{prefix}{share} have the right document in the top 50 but not the top 5: "
+                f"{share} have the right document in the top 50 but not the top 5: "
                 "a reranker should help (measure it with --compare rerank=MODEL)"
             )
     if b["missing"] / n >= NOTABLE:
         out.append(
-            f"{prefix}{_pct(b['missing'], n)} of questions ({b['missing']} of {n}) have no "
+            f"{_pct(b['missing'], n)} of questions ({b['missing']} of {n}) have no "
             "relevant document in the top 50: a reranker cannot bring these back; change the "
             "model, its prefixes or the chunking"
         )
     c = r.corpus
     if c.truncated:
         out.append(
-            f"{prefix}{c.truncated} of {c.texts} texts ({_pct(c.truncated, c.texts)}) were "
+            f"{c.truncated} of {c.texts} texts ({_pct(c.truncated, c.texts)}) were "
             f"longer than the model's {c.context}-token context and were cut, so only their "
             "beginning could be found: chunk them (lokal index does) or use a longer-context model"
         )
     if r.queries_truncated:
-        out.append(f"{prefix}{r.queries_truncated} questions were cut at the model's context")
+        out.append(f"{r.queries_truncated} questions were cut at the model's context")
     if r.rerank and r.rerank.get("truncated_pairs"):
         out.append(
-            f"{prefix}{r.rerank['truncated_pairs']} (question, text) pairs were cut to fit the "
+            f"{r.rerank['truncated_pairs']} (question, text) pairs were cut to fit the "
             "reranker's context"
         )
-    out.extend(prefix + note for note in r.notes)
+    out.extend(r.notes)
     return out
 
 
@@ -91,7 +90,7 @@ def advice(report: Report) -> list[str]:
     results = report.results
     findings: dict[str, list[str]] = {}
     for r in results:
-        for line in _setup_advice(r, ""):
+        for line in _setup_advice(r):
             findings.setdefault(line, []).append(r.label)
     out = []
     for line, labels in findings.items():
