@@ -198,7 +198,7 @@ class Agent:
         finally:
             old.close()
         os.replace(tmp, cfg.index)
-        _fsync_dir(cfg.index.parent)
+        sqlite.fsync_directory(cfg.index.parent)
         log.info("new index with %s is in place", embedder.identity.describe())
         return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
 
@@ -473,14 +473,6 @@ def _remove_with_wal(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with suppress(FileNotFoundError):
             os.remove(f"{path}{suffix}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -124,3 +124,12 @@ def read(conn: Any) -> Iterator[Any]:
 def quote_identifier(name: str) -> str:
     """Quote an SQL identifier (table or column name)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def fsync_directory(path: str | os.PathLike[str]) -> None:
+    """Make a rename or link in ``path`` durable (it survives a power cut once this returns)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

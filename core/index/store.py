@@ -236,7 +236,7 @@ class Index:
         finally:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-        _fsync_directory(p.parent)
+        sqlite.fsync_directory(p.parent)
         return cls(sqlite.connect(p), p, writable=True)
 
     @classmethod
@@ -1000,11 +1000,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
