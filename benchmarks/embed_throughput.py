@@ -39,6 +39,10 @@ ENGINES = [
     "st-raw",  # SentenceTransformer(dir, device="cpu").encode(batch_size=32)
     "lc-huggingface",  # langchain_huggingface.HuggingFaceEmbeddings(model_name=dir)
     "lc-llamacpp",  # langchain_community LlamaCppEmbeddings(model_path=gguf), its defaults
+    # the f16 GGUF packed from the same weights (`lokal models pack ... --quantize f16`): on CPUs
+    # without int8 dot-product instructions ggml runs it faster than q8_0
+    "lokal-gguf-f16",  # LocalEmbeddings(model=<the f16 .gguf>).embed_documents
+    "llama-best-256-f16",  # llama-best-256 on the f16 file
 ]
 
 
@@ -88,6 +92,14 @@ def make_texts(st_dir: Path, n_passages: int, n_short: int) -> dict[str, dict[st
 
 def load_engine(name: str, gguf: str, st_dir: str, threads: int) -> Any:
     """Import and load one engine; return its embed-a-list function."""
+    if name.endswith("-f16"):
+        name, gguf = name.removesuffix("-f16"), gguf.replace(".q8_0.gguf", ".f16.gguf")
+        if name == "lokal-gguf":
+            from lokal.integrations.langchain import LocalEmbeddings
+
+            f16 = LocalEmbeddings(model=gguf, n_threads=threads)
+            f16.embedder.backend  # noqa: B018 - load now
+            return f16.embed_documents
     if name in ("lokal-st", "st-raw", "lc-huggingface"):
         import torch
 
@@ -241,6 +253,10 @@ def main() -> None:
     gguf = models.cached_gguf_path(models.DEFAULT_MODEL)
     if not gguf.is_file():
         packing.pack(models.DEFAULT_MODEL)  # exactly as `lokal models pack` makes it
+    if any(e.endswith("-f16") for e in a.engines.split(",")):
+        f16 = models.cached_gguf_path(models.DEFAULT_MODEL, "f16")
+        if not f16.is_file():
+            packing.pack(models.DEFAULT_MODEL, quantization="f16")
     a.gguf, a.st_dir = str(gguf), str(st_dir)
     sets = make_texts(st_dir, a.passages, a.short)
     for name, s in sets.items():
@@ -280,7 +296,7 @@ def main() -> None:
         ok = [r for r in rs if "tokens_s" in r]
         r = best[(engine, tset)] = max(ok, key=lambda r: r["tokens_s"]) if ok else rs[-1]
         note = r.get("skipped") or ", ".join(f"{x['tokens_s']:,.0f} ({x['noise']:.2f})" for x in ok)
-        if engine == "lokal-gguf" and "torch" in r:
+        if engine.startswith("lokal-gguf") and "torch" in r:
             note += f"; torch imported: {r['torch']}"
         print(
             f"| {engine} | {tset} | {fmt(r.get('load_s'), '.2f')} | {fmt(r.get('tokens_s'))} "
@@ -298,6 +314,8 @@ def main() -> None:
         ),
         ("lokal GGUF / raw sentence-transformers", "lokal-gguf", ["st-raw"], 1.1),
         ("lokal ST / raw sentence-transformers", "lokal-st", ["st-raw"], None),
+        ("lokal GGUF f16 / raw llama.cpp best f16", "lokal-gguf-f16", ["llama-best-256-f16"], 1.0),
+        ("lokal GGUF f16 / raw sentence-transformers", "lokal-gguf-f16", ["st-raw"], 1.1),
     ]:
         cells = []
         for tset in sets:
