@@ -99,6 +99,10 @@ class Embedder:
         device: torch device for sentence-transformers (``"cpu"``, ``"cuda"``, ``"mps"``).
         n_gpu_layers: layers to offload to a GPU with llama.cpp (0: CPU only).
         n_threads: CPU threads for llama.cpp (default: the CPUs this process may use).
+        concurrency: GGUF only: calls from different threads that may decode at once, each in
+            its own llama.cpp context over the one loaded model with its share of
+            ``n_threads`` (a server's model workers; 1 for a single caller). Ignored by
+            sentence-transformers.
         profile: overrides for any profile field (``context_length``, ``pooling``, ...).
         on_truncate: called with each call's list of :class:`Truncated` records when any.
     """
@@ -118,6 +122,7 @@ class Embedder:
         device: str | None = None,
         n_gpu_layers: int = 0,
         n_threads: int | None = None,
+        concurrency: int = 1,
         profile: Mapping[str, Any] | None = None,
         on_truncate: Callable[[list[Truncated]], None] | None = None,
     ) -> None:
@@ -126,6 +131,9 @@ class Embedder:
             raise ProfileError(msg)
         if batch_size <= 0:
             msg = f"batch_size must be positive, got {batch_size}"
+            raise ProfileError(msg)
+        if concurrency <= 0:
+            msg = f"concurrency must be positive, got {concurrency}"
             raise ProfileError(msg)
         self.resolved: ResolvedModel = models.resolve(model, backend)
         _refuse_reranker(self.resolved)
@@ -138,6 +146,7 @@ class Embedder:
         self.device = device
         self.n_gpu_layers = n_gpu_layers
         self.n_threads = n_threads
+        self.concurrency = concurrency
         self.on_truncate = on_truncate
         self.dimensions = self._check_dimensions(dimensions, force_dimensions)
         self._backend: Backend | None = None
@@ -262,6 +271,7 @@ class Embedder:
                 self.n_gpu_layers,
                 self.n_threads,
                 self.batch_size,
+                self.concurrency,
             )
         else:
             key = (r.backend, r.location, self.device, self.batch_size)
@@ -284,6 +294,7 @@ class Embedder:
                 n_gpu_layers=self.n_gpu_layers,
                 n_threads=self.n_threads,
                 max_sequences=self.batch_size,
+                contexts=self.concurrency,
             )
         from lokal.backends.sentence_transformers import SentenceTransformersBackend
 

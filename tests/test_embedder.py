@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lokal import Embedder, ProfileError, TextTooLong, TruncationWarning
+from lokal.embedder import EmbedResult
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -69,6 +71,34 @@ def test_batching_and_packing_do_not_change_vectors(
     # Packing changes only kernel shapes (q8_0 matmuls round differently): noise, not leakage
     # between sequences, which would show as cosines far below this.
     assert np.min(_cos(together, alone)) > 0.999
+
+
+def test_gguf_concurrency_decodes_each_caller_in_its_own_context(
+    packed_gguf: Path, sentences: list[str]
+) -> None:
+    single = Embedder(backend="gguf")
+    ref = single.embed_documents(sentences)
+    shared = Embedder(backend="gguf", concurrency=2)
+    assert shared.backend is not single.backend
+    assert shared.backend.contexts == 2  # type: ignore[attr-defined]
+    results: dict[int, EmbedResult] = {}
+    start = threading.Barrier(4)
+
+    def call(k: int) -> None:
+        start.wait()
+        for _ in range(3):
+            results[k] = shared.embed_documents(sentences[k:] + sentences[:k])
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, r in results.items():  # each caller got its own texts' vectors, in its order
+        assert r.token_counts == ref.token_counts[k:] + ref.token_counts[:k]
+        assert np.min(_cos(r.vectors, np.roll(ref.vectors, -k, axis=0))) > 0.999
+    with pytest.raises(ProfileError, match="concurrency"):
+        Embedder(backend="gguf", concurrency=0)
 
 
 def test_gguf_matches_sentence_transformers(

@@ -14,9 +14,11 @@ Settings are the ones measured fastest on CPU (MODELS.md): flash attention on,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,7 +52,14 @@ class LlamaCppBackend:
         n_gpu_layers: int = 0,
         n_threads: int | None = None,
         max_sequences: int = 64,
+        contexts: int = 1,
     ) -> None:
+        """``contexts`` > 1 makes that many llama.cpp contexts over the one loaded model, each
+        with its share of ``n_threads``, so that many callers in different threads decode at
+        once (``lokal serve``'s model workers); one caller at a time uses one context."""
+        if contexts < 1:
+            msg = f"contexts must be at least 1, got {contexts}"
+            raise ValueError(msg)
         try:
             import llama_cpp
         except ImportError as exc:
@@ -64,7 +73,7 @@ class LlamaCppBackend:
         self.max_tokens = min(context_length or n_ctx_train, n_ctx_train)
         # Every sequence must fit in one ubatch, and n_batch == n_ubatch (else llama.cpp aborts).
         n_batch = max(self.max_tokens, min(MIN_UBATCH, n_ctx_train))
-        threads = n_threads or default_threads()
+        threads = max(1, (n_threads or default_threads()) // contexts)
         self._llama_cpp = llama_cpp
         try:
             self._llm = llama_cpp.Llama(
@@ -86,7 +95,12 @@ class LlamaCppBackend:
         self.max_sequences = max(1, min(max_sequences, self._llm.context_params.n_seq_max))
         self.dimension = int(self._llm.n_embd())
         self.quantization = gguf_quantization(meta)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the tokenizer's
+        self._contexts: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self._contexts.put((self._llm._ctx, self._llm._batch))
+        for _ in range(contexts - 1):
+            self._contexts.put(self._new_context())
+        self.contexts = contexts
         # The special tokens the tokenizer adds around a text ([CLS] ... [SEP] for BERT):
         # a cut text keeps its closing ones.
         empty = self._llm.tokenize(b"", add_bos=True, special=False)
@@ -103,6 +117,17 @@ class LlamaCppBackend:
             n_batch,
             threads,
         )
+
+    def _new_context(self) -> tuple[Any, Any]:
+        """Another context (and batch) over the same model, closed before the model is."""
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+
+        llm: Any = self._llm
+        ctx = LlamaContext(model=llm._model, params=llm.context_params, verbose=False)
+        llm._stack.enter_context(contextlib.closing(ctx))
+        batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=self.n_batch, verbose=False)
+        llm._stack.enter_context(contextlib.closing(batch))
+        return ctx, batch
 
     def _tokenize(self, text: str) -> list[int]:
         raw = text.encode("utf-8", errors="replace")
@@ -122,30 +147,34 @@ class LlamaCppBackend:
         limit = min(max_tokens, self.max_tokens)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         counts: list[int] = []
+        seqs = []
         with self._lock:
-            seqs = []
             for t in texts:
                 tokens = self._tokenize(t)
                 counts.append(len(tokens))
                 seqs.append(self._fit(tokens, limit))
+        context = self._contexts.get()  # waits while every context is in use
+        try:
             group: list[int] = []
             group_tokens = 0
             for i, tokens in enumerate(seqs):
                 if group and (
                     group_tokens + len(tokens) > self.n_batch or len(group) >= self.max_sequences
                 ):
-                    self._decode(group, seqs, out)
+                    self._decode(context, group, seqs, out)
                     group, group_tokens = [], 0
                 group.append(i)
                 group_tokens += len(tokens)
             if group:
-                self._decode(group, seqs, out)
+                self._decode(context, group, seqs, out)
+        finally:
+            self._contexts.put(context)
         return out, counts
 
-    def _decode(self, group: list[int], seqs: list[list[int]], out: np.ndarray) -> None:
-        llm: Any = self._llm
-        batch = llm._batch
-        ctx = llm._ctx
+    def _decode(
+        self, context: tuple[Any, Any], group: list[int], seqs: list[list[int]], out: np.ndarray
+    ) -> None:
+        ctx, batch = context
         batch.reset()
         for seq_id, i in enumerate(group):
             batch.add_sequence(seqs[i], seq_id, True)
