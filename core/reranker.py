@@ -98,7 +98,8 @@ class ScoreResult:
     scores: np.ndarray
     #: Tokens per (query, document) pair, special tokens included, before any cut.
     token_counts: list[int]
-    #: Pairs cut on the document side (``index`` is the document's position).
+    #: Pairs longer than the context, cut on the document side (``index`` is the document's
+    #: position; ``tokens`` counts the document after any ``max_document_tokens`` cut).
     truncated: list[Truncated] = field(default_factory=list)
     #: Tokens of the query alone (no special tokens), and whether it was cut.
     query_tokens: int = 0
@@ -129,10 +130,17 @@ class RerankBackend(Protocol):
         ...
 
     def score(
-        self, query: str, documents: Sequence[str], *, max_query_tokens: int, max_tokens: int
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_query_tokens: int,
+        max_tokens: int,
+        max_document_tokens: int | None = None,
     ) -> np.ndarray:
         """One raw logit per document. The query keeps at most ``max_query_tokens`` tokens;
-        each pair is cut on the document side to ``max_tokens``. Never more reaches the engine."""
+        each document its first ``max_document_tokens`` (when given); then each pair is cut on
+        the document side to ``max_tokens``. Never more reaches the engine."""
         ...
 
 
@@ -237,8 +245,18 @@ class Reranker:
         """Most tokens the query may have (half the room a pair leaves for text)."""
         return max(1, (self.context_length - self.backend.special_tokens) // 2)
 
-    def score(self, query: str, documents: Sequence[str]) -> ScoreResult:
-        """Scores of ``documents`` for ``query``, in input order, with length accounting."""
+    def score(
+        self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None
+    ) -> ScoreResult:
+        """Scores of ``documents`` for ``query``, in input order, with length accounting.
+
+        ``max_document_tokens``: score only each document's first this many tokens (the
+        reranker's own tokenizer, no special tokens), as Cohere's ``max_tokens_per_doc``. A cut
+        asked for is not a truncation: only pairs still longer than the context are reported.
+        """
+        if max_document_tokens is not None and max_document_tokens <= 0:
+            msg = f"max_document_tokens must be positive, got {max_document_tokens}"
+            raise ProfileError(msg)
         query, docs = _inputs(query, documents)
         backend = self.backend
         limit = self.context_length
@@ -255,16 +273,25 @@ class Reranker:
             raise PairTooLong(None, q_tokens, q_limit, self.profile.name)
         kept_q = min(q_tokens, q_limit)
         pair_counts = [backend.special_tokens + q_tokens + n for n in d_tokens]
+        kept_d = [
+            n if max_document_tokens is None else min(n, max_document_tokens) for n in d_tokens
+        ]
         truncated = [
-            Truncated(i, n, limit)
-            for i, n in enumerate(pair_counts)
-            if backend.special_tokens + kept_q + d_tokens[i] > limit
+            Truncated(i, backend.special_tokens + q_tokens + n, limit)
+            for i, n in enumerate(kept_d)
+            if backend.special_tokens + kept_q + n > limit
         ]
         if truncated and self.truncation == "error":
             first = truncated[0]
             raise PairTooLong(first.index, first.tokens, limit, self.profile.name)
         if docs:
-            logits = backend.score(query, docs, max_query_tokens=q_limit, max_tokens=limit)
+            logits = backend.score(
+                query,
+                docs,
+                max_query_tokens=q_limit,
+                max_tokens=limit,
+                max_document_tokens=max_document_tokens,
+            )
         else:
             logits = np.zeros(0, dtype=np.float32)
         if logits.shape != (len(docs),):

@@ -300,6 +300,38 @@ def test_error_policy_names_the_document(
     assert strict.rank(QUERIES[0], documents[:2])  # pairs that fit are scored
 
 
+def test_max_document_tokens_scores_each_documents_first_tokens(
+    any_reranker: Reranker, cross_encoder_dir: Path, long_text: str
+) -> None:
+    """Cohere's max_tokens_per_doc: the document's first N tokens (the model's own tokenizer)
+    are scored, as if that were the whole document; a cut asked for is not a truncation."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(cross_encoder_dir))
+    n = 24
+    ids = tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    head = tokenizer.decode(ids[:n])
+    assert tokenizer(head, add_special_tokens=False)["input_ids"] == ids[:n]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncationWarning)
+        capped = any_reranker.score(QUERIES[0], [long_text], max_document_tokens=n)
+        want = any_reranker.score(QUERIES[0], [head]).scores
+    assert capped.truncated == [] and capped.token_counts[0] > 5_000
+    # one pair alone decodes the same way each time: equal, not merely close
+    np.testing.assert_allclose(capped.scores, want, rtol=1e-5, atol=1e-6)
+    # a document shorter than the cap is whole; a cap above the context still cuts to it
+    short = any_reranker.score(QUERIES[0], [head], max_document_tokens=n + 5).scores
+    np.testing.assert_allclose(short, want, rtol=1e-5, atol=1e-6)
+    with pytest.warns(TruncationWarning):
+        over = any_reranker.score(QUERIES[0], [long_text], max_document_tokens=1_000)
+    q_tokens = over.query_tokens
+    assert over.truncated == [
+        Truncated(0, any_reranker.backend.special_tokens + q_tokens + 1_000, 512)
+    ]
+    with pytest.raises(ProfileError, match="max_document_tokens"):
+        any_reranker.score(QUERIES[0], ["a"], max_document_tokens=0)
+
+
 def test_long_query_is_cut_to_half_the_context(
     any_reranker: Reranker, long_text: str, documents: list[str]
 ) -> None:

@@ -296,10 +296,17 @@ class LlamaCppRerankBackend:
             return [len(self._tokenize(t)) for t in texts]
 
     def score(
-        self, query: str, documents: Sequence[str], *, max_query_tokens: int, max_tokens: int
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_query_tokens: int,
+        max_tokens: int,
+        max_document_tokens: int | None = None,
     ) -> np.ndarray:
         """Raw logits (first label), one per document; cut as the sentence-transformers backend
-        cuts: the query to ``max_query_tokens``, then each document so the pair fits."""
+        cuts: the query to ``max_query_tokens``, each document to its first
+        ``max_document_tokens`` (when given), then each document so the pair fits."""
         limit = min(max_tokens, self.max_tokens)
         out = np.empty(len(documents), dtype=np.float32)
         with self._lock:
@@ -307,6 +314,8 @@ class LlamaCppRerankBackend:
             keep = min(max_query_tokens, limit - self.special_tokens - 1)
             head = self._prefix + self._tokenize(query)[:keep] + self._middle
             room = limit - len(head) - len(self._suffix)
+            if max_document_tokens is not None:
+                room = min(room, max_document_tokens)
             pairs = [(head + self._tokenize(d)[:room] + self._suffix, len(head)) for d in documents]
             group: list[int] = []
             group_tokens = 0

@@ -89,14 +89,28 @@ class CrossEncoderBackend:
             return str(self._tokenizer.decode(ids[:n_tokens]))
 
     def score(
-        self, query: str, documents: Sequence[str], *, max_query_tokens: int, max_tokens: int
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_query_tokens: int,
+        max_tokens: int,
+        max_document_tokens: int | None = None,
     ) -> np.ndarray:
-        """Raw logits, one per document. The query keeps at most ``max_query_tokens`` tokens;
-        each pair is cut on the document side to ``max_tokens`` (special tokens included)."""
+        """Raw logits, one per document. The query keeps at most ``max_query_tokens`` tokens,
+        each document its first ``max_document_tokens`` (when given), both cut at a token
+        boundary of their own text; then each pair is cut on the document side to
+        ``max_tokens`` (special tokens included)."""
         if not documents:
             return np.zeros(0, dtype=np.float32)
         if self.count_tokens([query])[0] > max_query_tokens:
             query = self._cut_text(query, max_query_tokens)
+        if max_document_tokens is not None:
+            counts = self.count_tokens(documents)
+            documents = [
+                self._cut_text(d, max_document_tokens) if n > max_document_tokens else d
+                for d, n in zip(documents, counts, strict=True)
+            ]
         limit = min(max_tokens, self.max_tokens)
         with self._lock:
             scores = self._model.predict(
