@@ -103,6 +103,7 @@ class _RerankJob:
     reranker: Any  # lokal.Reranker (imported lazily: it is optional here)
     query: str
     documents: list[str]
+    max_document_tokens: int | None = None
     future: Future[Any] = field(default_factory=Future)
 
     @property
@@ -160,9 +161,17 @@ class ModelWorker:
         self._submit(job)
         return job.future
 
-    def rerank(self, reranker: Any, query: str, documents: Sequence[str]) -> Future[Any]:
-        """Queue one ``reranker.score(query, documents)`` call (a ``ScoreResult``)."""
-        job = _RerankJob(reranker, query, list(documents))
+    def rerank(
+        self,
+        reranker: Any,
+        query: str,
+        documents: Sequence[str],
+        *,
+        max_document_tokens: int | None = None,
+    ) -> Future[Any]:
+        """Queue one ``reranker.score(query, documents)`` call (a ``ScoreResult``); each
+        document is scored on its first ``max_document_tokens`` tokens when given."""
+        job = _RerankJob(reranker, query, list(documents), max_document_tokens)
         self._submit(job)
         return job.future
 
@@ -223,7 +232,9 @@ class ModelWorker:
 
     def _rerank(self, job: _RerankJob) -> None:
         try:
-            result = job.reranker.score(job.query, job.documents)
+            result = job.reranker.score(
+                job.query, job.documents, max_document_tokens=job.max_document_tokens
+            )
         except BaseException as exc:  # handed to the request that asked, never lost
             job.future.set_exception(exc)
         else:

@@ -2,23 +2,31 @@
 tools already speak, so a program in any language can use lokal by changing only a URL.
 
 - Ollama: ``POST /api/embed`` (``input``, ``truncate``, ``dimensions``), ``POST /api/embeddings``
-  (``prompt``), ``GET /api/tags``. Errors are ``{"error": "..."}``; another model name gets
-  Ollama's own ``model "x" not found, try pulling it first`` (404).
+  (``prompt``), ``GET /api/tags``, ``POST /api/show`` (details, ``model_info`` with the
+  architecture's ``embedding_length`` and ``context_length``, capabilities ``["embedding"]``),
+  ``GET /api/ps`` (the loaded model, never unloaded), ``GET /api/version`` (lokal's version).
+  Errors are ``{"error": "..."}``; another model name gets Ollama's own ``model "x" not found,
+  try pulling it first`` (404; ``model 'x' not found`` from ``/api/show``, as Ollama says it).
 - OpenAI: ``POST /v1/embeddings`` (text or a list of texts; token arrays are refused with a
   clear error; ``dimensions``; ``encoding_format`` ``float`` or ``base64``), ``GET /v1/models``.
   Errors are ``{"error": {"message", "type", "param", "code"}}``.
-- Cohere: ``POST /v1/rerank`` and ``POST /v2/rerank`` (``model``, ``query``, ``documents``,
-  ``top_n``, ``return_documents``). Errors are ``{"message": "..."}``.
+- Cohere: ``POST /v1/embed`` and ``POST /v2/embed`` (``texts``, ``input_type``,
+  ``embedding_types`` float, base64, binary or ubinary, ``truncate`` END or NONE,
+  ``output_dimension``), ``POST /v1/rerank`` and ``POST /v2/rerank`` (``model``, ``query``,
+  ``documents``, ``top_n``, ``return_documents``, ``max_tokens_per_doc``). Errors are
+  ``{"message": "..."}``.
 - lokal: ``POST /v1/search`` over a lokal index (``query``, ``k``, ``filter``, ``hybrid``,
   ``rerank``), ``GET /v1/status`` (request and model-call counters), ``GET /health``.
 
 Prefixes come from the model's profile. The embedding APIs take an extra ``input_type``
-(``"query"`` or ``"document"``, also Cohere's ``"search_query"``/``"search_document"``); without
-it the server's default applies (``--input-type``, ``document`` unless told). Length follows the
-core policy: texts longer than the context are cut and every response lists them under
-``truncated`` (``index``, ``tokens``, ``limit``); ``truncate: false`` (or ``--truncation
-error``) refuses them instead. ``dimensions`` slices to a Matryoshka size the profile lists and
-re-normalizes; other sizes are refused unless the server runs with ``--force-dimensions``.
+(``"query"`` or ``"document"``, also Cohere's ``"search_query"``/``"search_document"``, and its
+``"classification"``/``"clustering"``, which take the document path: no retrieval instruction);
+without it the server's default applies (``--input-type``, ``document`` unless told). Length
+follows the core policy: texts longer than the context are cut and every response lists them
+under ``truncated`` (``index``, ``tokens``, ``limit``); ``truncate: false`` (Cohere: ``NONE``;
+or ``--truncation error``) refuses them instead. ``dimensions`` (Cohere: ``output_dimension``)
+slices to a Matryoshka size the profile lists and re-normalizes; other sizes are refused unless
+the server runs with ``--force-dimensions``.
 
 Safe by default: loopback only unless an API key is set (then required as a bearer token on
 every endpoint but ``/health``); bodies, inputs per request and the queue are bounded; bad input
@@ -35,18 +43,21 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import socket
+import struct
 import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from lokal import __version__
+from lokal import __version__, gguf
 from lokal.agent.batcher import Busy, Kind, ModelWorker, Stats
 from lokal.embedder import Embedder, EmbedResult, Truncated, TruncationWarning
 from lokal.errors import (
@@ -86,7 +97,14 @@ _INPUT_TYPES: dict[str, Kind] = {
     "document": "document",
     "search_document": "document",
     "passage": "document",
+    # Cohere's symmetric uses: the plain text, without a retrieval query's instruction
+    "classification": "document",
+    "clustering": "document",
 }
+#: Cohere ``embedding_types`` this server answers (int8/uint8 need a calibrated scale it lacks).
+_EMBEDDING_TYPES = ("float", "base64", "binary", "ubinary")
+#: Ollama says a model kept loaded "forever" (keep_alive < 0) expires in Go's longest duration.
+_FOREVER = timedelta(days=292 * 365)
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,7 @@ class Served:
     names: tuple[str, ...]
     kind: Literal["embedding", "rerank"]
     _dims: dict[int, int | None] = field(default_factory=dict)
+    _facts: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, model: Any, aliases: Sequence[str], kind: Literal["embedding", "rerank"]) -> Served:
@@ -178,6 +197,76 @@ class Served:
             "created": int(mtime),
             "aliases": list(self.names[1:]),
         }
+
+    def facts(self) -> dict[str, Any]:
+        """What the model's files say (read once; call on a thread): ``architecture`` (the
+        GGUF's ``general.architecture``, or ``model_type`` in config.json) and
+        ``parameter_count`` (tensor shapes in the GGUF or the safetensors headers; None when
+        unknown)."""
+        if self._facts is None:
+            path = self.model.resolved.path
+            arch, count = None, None
+            if path is not None and path.is_file():
+                arch = gguf.read_metadata(path).get("general.architecture")
+                count = _gguf_parameters(path)
+            elif path is not None and path.is_dir():
+                arch = _json_field(path / "config.json", "model_type")
+                count = _safetensors_parameters(path)
+            family = getattr(self.model.profile, "family", "") or "unknown"
+            self._facts = {
+                "architecture": str(arch or family),
+                "parameter_count": count,
+            }
+        return self._facts
+
+
+def _gguf_parameters(path: Path) -> int | None:
+    from lokal.backends.rerank_llama_cpp import read_tensor_table
+
+    try:
+        tensors = read_tensor_table(path)
+    except (OSError, LokalError, ValueError) as exc:
+        log.warning("%s: cannot count parameters: %s", path, exc)
+        return None
+    return sum(math.prod(t.dims) for t in tensors.values())
+
+
+def _safetensors_parameters(directory: Path) -> int | None:
+    """Parameters in the ``*.safetensors`` files of a model directory, from their JSON headers
+    (an 8-byte little-endian length, then the header; no weights are read)."""
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    try:
+        for f in files:
+            with f.open("rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                if size > 100 * 1024 * 1024:
+                    return None
+                header = json.loads(fh.read(size))
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        log.warning("%s: cannot count parameters: %s", directory, exc)
+        return None
+    return total
+
+
+def _json_field(path: Path, key: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _human_count(n: int | None) -> str:
+    """A parameter count as Ollama shows one: 22.6M, 7.2B ("" when unknown)."""
+    if not n:
+        return ""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
 
 
 def _bare(name: str) -> str:
@@ -296,6 +385,8 @@ class Service:
         self.worker = ModelWorker(
             self.stats, max_batch=settings.max_batch, max_pending=settings.max_queue
         )
+        #: models stay loaded while the server runs: Ollama's "forever" from the start
+        self._expires_at = (datetime.now(timezone.utc) + _FOREVER).isoformat()
 
     # ---- routing --------------------------------------------------------------------------
 
@@ -306,8 +397,13 @@ class Service:
             self._route("/api/embed", "POST", "ollama", self.ollama_embed),
             self._route("/api/embeddings", "POST", "ollama", self.ollama_embeddings),
             self._route("/api/tags", "GET", "ollama", self.ollama_tags),
+            self._route("/api/show", "POST", "ollama", self.ollama_show),
+            self._route("/api/ps", "GET", "ollama", self.ollama_ps),
+            self._route("/api/version", "GET", "ollama", self.ollama_version),
             self._route("/v1/embeddings", "POST", "openai", self.openai_embeddings),
             self._route("/v1/models", "GET", "openai", self.openai_models),
+            self._route("/v1/embed", "POST", "cohere", self.cohere_embed_v1),
+            self._route("/v2/embed", "POST", "cohere", self.cohere_embed_v2),
             self._route("/v1/rerank", "POST", "cohere", self.cohere_rerank_v1),
             self._route("/v2/rerank", "POST", "cohere", self.cohere_rerank_v2),
             self._route("/v1/search", "POST", "lokal", self.search),
@@ -366,7 +462,7 @@ class Service:
             "ollama"
             if path.startswith("/api/")
             else "cohere"
-            if path.endswith("/rerank")
+            if path.endswith(("/rerank", "/embed"))
             else "openai"
         )
         if exc.status_code == 405:
@@ -431,9 +527,10 @@ class Service:
 
     # ---- shared steps ---------------------------------------------------------------------
 
-    def _embedding_model(self, body: Mapping[str, Any], api: Api) -> str:
-        name = _str(body, "model", required=True)
-        assert name is not None
+    def _embedding_model(self, body: Mapping[str, Any], api: Api, *, required: bool = True) -> str:
+        name = _str(body, "model", required=required)
+        if name is None:
+            return self.embedding.name
         if not self.embedding.matches(name):
             if api == "ollama":
                 raise ApiError(404, f'model "{name}" not found, try pulling it first')
@@ -452,7 +549,12 @@ class Service:
             return self.settings.input_type
         kind = _INPUT_TYPES.get(value.lower())
         if kind is None:
-            raise ApiError(400, "'input_type' must be 'query' or 'document'", param="input_type")
+            raise ApiError(
+                400,
+                "'input_type' must be 'query' or 'document' (or Cohere's 'search_query', "
+                "'search_document', 'classification', 'clustering')",
+                param="input_type",
+            )
         return kind
 
     def _refuse_long(self, body: Mapping[str, Any]) -> bool:
@@ -461,11 +563,21 @@ class Service:
             return self.settings.truncation == "error"
         return not truncate
 
-    def _dimensions(self, body: Mapping[str, Any]) -> int | None:
-        dims = _int(body, "dimensions", None)
+    def _dimensions(self, body: Mapping[str, Any], key: str = "dimensions") -> int | None:
+        dims = _int(body, key, None)
         if dims is None:
             return None
         return self.embedding.check_dimensions(dims, self.settings.force_dimensions)
+
+    def _sliced(self, vectors: np.ndarray, dims: int | None) -> np.ndarray:
+        """The first ``dims`` components, re-normalized if the model normalizes."""
+        if dims is None:
+            return vectors
+        vectors = vectors[:, :dims]
+        if self.embedding.model.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms == 0, 1.0, norms)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
     async def _embed(
         self, embedder: Embedder, kind: Kind, texts: Sequence[str], *, refuse_long: bool
@@ -481,14 +593,7 @@ class Service:
         refuse_long = self._refuse_long(body)
         dims = self._dimensions(body)
         result = await self._embed(self.embedding.model, kind, texts, refuse_long=refuse_long)
-        vectors = result.vectors
-        if dims is not None:
-            vectors = vectors[:, :dims]
-            if self.embedding.model.normalize:
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                vectors = vectors / np.where(norms == 0, 1.0, norms)
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        return vectors, result
+        return self._sliced(result.vectors, dims), result
 
     # ---- Ollama -------------------------------------------------------------------------------
 
@@ -521,27 +626,78 @@ class Service:
         return {"embedding": vectors[0].tolist(), "truncated": _truncated(result.truncated)}
 
     async def ollama_tags(self, body: dict[str, Any]) -> dict[str, Any]:
-        models = []
-        for served in (self.embedding,):
-            info = served.describe()
-            tag = info["name"] if ":" in info["name"] else info["name"] + ":latest"
-            models.append(
+        # Ollama's world has embedding models only: the reranker is listed by /v1/models
+        return {"models": [await self._ollama_model(self.embedding)]}
+
+    async def ollama_show(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = _str(body, "model") or _str(body, "name")  # "name": older clients
+        if not name:
+            raise ApiError(400, "'model' is required", param="model")
+        if not self.embedding.matches(name):
+            raise ApiError(404, f"model '{name}' not found")
+        served = self.embedding
+        embedder = served.model
+        listed = await self._ollama_model(served)
+        facts = await asyncio.to_thread(served.facts)
+        arch = facts["architecture"]
+        info: dict[str, Any] = {"general.architecture": arch, "general.name": embedder.profile.name}
+        if facts["parameter_count"]:
+            info["general.parameter_count"] = facts["parameter_count"]
+        info |= {
+            f"{arch}.embedding_length": embedder.dimension,
+            # the context lokal applies (the profile's, when shorter than the file's)
+            f"{arch}.context_length": embedder.context_length,
+            "lokal.backend": embedder.resolved.backend,
+            "lokal.query_prefix": embedder.profile.query_prefix,
+            "lokal.document_prefix": embedder.profile.document_prefix,
+        }
+        return {
+            "license": "",
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": listed["details"],
+            "model_info": info,
+            "capabilities": ["embedding"],
+            "modified_at": listed["modified_at"],
+        }
+
+    async def ollama_ps(self, body: dict[str, Any]) -> dict[str, Any]:
+        listed = await self._ollama_model(self.embedding)
+        return {
+            "models": [
                 {
-                    "name": tag,
-                    "model": tag,
-                    "modified_at": info["modified_at"],
-                    "size": info["size"],
-                    "digest": "",
-                    "details": {
-                        "format": "gguf" if info["backend"] == "gguf" else "safetensors",
-                        "family": info["family"],
-                        "families": [info["family"]],
-                        "parameter_size": "",
-                        "quantization_level": str(info["quantization"]).upper(),
-                    },
+                    **listed,
+                    "expires_at": self._expires_at,
+                    "size_vram": 0,
+                    "context_length": self.embedding.model.context_length,
                 }
-            )
-        return {"models": models}
+            ]
+        }
+
+    async def ollama_version(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"version": __version__}
+
+    async def _ollama_model(self, served: Served) -> dict[str, Any]:
+        """A model as Ollama's listings show one."""
+        info = served.describe()
+        facts = await asyncio.to_thread(served.facts)
+        tag = info["name"] if ":" in info["name"] else info["name"] + ":latest"
+        return {
+            "name": tag,
+            "model": tag,
+            "modified_at": info["modified_at"],
+            "size": info["size"],
+            "digest": "",
+            "details": {
+                "parent_model": "",
+                "format": "gguf" if info["backend"] == "gguf" else "safetensors",
+                "family": info["family"],
+                "families": [info["family"]],
+                "parameter_size": _human_count(facts["parameter_count"]),
+                "quantization_level": str(info["quantization"]).upper(),
+            },
+        }
 
     # ---- OpenAI -------------------------------------------------------------------------------
 
@@ -595,6 +751,75 @@ class Service:
             ],
         }
 
+    # ---- Cohere embed -------------------------------------------------------------------------
+
+    async def cohere_embed_v1(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._cohere_embed(body, version="1")
+
+    async def cohere_embed_v2(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._cohere_embed(body, version="2")
+
+    async def _cohere_embed(self, body: dict[str, Any], *, version: str) -> dict[str, Any]:
+        self._embedding_model(body, "cohere", required=version == "2")
+        for key in ("images", "inputs"):
+            if body.get(key):
+                raise ApiError(400, f"'{key}' is not supported: lokal serve embeds 'texts' only")
+        raw = body.get("texts")
+        if not isinstance(raw, list):
+            raise ApiError(400, "'texts' must be a list of strings", param="texts")
+        texts = _texts(raw, "texts", self.settings.max_inputs)
+        if not texts:
+            raise ApiError(400, "'texts' must not be empty", param="texts")
+        kind = self._kind(body)
+        refuse_long = self._cohere_truncate(body)
+        types = _embedding_types(body, version)
+        dims = self._dimensions(body, "output_dimension")
+        max_tokens = _int(body, "max_tokens", None)
+        limit = self.embedding.model.context_length
+        if max_tokens is not None and max_tokens < limit:
+            raise ApiError(
+                400,
+                f"'max_tokens' below the model's context ({limit} tokens) is not supported: "
+                "lokal cuts texts at the model's context only; leave it out",
+                param="max_tokens",
+            )
+        result = await self._embed(self.embedding.model, kind, texts, refuse_long=refuse_long)
+        vectors = self._sliced(result.vectors, dims)
+        meta: dict[str, Any] = {
+            "api_version": {"version": version},
+            "billed_units": {"input_tokens": result.tokens},
+        }
+        if result.truncated:
+            meta["warnings"] = [
+                f"{len(result.truncated)} texts were cut to the model's context ({limit} tokens)"
+            ]
+        out: dict[str, Any] = {"id": str(uuid.uuid4())}
+        if types is None:  # v1 without embedding_types: a plain list of float vectors
+            out |= {"response_type": "embeddings_floats", "embeddings": await _rows(vectors)}
+        else:
+            by_type = {t: await _cohere_rows(vectors, t) for t in types}
+            out |= {"response_type": "embeddings_by_type", "embeddings": by_type}
+        return out | {"texts": texts, "meta": meta, "truncated": _truncated(result.truncated)}
+
+    def _cohere_truncate(self, body: Mapping[str, Any]) -> bool:
+        """Whether to refuse texts over the context: NONE refuses, END cuts; absent, the
+        server's ``--truncation`` applies (cut unless told)."""
+        value = _str(body, "truncate")
+        if value is None:
+            return self.settings.truncation == "error"
+        if value.upper() == "NONE":
+            return True
+        if value.upper() == "END":
+            return False
+        if value.upper() == "START":
+            raise ApiError(
+                400,
+                "'truncate': START is not supported: lokal cuts long texts at the end; send END "
+                "(cut the end) or NONE (refuse them)",
+                param="truncate",
+            )
+        raise ApiError(400, "'truncate' must be NONE, START or END", param="truncate")
+
     # ---- Cohere rerank ------------------------------------------------------------------------
 
     async def cohere_rerank_v1(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -625,14 +850,12 @@ class Service:
         top_n = _int(body, "top_n", None)
         return_documents = bool(_bool(body, "return_documents"))
         warns = []
+        # each document's first N tokens, by the reranker's own tokenizer
         per_doc = _int(body, "max_tokens_per_doc", None)
-        if per_doc is not None:
-            warns.append(
-                f"max_tokens_per_doc is not applied: each (query, document) pair is cut at the "
-                f"model's context ({served.model.context_length} tokens) and reported"
-            )
         if texts:
-            scored = await asyncio.wrap_future(self.worker.rerank(served.model, query, texts))
+            scored = await asyncio.wrap_future(
+                self.worker.rerank(served.model, query, texts, max_document_tokens=per_doc)
+            )
             ranked = scored.ranked(top_n)
             truncated = scored.truncated
         else:
@@ -781,6 +1004,45 @@ def _document_text(doc: Any, i: int, fields: list[str] | None) -> str:
     raise ApiError(400, f"'documents[{i}]' must be a string or an object with 'text'")
 
 
+def _embedding_types(body: Mapping[str, Any], version: str) -> list[str] | None:
+    """Cohere's ``embedding_types``: v2 defaults to float; v1 without it answers the plain
+    ``embeddings_floats`` shape (None)."""
+    value = body.get("embedding_types")
+    if value is None:
+        return None if version == "1" else ["float"]
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise ApiError(
+            400, "'embedding_types' must be a non-empty list of strings", param="embedding_types"
+        )
+    unknown = [t for t in value if t not in _EMBEDDING_TYPES]
+    if unknown:
+        why = (
+            " (int8 and uint8 scale each dimension by ranges calibrated on a corpus, which "
+            "lokal does not have for this model)"
+            if {"int8", "uint8"} & set(unknown)
+            else ""
+        )
+        raise ApiError(
+            400,
+            f"'embedding_types' {', '.join(map(repr, unknown))} not supported{why}; this server "
+            f"returns {', '.join(_EMBEDDING_TYPES)}",
+            param="embedding_types",
+        )
+    return list(dict.fromkeys(value))
+
+
+async def _cohere_rows(vectors: np.ndarray, kind: str) -> list[Any]:
+    """One of Cohere's embedding types. binary/ubinary pack the sign bits (x > 0), eight
+    dimensions a byte, first dimension in the high bit; binary is ubinary - 128 (signed), as
+    sentence-transformers' ``quantize_embeddings`` does."""
+    if kind in ("float", "base64"):
+        return await _rows(vectors, kind)
+    packed = np.packbits(vectors > 0, axis=1)
+    if kind == "binary":
+        return (packed.astype(np.int16) - 128).tolist()  # type: ignore[no-any-return]
+    return packed.tolist()  # type: ignore[no-any-return]
+
+
 def error_body(api: Api, err: ApiError) -> dict[str, Any]:
     """The error in the API's own shape."""
     if api == "ollama":
@@ -797,8 +1059,12 @@ def _as_api_error(exc: Exception, api: Api, path: str) -> ApiError:
     if isinstance(exc, Busy):
         return ApiError(503, str(exc), code="server_busy")
     if isinstance(exc, TextTooLong):
-        hint = "" if api == "cohere" else "; send truncate=true to cut it instead"
-        what = "a document with the query" if api == "cohere" else f"input {exc.index}"
+        if path.endswith("/rerank"):
+            what, hint = "a document with the query", ""
+        elif api == "cohere":
+            what, hint = f"texts[{exc.index}]", "; send truncate='END' to cut it instead"
+        else:
+            what, hint = f"input {exc.index}", "; send truncate=true to cut it instead"
         return ApiError(
             400,
             f"{what} has {exc.tokens} tokens; the model's context is {exc.limit}. Split it into "
@@ -832,8 +1098,10 @@ def _encode_rows(vectors: np.ndarray, fmt: str) -> list[Any]:
 
 async def _json_response(data: Any) -> Response:
     """JSON, encoded on a thread when it carries many vectors."""
+    # Cohere's v2 embeddings are an object of lists; its "texts" has as many items
     many = isinstance(data, dict) and any(
-        isinstance(data.get(k), list) and len(data[k]) > _MANY for k in ("embeddings", "data")
+        isinstance(data.get(k), list) and len(data[k]) > _MANY
+        for k in ("embeddings", "data", "texts")
     )
     text = await asyncio.to_thread(_dumps, data) if many else _dumps(data)
     return Response(text, media_type="application/json")

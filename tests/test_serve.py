@@ -26,7 +26,9 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ import httpx
 import numpy as np
 import pytest
 
-from lokal import Reranker, models
+from lokal import Reranker, __version__, models
 from lokal.embedder import Embedder, TruncationWarning
 from lokal.index import Chunk, Index
 from lokal.integrations.langchain import LocalEmbeddings
@@ -260,6 +262,47 @@ def test_ollama_model_not_found(server: Server) -> None:
     assert err.value.error == 'model "nomic-embed-text" not found, try pulling it first'
 
 
+def test_ollama_show_ps_and_version(server: Server, local: LocalEmbeddings) -> None:
+    import ollama
+
+    with ollama.Client(host=server.url) as client:
+        shown = client.show(NAME)
+        with pytest.raises(ollama.ResponseError) as err:
+            client.show("nomic-embed-text")
+        running = client.ps().models
+    info = shown.modelinfo
+    assert info is not None
+    arch = info["general.architecture"]
+    assert arch == "bert"  # from the GGUF's own metadata
+    assert info[f"{arch}.embedding_length"] == local.embedder.dimension == 384
+    assert info[f"{arch}.context_length"] == local.embedder.context_length
+    assert shown.capabilities == ["embedding"]
+    assert shown.details is not None
+    assert (shown.details.format, shown.details.quantization_level) == ("gguf", "Q8_0")
+    # all-MiniLM-L6-v2 has 22.7M parameters (the pooler's 148k may be left out of a GGUF)
+    assert 22.5e6 < info["general.parameter_count"] < 22.8e6
+    assert shown.details.parameter_size in ("22.6M", "22.7M")
+    assert err.value.status_code == 404
+    assert err.value.error == "model 'nomic-embed-text' not found"
+    # older clients send "name"; Ollama's default tag is implied
+    legacy = httpx.post(
+        f"{server.url}/api/show", json={"name": "all-MiniLM-L6-v2:latest"}, timeout=TIMEOUT
+    )
+    assert legacy.status_code == 200 and legacy.json()["model_info"] == info
+    assert [m.model for m in running] == [f"{NAME}:latest"]
+    assert running[0].size_vram == 0 and running[0].size == _listed_size(server)
+    assert running[0].expires_at is not None and running[0].expires_at.year > 2200
+    assert running[0].details == shown.details
+    version = httpx.get(f"{server.url}/api/version", timeout=TIMEOUT)
+    assert version.json() == {"version": __version__}
+
+
+def _listed_size(server: Server) -> int:
+    """The model's size as /api/tags lists it."""
+    r = httpx.get(f"{server.url}/api/tags", timeout=TIMEOUT)
+    return int(r.json()["models"][0]["size"])
+
+
 def test_truncation_reported_or_refused(
     server: Server, local: LocalEmbeddings, long_text: str
 ) -> None:
@@ -381,6 +424,118 @@ def test_dimensions_slice_and_renormalize(
     np.testing.assert_allclose(np.array(resp.embeddings), want, rtol=1e-5, atol=1e-6)
 
 
+# ---- Cohere embed -----------------------------------------------------------------------------
+
+
+def _cosines(got: Any, want: Any) -> np.ndarray:
+    a, b = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert a.shape == b.shape
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)  # type: ignore[no-any-return]
+
+
+def _cohere_v1(url: str, pool: ThreadPoolExecutor) -> Any:
+    """cohere.Client splits embed calls into batches on a thread pool: ours, shut down after."""
+    import cohere
+
+    return cohere.Client(
+        api_key="not-needed", base_url=url, max_retries=0, thread_pool_executor=pool
+    )
+
+
+def test_cohere_embed_v1_and_v2_equal_local_embeddings(
+    server: Server, local: LocalEmbeddings, docs: list[str]
+) -> None:
+    import cohere
+    from pydantic.warnings import PydanticDeprecationWarning
+
+    texts = docs[9:13]
+    documents = local.embed_documents(texts)
+    queries = [local.embed_query(t) for t in texts[:2]]
+    with (
+        ThreadPoolExecutor(2) as pool,
+        _cohere_v1(server.url, pool) as v1,
+        cohere.ClientV2(api_key="not-needed", base_url=server.url, max_retries=0) as v2,
+    ):
+        d1 = v1.embed(texts=texts, input_type="search_document")
+        with warnings.catch_warnings():
+            # cohere's client merges its v1 by-type batches with pydantic calls deprecated in
+            # pydantic 2 (the client's doing, not the answer's)
+            warnings.simplefilter("ignore", PydanticDeprecationWarning)
+            by_type = v1.embed(texts=texts, input_type="search_document", embedding_types=["float"])
+        q2 = v2.embed(model=NAME, texts=texts[:2], input_type="search_query")
+        c2 = v2.embed(
+            model=NAME,
+            texts=texts,
+            input_type="clustering",
+            embedding_types=["float", "ubinary", "binary", "base64"],
+        )
+    assert d1.response_type == "embeddings_floats" and d1.texts == texts
+    assert _cosines(d1.embeddings, documents).min() >= 0.9995
+    assert d1.meta.billed_units.input_tokens == local.embedder.embed_documents(texts).tokens
+    assert d1.meta.api_version.version == "1"
+    assert by_type.response_type == "embeddings_by_type"
+    np.testing.assert_array_equal(by_type.embeddings.float_, d1.embeddings)
+    # search_query takes the query prefix: the query path, not the document one
+    assert q2.meta.api_version.version == "2"
+    assert _cosines(q2.embeddings.float_, queries).min() >= 0.9995
+    assert _cosines(q2.embeddings.float_, documents[:2]).max() < 0.999
+    # clustering is the plain-text (document) path; the other types derive from the floats
+    floats = np.array(c2.embeddings.float_, dtype=np.float32)
+    assert _cosines(floats, documents).min() >= 0.9995
+    ubinary = np.array(c2.embeddings.ubinary)
+    np.testing.assert_array_equal(ubinary, np.packbits(floats > 0, axis=1))
+    np.testing.assert_array_equal(np.array(c2.embeddings.binary), ubinary.astype(int) - 128)
+    assert ubinary.shape == (len(texts), 384 // 8)
+    decoded = [np.frombuffer(base64.b64decode(b), dtype="<f4") for b in c2.embeddings.base64]
+    np.testing.assert_array_equal(np.stack(decoded), floats)
+
+
+def test_cohere_embed_truncate_and_errors(
+    server: Server, local: LocalEmbeddings, long_text: str
+) -> None:
+    import cohere
+    from cohere.errors import BadRequestError, NotFoundError
+
+    text = long_text[:4000]
+    limit = local.embedder.context_length
+    with (
+        ThreadPoolExecutor(1) as pool,
+        _cohere_v1(server.url, pool) as v1,
+        cohere.ClientV2(api_key="not-needed", base_url=server.url, max_retries=0) as v2,
+    ):
+        with pytest.raises(BadRequestError) as none2:
+            v2.embed(
+                model=NAME, texts=["short", text], input_type="search_document", truncate="NONE"
+            )
+        with pytest.raises(BadRequestError) as none1:
+            v1.embed(texts=["short", text], input_type="search_document", truncate="NONE")
+        cut = v2.embed(
+            model=NAME, texts=["short", text], input_type="search_document", truncate="END"
+        )
+        with pytest.raises(BadRequestError) as int8:
+            v2.embed(
+                model=NAME, texts=["a"], input_type="search_document", embedding_types=["int8"]
+            )
+        with pytest.raises(BadRequestError) as start:
+            v2.embed(model=NAME, texts=["a"], input_type="search_document", truncate="START")
+        with pytest.raises(NotFoundError) as nf:
+            v2.embed(model="embed-english-v3.0", texts=["a"], input_type="search_document")
+    for err in (none1, none2):
+        assert err.value.status_code == 400
+        message = err.value.body["message"]
+        assert "texts[1] has" in message and f"context is {limit}" in message, message
+        assert "truncate='END'" in message
+    # END cuts the end, as the core does, and says so
+    with pytest.warns(TruncationWarning):
+        ours = local.embed_documents(["short", text])
+    assert _cosines(cut.embeddings.float_, ours).min() >= 0.9995
+    assert cut.meta.warnings and "1 texts were cut" in cut.meta.warnings[0]
+    assert int8.value.status_code == 400
+    assert "'int8'" in int8.value.body["message"] and "float" in int8.value.body["message"]
+    assert "START is not supported" in start.value.body["message"]
+    assert "embed-english-v3.0" in nf.value.body["message"]
+
+
 # ---- Cohere rerank ----------------------------------------------------------------------------
 
 
@@ -432,6 +587,37 @@ def test_cohere_errors(server: Server, keyed_server: Server, api_key: str) -> No
     ):
         keyed.rerank(model="any", query="q", documents=["a"])
     assert "--reranker" in none.value.body["message"]
+
+
+def test_cohere_rerank_max_tokens_per_doc(
+    server: Server, local_reranker: Reranker, cross_encoder_dir: Path, docs: list[str]
+) -> None:
+    import cohere
+    from cohere.errors import BadRequestError
+    from transformers import AutoTokenizer
+
+    query = "how does a for loop iterate over a sequence"
+    long_doc, short_doc = max(docs, key=len), "A for loop walks over a list."
+    n = 16
+    tokenizer = AutoTokenizer.from_pretrained(str(cross_encoder_dir))
+    ids = tokenizer(long_doc, add_special_tokens=False)["input_ids"]
+    head = tokenizer.decode(ids[:n])
+    assert len(ids) > 4 * n and tokenizer(head, add_special_tokens=False)["input_ids"] == ids[:n]
+    assert len(tokenizer(short_doc, add_special_tokens=False)["input_ids"]) < n
+    want = local_reranker.score(query, [head, short_doc]).scores
+    whole = local_reranker.score(query, [long_doc, short_doc]).scores
+    with cohere.ClientV2(api_key="not-needed", base_url=server.url, max_retries=0) as v2:
+        r = v2.rerank(
+            model=RERANKER_NAME, query=query, documents=[long_doc, short_doc], max_tokens_per_doc=n
+        )
+        with pytest.raises(BadRequestError) as bad:
+            v2.rerank(model=RERANKER_NAME, query=query, documents=[long_doc], max_tokens_per_doc=0)
+    got = {x.index: x.relevance_score for x in r.results}
+    # the long document scored as its first n tokens, the short one whole
+    np.testing.assert_allclose([got[0], got[1]], want, rtol=1e-5, atol=1e-6)
+    assert abs(got[0] - whole[0]) > 1e-4, "the cut made no difference: the test proves nothing"
+    assert not r.meta.warnings
+    assert bad.value.status_code == 400 and "max_tokens_per_doc" in bad.value.body["message"]
 
 
 def _check_cohere_errors(v2: Any) -> None:
@@ -608,6 +794,58 @@ def test_concurrent_clients_are_batched(
             400,
             "query",
         ),
+        (
+            "/v2/rerank",
+            json.dumps(
+                {"model": RERANKER_NAME, "query": "q", "documents": ["a"], "max_tokens_per_doc": -1}
+            ).encode(),
+            400,
+            "max_tokens_per_doc",
+        ),
+        ("/v2/embed", json.dumps({"model": NAME, "texts": "a"}).encode(), 400, "list of strings"),
+        ("/v2/embed", json.dumps({"texts": ["a"]}).encode(), 400, "'model' is required"),
+        ("/v1/embed", json.dumps({"texts": []}).encode(), 400, "must not be empty"),
+        ("/v1/embed", json.dumps({"texts": ["a", 2]}).encode(), 400, "texts[1]"),
+        (
+            "/v1/embed",
+            json.dumps({"texts": ["a"], "input_type": "image"}).encode(),
+            400,
+            "input_type",
+        ),
+        (
+            "/v2/embed",
+            json.dumps(
+                {"model": NAME, "texts": ["a"], "images": ["data:image/png;base64,"]}
+            ).encode(),
+            400,
+            "'images' is not supported",
+        ),
+        (
+            "/v2/embed",
+            json.dumps({"model": NAME, "texts": ["a"], "embedding_types": ["uint8"]}).encode(),
+            400,
+            "'uint8'",
+        ),
+        (
+            "/v2/embed",
+            json.dumps({"model": NAME, "texts": ["a"], "embedding_types": "float"}).encode(),
+            400,
+            "embedding_types",
+        ),
+        (
+            "/v2/embed",
+            json.dumps({"model": NAME, "texts": ["a"], "truncate": "MIDDLE"}).encode(),
+            400,
+            "NONE, START or END",
+        ),
+        (
+            "/v2/embed",
+            json.dumps({"model": NAME, "texts": ["a"], "max_tokens": 8}).encode(),
+            400,
+            "max_tokens",
+        ),
+        ("/api/show", json.dumps({}).encode(), 400, "'model' is required"),
+        ("/api/show", json.dumps({"model": 3}).encode(), 400, "'model' must be a string"),
         ("/v1/search", json.dumps({"query": "q", "k": 0}).encode(), 400, "'k'"),
         ("/v1/search", json.dumps({"query": "q", "filter": [1]}).encode(), 400, "filter"),
         ("/api/embed", b'{"model": "' + b"x" * (1024 * 1024 + 10) + b'"}', 413, "larger than"),
@@ -627,7 +865,7 @@ def test_bad_requests_get_clear_errors_in_the_api_shape(
     if path.startswith("/api/"):
         message = data["error"]
         assert isinstance(message, str)
-    elif path.endswith("/rerank"):
+    elif path.endswith(("/rerank", "/embed")):
         message = data["message"]
     else:
         assert set(data["error"]) == {"message", "type", "param", "code"}
