@@ -1,11 +1,18 @@
-"""The model worker of ``lokal serve``: one thread owns the models and batches requests onto them.
+"""The model workers of ``lokal serve``: threads that own the model calls and batch requests.
 
 HTTP handlers never run a model on the event loop. They hand a job to :class:`ModelWorker` and
-await its future. The worker thread takes the job at the head of the queue and every embedding
+await its future. A worker thread takes the job at the head of the queue and every embedding
 job waiting behind it, up to ``max_batch`` texts, and embeds them in one model call per
 (embedder, query-or-document) group; each request then gets its own slice of the result, with
 its own truncation records. Nothing waits on purpose to fill a batch: while the model is busy,
 requests pile up, and the next call takes them all. Reranking jobs run one call each, in order.
+
+With several workers (``lokal serve --workers``, for a GGUF model loaded with as many llama.cpp
+contexts), calls run side by side, each on its share of the CPU threads. On a small machine
+that also runs the event loop and the clients this keeps the CPUs busier than one call on all
+threads: llama.cpp's threads meet at a barrier after every operation, so one of them put off
+the CPU by the event loop stalls the others, while independent single-threaded calls only
+slow down.
 
 :class:`Stats` counts requests and model calls, so batching can be seen (``GET /v1/status``).
 """
@@ -119,11 +126,16 @@ class ModelWorker:
         max_batch: most texts one embedding call takes (a larger request runs alone).
         max_pending: most texts (and documents) waiting; beyond that :meth:`embed` and
             :meth:`rerank` raise :class:`Busy` rather than queue without bound.
+        workers: threads taking model calls off the queue. More than one pays only with
+            models that decode several calls at once (``Embedder(concurrency=N)`` on GGUF);
+            calls to one model context still run one at a time.
     """
 
-    def __init__(self, stats: Stats, *, max_batch: int = 64, max_pending: int = 8192) -> None:
-        if max_batch <= 0 or max_pending <= 0:
-            msg = "max_batch and max_pending must be positive"
+    def __init__(
+        self, stats: Stats, *, max_batch: int = 64, max_pending: int = 8192, workers: int = 1
+    ) -> None:
+        if max_batch <= 0 or max_pending <= 0 or workers <= 0:
+            msg = "max_batch, max_pending and workers must be positive"
             raise ValueError(msg)
         self.stats = stats
         self.max_batch = max_batch
@@ -132,7 +144,10 @@ class ModelWorker:
         self._pending = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="lokal-serve-model")
+        self._threads = [
+            threading.Thread(target=self._run, name=f"lokal-serve-model-{i}")
+            for i in range(workers)
+        ]
 
     @property
     def pending(self) -> int:
@@ -140,16 +155,22 @@ class ModelWorker:
         with self._cond:
             return self._pending
 
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
-        """Finish what is queued, then stop the thread and join it."""
+        """Finish what is queued, then stop the threads and join them."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     def embed(
         self, embedder: Embedder, kind: Kind, texts: Sequence[str], *, refuse_long: bool
@@ -175,7 +196,7 @@ class ModelWorker:
         self._submit(job)
         return job.future
 
-    # ---- the worker thread -------------------------------------------------------------------
+    # ---- the worker threads ------------------------------------------------------------------
 
     def _submit(self, job: _EmbedJob | _RerankJob) -> None:
         with self._cond:

@@ -6,6 +6,7 @@ Only this module configures logging and turns lokal's errors into messages and e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -170,7 +171,8 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
     """Profile, dimension, context, sha256 and size of MODEL (default: the embedded default).
 
     MODEL is a .gguf path, a sentence-transformers directory, a name in the model cache or a
-    hub id. Nothing is loaded: this reads the files only.
+    hub id; a reranker (cross-encoder) shows its reranker profile. Nothing is loaded: this
+    reads the files only.
 
     \b
     Example:
@@ -181,13 +183,15 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
 
     with _friendly_errors():
         r = m.resolve(model, backend)
+        reranker = _reranker_profile(r)
         info: dict[str, Any] = {
-            "name": r.name,
+            "name": reranker.name if reranker else r.name,
+            "kind": "reranker" if reranker else "embedding",
             "backend": r.backend,
             "location": r.location,
             "reason": r.reason,
             "quantization": r.quantization,
-            "profile": r.profile.to_dict(),
+            "profile": dataclasses.asdict(reranker) if reranker else r.profile.to_dict(),
         }
         if r.path is not None:
             files = [r.path] if r.path.is_file() else [p for p in r.path.rglob("*") if p.is_file()]
@@ -198,13 +202,50 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
     if as_json:
         _emit_json(info)
         return
-    p = r.profile
     rows = [
-        ["name", r.name],
+        ["name", info["name"]],
+        ["kind", info["kind"]],
         ["backend", r.backend],
         ["location", r.location],
         ["chosen because", r.reason],
         ["quantization", r.quantization],
+    ]
+    if reranker is not None:
+        rp = reranker
+        gguf_support = rp.gguf + (f" ({rp.gguf_note})" if rp.gguf_note else "")
+        rows += [
+            ["family", rp.family + ("" if rp.known else " (unknown reranker)")],
+            ["architecture", rp.architecture or "-"],
+            ["context (tokens)", str(rp.context_length)],
+            ["activation", rp.activation],
+            ["input", rp.input_format],
+            ["on GGUF", gguf_support],
+            ["profile source", rp.source],
+        ]
+    else:
+        rows += _embedding_profile_rows(r.profile)
+    for key in ("size", "sha256", "source_sha256"):
+        if key in info:
+            rows.append([key, str(info[key])])
+    _table(rows, ["field", "value"])
+
+
+def _reranker_profile(r: Any) -> Any:
+    """The reranker profile of a resolved model that is a cross-encoder, else None."""
+    from lokal import gguf, models, profiles
+
+    if r.path is None:
+        return None
+    if r.backend == models.GGUF:
+        meta = gguf.read_metadata(r.path)
+        if not profiles.is_reranker_gguf(meta):
+            return None
+        return profiles.reranker_from_gguf_metadata(meta, r.path.name.split(".")[0])
+    return profiles.reranker_from_dir(r.path) if profiles.is_cross_encoder_dir(r.path) else None
+
+
+def _embedding_profile_rows(p: Any) -> list[list[str]]:
+    return [
         ["family", p.family + ("" if p.known else " (unknown model)")],
         ["query prefix", repr(p.query_prefix)],
         ["document prefix", repr(p.document_prefix)],
@@ -215,10 +256,6 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
         ["matryoshka dims", ", ".join(map(str, p.matryoshka_dims)) or "-"],
         ["profile source", p.source],
     ]
-    for key in ("size", "sha256", "source_sha256"):
-        if key in info:
-            rows.append([key, str(info[key])])
-    _table(rows, ["field", "value"])
 
 
 @models.command("pack")
@@ -809,6 +846,12 @@ def snapshot_cmd(index_path: Path, out: Path) -> None:
     help="Most texts per model call.",
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="Embedding calls that run at once, each in its own llama.cpp context with its share of "
+    "--threads (GGUF only; default: 2 where 2 or more CPUs, else 1).",
+)
 @click.option("--access-log", is_flag=True, help="Log each request line (never its body).")
 def serve_cmd(
     model: str | None,
@@ -830,6 +873,7 @@ def serve_cmd(
     max_inputs: int,
     batch_size: int,
     threads: int | None,
+    workers: int | None,
     access_log: bool,
 ) -> None:
     """Serve embeddings, reranking and search over HTTP: Ollama's and OpenAI's embedding APIs,
@@ -872,15 +916,22 @@ def serve_cmd(
         access_log=access_log,
     )
     with _friendly_errors():
+        from lokal.backends.llama_cpp import default_threads
         from lokal.embedder import Embedder
 
+        if workers is None:
+            workers = 2 if (threads or default_threads()) >= 2 else 1
         embedder = Embedder(
             model,
             backend=backend,
             query_prefix=query_prefix,
             document_prefix=document_prefix,
             n_threads=threads,
+            concurrency=workers,
         )
+        if embedder.backend_name != "gguf":
+            workers = 1  # PyTorch runs one call on all its threads; two would fight for them
+        settings = dataclasses.replace(settings, workers=workers)
         embedder.embed_documents(["warm up"])  # load now, not on the first request
         rr = None
         if reranker:

@@ -30,7 +30,7 @@ the server runs with ``--force-dimensions``.
 
 Safe by default: loopback only unless an API key is set (then required as a bearer token on
 every endpoint but ``/health``); bodies, inputs per request and the queue are bounded; bad input
-gets a 4xx in the API's own shape. Models run on one worker thread that batches concurrent
+gets a 4xx in the API's own shape. Models run on worker threads that batch concurrent
 requests (:mod:`lokal.agent.batcher`); the event loop never waits on a model.
 """
 
@@ -126,6 +126,8 @@ class ServeSettings:
     max_batch: int = 64
     #: texts waiting for the model (server-wide) before requests get 503
     max_queue: int = 8192
+    #: model calls that run at once (the embedder needs as many GGUF contexts: concurrency)
+    workers: int = 1
     access_log: bool = False
 
 
@@ -383,7 +385,10 @@ class Service:
         self.index_embedder = index_embedder
         self.stats = Stats()
         self.worker = ModelWorker(
-            self.stats, max_batch=settings.max_batch, max_pending=settings.max_queue
+            self.stats,
+            max_batch=settings.max_batch,
+            max_pending=settings.max_queue,
+            workers=settings.workers,
         )
         #: models stay loaded while the server runs: Ollama's "forever" from the start
         self._expires_at = (datetime.now(timezone.utc) + _FOREVER).isoformat()
@@ -969,6 +974,7 @@ class Service:
             "index": str(self.index.path) if self.index is not None else None,
             "queue": self.worker.pending,
             "max_batch": self.settings.max_batch,
+            "workers": self.worker.workers,
             **self.stats.snapshot(),
         }
 

@@ -68,7 +68,7 @@ def test_models_list(packed_gguf: Path) -> None:
 
 def test_models_info(packed_gguf: Path) -> None:
     info = json.loads(run("models", "info", str(packed_gguf), "--json").stdout)
-    assert info["backend"] == "gguf"
+    assert info["backend"] == "gguf" and info["kind"] == "embedding"
     assert info["profile"]["context_length"] == 256
     assert info["sha256"] == json.loads(Path(f"{packed_gguf}.json").read_text())["sha256"]
     st = json.loads(run("models", "info", "--backend", "sentence-transformers", "--json").stdout)

@@ -624,6 +624,21 @@ def test_activation_saved_by_sentence_transformers(cross_encoder_dir: Path, tmp_
     assert profiles.reranker_from_dir(cross_encoder_dir).activation == "sigmoid"  # the default
 
 
+def test_models_info_shows_the_reranker_profile(
+    cross_encoder_dir: Path, packed_reranker: Path
+) -> None:
+    for model in (cross_encoder_dir, packed_reranker):
+        info = json.loads(lokal("models", "info", str(model), "--json").stdout)
+        want = Reranker(str(model)).profile  # what the library itself detects; loads nothing
+        assert info["kind"] == "reranker"
+        assert info["profile"]["activation"] == want.activation
+        assert info["profile"]["context_length"] == want.context_length
+        assert "query_prefix" not in info["profile"]  # not an embedding profile
+    table = lokal("models", "info", str(packed_reranker)).stdout
+    assert "reranker" in table and "activation" in table
+    assert "query prefix" not in table and "dimension" not in table
+
+
 def test_embedding_models_are_not_rerankers(packed_gguf: Path) -> None:
     bundled = models.bundled_default_dir()
     with pytest.raises(ProfileError, match="not a cross-encoder"):

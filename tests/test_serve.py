@@ -726,6 +726,8 @@ def test_concurrent_clients_are_batched(
     calls = after["embed_model_calls"] - before["embed_model_calls"]
     assert requests == n_clients * per_client
     assert calls < requests, (calls, requests)
+    # two model workers, each in its own llama.cpp context, served these side by side
+    assert after["workers"] == min(2, len(os.sched_getaffinity(0)))
 
 
 # ---- bad input --------------------------------------------------------------------------------

@@ -54,9 +54,10 @@ class LlamaCppBackend:
         max_sequences: int = 64,
         contexts: int = 1,
     ) -> None:
-        """``contexts`` > 1 makes that many llama.cpp contexts over the one loaded model, each
-        with its share of ``n_threads``, so that many callers in different threads decode at
-        once (``lokal serve``'s model workers); one caller at a time uses one context."""
+        """``contexts`` > 1 makes that many llama.cpp contexts over the one loaded model, so
+        that many callers in different threads decode at once (``lokal serve``'s model
+        workers). The ``n_threads`` are shared out per call: a call made while k calls run
+        gets ``n_threads // k`` of them (all of them when it runs alone)."""
         if contexts < 1:
             msg = f"contexts must be at least 1, got {contexts}"
             raise ValueError(msg)
@@ -73,7 +74,7 @@ class LlamaCppBackend:
         self.max_tokens = min(context_length or n_ctx_train, n_ctx_train)
         # Every sequence must fit in one ubatch, and n_batch == n_ubatch (else llama.cpp aborts).
         n_batch = max(self.max_tokens, min(MIN_UBATCH, n_ctx_train))
-        threads = max(1, (n_threads or default_threads()) // contexts)
+        threads = n_threads or default_threads()
         self._llama_cpp = llama_cpp
         try:
             self._llm = llama_cpp.Llama(
@@ -101,6 +102,8 @@ class LlamaCppBackend:
         for _ in range(contexts - 1):
             self._contexts.put(self._new_context())
         self.contexts = contexts
+        self.threads = threads
+        self._running = 0  # calls decoding now, under self._lock
         # The special tokens the tokenizer adds around a text ([CLS] ... [SEP] for BERT):
         # a cut text keeps its closing ones.
         empty = self._llm.tokenize(b"", add_bos=True, special=False)
@@ -154,6 +157,8 @@ class LlamaCppBackend:
                 counts.append(len(tokens))
                 seqs.append(self._fit(tokens, limit))
         context = self._contexts.get()  # waits while every context is in use
+        with self._lock:
+            self._running += 1
         try:
             group: list[int] = []
             group_tokens = 0
@@ -168,6 +173,8 @@ class LlamaCppBackend:
             if group:
                 self._decode(context, group, seqs, out)
         finally:
+            with self._lock:
+                self._running -= 1
             self._contexts.put(context)
         return out, counts
 
@@ -175,6 +182,9 @@ class LlamaCppBackend:
         self, context: tuple[Any, Any], group: list[int], seqs: list[list[int]], out: np.ndarray
     ) -> None:
         ctx, batch = context
+        if self.contexts > 1:  # this call's share of the threads, as of now
+            share = max(1, self.threads // max(1, self._running))
+            self._llama_cpp.llama_set_n_threads(ctx.ctx, share, share)
         batch.reset()
         for seq_id, i in enumerate(group):
             batch.add_sequence(seqs[i], seq_id, True)
