@@ -850,7 +850,7 @@ def snapshot_cmd(index_path: Path, out: Path) -> None:
     "--workers",
     type=click.IntRange(1),
     help="Embedding calls that run at once, each in its own llama.cpp context with its share of "
-    "--threads (GGUF only; default: 2 where 2 or more CPUs, else 1).",
+    "--threads (GGUF only; default: 2 where 2 or more threads, else 1).",
 )
 @click.option("--access-log", is_flag=True, help="Log each request line (never its body).")
 def serve_cmd(
@@ -920,7 +920,7 @@ def serve_cmd(
         from lokal.embedder import Embedder
 
         if workers is None:
-            workers = 2 if (threads or default_threads()) >= 2 else 1
+            workers = min(2, threads or default_threads())
         embedder = Embedder(
             model,
             backend=backend,
@@ -929,8 +929,9 @@ def serve_cmd(
             n_threads=threads,
             concurrency=workers,
         )
-        if embedder.backend_name != "gguf":
-            workers = 1  # PyTorch runs one call on all its threads; two would fight for them
+        # one worker per llama.cpp context; PyTorch runs one call on all its threads (two
+        # calls would fight for them)
+        workers = getattr(embedder.backend, "contexts", 1)
         settings = dataclasses.replace(settings, workers=workers)
         embedder.embed_documents(["warm up"])  # load now, not on the first request
         rr = None

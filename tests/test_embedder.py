@@ -76,11 +76,17 @@ def test_batching_and_packing_do_not_change_vectors(
 def test_gguf_concurrency_decodes_each_caller_in_its_own_context(
     packed_gguf: Path, sentences: list[str]
 ) -> None:
-    single = Embedder(backend="gguf")
+    single = Embedder(backend="gguf", concurrency=1)
     ref = single.embed_documents(sentences)
     shared = Embedder(backend="gguf", concurrency=2)
     assert shared.backend is not single.backend
     assert shared.backend.contexts == 2  # type: ignore[attr-defined]
+    assert single.backend.contexts == 1  # type: ignore[attr-defined]
+    # one call of many decodes, spread over both contexts: the same vectors, in order
+    many = sentences * 8
+    spread = shared.embed_documents(many)
+    assert spread.token_counts == ref.token_counts * 8
+    assert np.min(_cos(spread.vectors, np.tile(ref.vectors, (8, 1)))) > 0.999
     results: dict[int, EmbedResult] = {}
     start = threading.Barrier(4)
 

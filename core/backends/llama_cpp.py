@@ -22,16 +22,21 @@ import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lokal.errors import MissingDependency, ModelLoadError
 
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
 log = logging.getLogger(__name__)
 
 #: Physical batch size floor: measured fastest for ~200-token passages on 2 cores.
 MIN_UBATCH = 256
+
+_SEQUENCES_LOCK = threading.Lock()
 
 
 def default_threads() -> int:
@@ -39,6 +44,25 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         return os.cpu_count() or 1
+
+
+def open_llama(llama_cpp: Any, *, max_sequences: int, **kwargs: Any) -> Llama:
+    """``llama_cpp.Llama(embedding=True, **kwargs)`` with room for ``max_sequences`` per decode.
+
+    llama-cpp-python gives every embedding context room for min(n_batch, 256) sequences (what
+    ``llama_max_parallel_sequences()`` answers), and llama.cpp keeps state for each: about 26 MB
+    more at 256 than at 32 for all-MiniLM-L6-v2, for sequences lokal never packs, in every
+    context. Its constructor takes no ``n_seq_max``, so the answer is lowered while it runs.
+    """
+    low_level: Any = llama_cpp.llama_cpp  # the module llama_cpp.Llama asks
+    with _SEQUENCES_LOCK:
+        real = low_level.llama_max_parallel_sequences
+        low_level.llama_max_parallel_sequences = lambda: max(1, min(max_sequences, real()))
+        try:
+            llm: Llama = llama_cpp.Llama(embedding=True, **kwargs)
+        finally:
+            low_level.llama_max_parallel_sequences = real
+    return llm
 
 
 class LlamaCppBackend:
@@ -54,10 +78,15 @@ class LlamaCppBackend:
         max_sequences: int = 64,
         contexts: int = 1,
     ) -> None:
-        """``contexts`` > 1 makes that many llama.cpp contexts over the one loaded model, so
-        that many callers in different threads decode at once (``lokal serve``'s model
-        workers). The ``n_threads`` are shared out per call: a call made while k calls run
-        gets ``n_threads // k`` of them (all of them when it runs alone)."""
+        """``contexts`` llama.cpp contexts share the one loaded model. A call with several
+        decodes spreads them over the idle contexts, each decoding on its own thread; calls
+        from different threads run side by side (``lokal serve``'s model workers). The
+        ``n_threads`` are shared out per decode: with k contexts decoding, each gets
+        ``n_threads // k``. Two single-threaded decodes beat one two-threaded decode on a
+        small CPU (llama.cpp's threads meet at a barrier after every operation, and wait there
+        whenever one of them is off the CPU), at ~35 MB more memory per context for
+        all-MiniLM-L6-v2 (its compute buffer)."""
+        threads = n_threads or default_threads()
         if contexts < 1:
             msg = f"contexts must be at least 1, got {contexts}"
             raise ValueError(msg)
@@ -74,12 +103,12 @@ class LlamaCppBackend:
         self.max_tokens = min(context_length or n_ctx_train, n_ctx_train)
         # Every sequence must fit in one ubatch, and n_batch == n_ubatch (else llama.cpp aborts).
         n_batch = max(self.max_tokens, min(MIN_UBATCH, n_ctx_train))
-        threads = n_threads or default_threads()
         self._llama_cpp = llama_cpp
         try:
-            self._llm = llama_cpp.Llama(
+            self._llm = open_llama(
+                llama_cpp,
+                max_sequences=max_sequences,
                 model_path=str(path),
-                embedding=True,
                 n_ctx=n_batch,
                 n_batch=n_batch,
                 n_ubatch=n_batch,
@@ -156,27 +185,74 @@ class LlamaCppBackend:
                 tokens = self._tokenize(t)
                 counts.append(len(tokens))
                 seqs.append(self._fit(tokens, limit))
-        context = self._contexts.get()  # waits while every context is in use
+        groups = self._groups(seqs)
+        contexts = [self._contexts.get()]  # waits while every context is in use
+        while len(contexts) < min(self.contexts, len(groups)):  # and any idle ones
+            try:
+                contexts.append(self._contexts.get_nowait())
+            except queue.Empty:
+                break
         with self._lock:
-            self._running += 1
+            self._running += len(contexts)
         try:
-            group: list[int] = []
-            group_tokens = 0
-            for i, tokens in enumerate(seqs):
-                if group and (
-                    group_tokens + len(tokens) > self.n_batch or len(group) >= self.max_sequences
-                ):
-                    self._decode(context, group, seqs, out)
-                    group, group_tokens = [], 0
-                group.append(i)
-                group_tokens += len(tokens)
-            if group:
-                self._decode(context, group, seqs, out)
+            if len(contexts) == 1:
+                for group in groups:
+                    self._decode(contexts[0], group, seqs, out)
+            else:
+                self._decode_in_parallel(contexts, groups, seqs, out)
         finally:
             with self._lock:
-                self._running -= 1
-            self._contexts.put(context)
+                self._running -= len(contexts)
+            for context in contexts:
+                self._contexts.put(context)
         return out, counts
+
+    def _groups(self, seqs: list[list[int]]) -> list[list[int]]:
+        """Consecutive texts packed per decode: up to n_batch tokens and max_sequences texts."""
+        groups: list[list[int]] = []
+        group: list[int] = []
+        group_tokens = 0
+        for i, tokens in enumerate(seqs):
+            if group and (
+                group_tokens + len(tokens) > self.n_batch or len(group) >= self.max_sequences
+            ):
+                groups.append(group)
+                group, group_tokens = [], 0
+            group.append(i)
+            group_tokens += len(tokens)
+        if group:
+            groups.append(group)
+        return groups
+
+    def _decode_in_parallel(
+        self,
+        contexts: list[tuple[Any, Any]],
+        groups: list[list[int]],
+        seqs: list[list[int]],
+        out: np.ndarray,
+    ) -> None:
+        """Context k decodes every k-th group, each on its own thread (this one the first);
+        llama.cpp releases the GIL while it decodes, and each writes its own rows of out."""
+        errors: list[BaseException] = []
+
+        def work(k: int) -> None:
+            try:
+                for group in groups[k :: len(contexts)]:
+                    self._decode(contexts[k], group, seqs, out)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                errors.append(exc)
+
+        helpers = [
+            threading.Thread(target=work, args=(k,), name=f"lokal-decode-{k}")
+            for k in range(1, len(contexts))
+        ]
+        for t in helpers:
+            t.start()
+        work(0)
+        for t in helpers:
+            t.join()
+        if errors:
+            raise errors[0]
 
     def _decode(
         self, context: tuple[Any, Any], group: list[int], seqs: list[list[int]], out: np.ndarray
