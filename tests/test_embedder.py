@@ -107,6 +107,15 @@ def test_gguf_concurrency_decodes_each_caller_in_its_own_context(
         Embedder(backend="gguf", concurrency=0)
 
 
+@pytest.mark.parametrize("batch_size", [10, 7, 100])
+def test_gguf_loads_with_any_batch_size(
+    packed_gguf: Path, sentences: list[str], batch_size: int
+) -> None:
+    # llama.cpp aborts the process if its sequence slots do not divide the batch (10 of 256)
+    r = Embedder(backend="gguf", batch_size=batch_size).embed_documents(sentences)
+    assert r.vectors.shape == (len(sentences), 384)
+
+
 def test_gguf_matches_sentence_transformers(
     st_embedder: Embedder, gguf_embedder: Embedder, sentences: list[str]
 ) -> None:

@@ -46,6 +46,14 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def sequence_slots(max_sequences: int, n_batch: int) -> int:
+    """The smallest divisor of ``n_batch`` that is at least ``max_sequences``: llama.cpp
+    reserves its graph with the batch split evenly over the sequence slots and aborts the
+    process (GGML_ASSERT in build_pooling) when they do not divide it (10 slots of 256 do)."""
+    wanted = max(1, max_sequences)
+    return next((n for n in range(wanted, n_batch + 1) if n_batch % n == 0), n_batch)
+
+
 def open_llama(llama_cpp: Any, *, max_sequences: int, **kwargs: Any) -> Llama:
     """``llama_cpp.Llama(embedding=True, **kwargs)`` with room for ``max_sequences`` per decode.
 
@@ -57,7 +65,8 @@ def open_llama(llama_cpp: Any, *, max_sequences: int, **kwargs: Any) -> Llama:
     low_level: Any = llama_cpp.llama_cpp  # the module llama_cpp.Llama asks
     with _SEQUENCES_LOCK:
         real = low_level.llama_max_parallel_sequences
-        low_level.llama_max_parallel_sequences = lambda: max(1, min(max_sequences, real()))
+        slots = sequence_slots(min(max_sequences, real()), kwargs["n_batch"])
+        low_level.llama_max_parallel_sequences = lambda: slots
         try:
             llm: Llama = llama_cpp.Llama(embedding=True, **kwargs)
         finally:
