@@ -21,13 +21,14 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _machine import machine_busy_s, peak_rss_mb, wait_quiet
 
 ENGINES = [
     "lokal-gguf",  # LocalEmbeddings(backend="gguf").embed_documents, q8_0
@@ -140,21 +141,6 @@ def load_engine(name: str, gguf: str, st_dir: str, threads: int) -> Any:
     raise ValueError(name)
 
 
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot (/proc/stat)."""
-    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb() -> float:
-    """This process's high-water RSS: VmHWM, since after vfork+exec ru_maxrss may be the
-    parent's."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(a: argparse.Namespace) -> None:
     import warnings
 
@@ -188,16 +174,6 @@ def child(a: argparse.Namespace) -> None:
 
 
 # ---- the parent --------------------------------------------------------------------------------
-
-
-def wait_quiet(max_wait: float, max_noise: float) -> None:
-    """Wait, at most max_wait s, for 3 s in a row in which other processes used <= max_noise
-    cores."""
-    deadline, quiet = time.monotonic() + max_wait, 0
-    while quiet < 3 and time.monotonic() < deadline:
-        b0 = machine_busy_s()
-        time.sleep(1)
-        quiet = quiet + 1 if machine_busy_s() - b0 <= max_noise else 0
 
 
 def run_child(engine: str, texts_file: Path, a: argparse.Namespace) -> dict[str, Any]:

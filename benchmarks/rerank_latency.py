@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _machine import machine_busy_s, peak_rss_mb, wait_quiet
+
 ENGINES = [
     "st-raw",  # sentence-transformers CrossEncoder.predict, batch 32: the reference
     "lokal-st",  # lokal.Reranker(dir, backend="sentence-transformers").rank
@@ -146,19 +148,6 @@ def load_engine(name: str, a: argparse.Namespace) -> Any:
     return rank
 
 
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot (/proc/stat)."""
-    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def child(a: argparse.Namespace) -> None:
     import warnings
 
@@ -192,16 +181,6 @@ def child(a: argparse.Namespace) -> None:
 
 
 # ---- the parent --------------------------------------------------------------------------------
-
-
-def wait_quiet(max_wait: float, max_noise: float) -> None:
-    """Wait, at most max_wait s, for 3 s in a row in which other processes used <= max_noise
-    cores (llama.cpp's spinning threads slow down several-fold when a core is taken)."""
-    deadline, quiet = time.monotonic() + max_wait, 0
-    while quiet < 3 and time.monotonic() < deadline:
-        b0 = machine_busy_s()
-        time.sleep(1)
-        quiet = quiet + 1 if machine_busy_s() - b0 <= max_noise else 0
 
 
 def run_child(engine: str, docs_file: Path, a: argparse.Namespace) -> dict[str, Any]:

@@ -48,7 +48,6 @@ import os
 import platform
 import random
 import re
-import resource
 import subprocess
 import sys
 import sysconfig
@@ -59,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import peak_rss_mb
 
 DIM = 384
 K = 10
@@ -98,15 +98,6 @@ TARGETS = {"ratio_100k": 1.5, "p50_100k_ms": 20.0, "p50_1m_ms": 150.0, "recall_1
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    """This process's high-water RSS (VmHWM)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb() -> float:

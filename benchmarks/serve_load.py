@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _machine import machine_busy_s
 
 LOKAL = str(Path(sys.executable).parent / "lokal")
 WARMUP_S = 2.0
@@ -71,12 +72,6 @@ def make_texts(embedder: Any) -> dict[str, list[str]]:
     short = list(dict.fromkeys(w for s in sentences for w in windows(s, 60, 120)))[:2000]
     short = [s for s, n in zip(short, embedder.count_tokens(short), strict=True) if n < 32]
     return {"passages": passages, "short": short}
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot (/proc/stat)."""
-    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_s(pids: list[int]) -> float:
