@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Real, varied English prose written outside this project: Python's own language reference.
 from pydoc_data.topics import topics as _TOPICS  # noqa: E402
 
-from lokal import packing  # noqa: E402
+from lokal import models, packing  # noqa: E402
 from lokal.embedder import Embedder  # noqa: E402
 
 
@@ -94,3 +94,28 @@ def _no_leaked_threads() -> Iterator[None]:
         t.join(timeout=5)
     leaked = [t.name for t in leaked if t.is_alive()]
     assert not leaked, f"test leaked threads: {leaked}"
+
+
+def build_cross_encoder(out: Path) -> Path:
+    """A cross-encoder built from the real MiniLM encoder with a fresh classification head,
+    saved to ``out``. A fresh head scores every pair alike; scaled x20 its scores spread enough
+    to order (MODELS.md)."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    source = models.bundled_default_dir()
+    assert source is not None, "needs the bundled MiniLM weights (lokal[st])"
+    torch.manual_seed(0)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected
+    try:
+        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    with torch.no_grad():
+        model.classifier.weight.mul_(20)
+        model.classifier.bias.mul_(20)
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
+    return out

