@@ -20,6 +20,7 @@ import select
 import selectors
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ import pytest
 from lokal.embedder import Embedder
 from lokal.index import Chunk, Index
 
-from .test_serve import TIMEOUT, Server
+from .test_serve import LOKAL, TIMEOUT, Server
 
 pytestmark = pytest.mark.slow
 
@@ -327,23 +328,35 @@ def test_keep_alive_connection_trickling_its_second_request_times_out(open_serve
     assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
 
 
-def test_socket_refuses_to_replace_a_file(
-    packed_gguf: Path, private_index: Path, tmp_path: Path
-) -> None:
+def _serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LOKAL_API_KEY"}
+    proc = subprocess.run(
+        [LOKAL, "serve", "--port", "0", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode != 0, proc.stdout
+    assert "listening" not in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_socket_refuses_to_replace_a_file(private_index: Path, tmp_path: Path) -> None:
     taken = tmp_path / "serve.sock"
     taken.write_text("not a socket")
-    env = {k: v for k, v in os.environ.items() if k != "LOKAL_API_KEY"}
-    import subprocess
-
-    from .test_serve import LOKAL
-
-    proc = subprocess.run(
-        [LOKAL, "serve", "--socket", str(taken), "--index", str(private_index)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode != 0
-    assert "not a socket" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = _serve_fails("--socket", str(taken), "--index", str(private_index))
+    assert "not a socket" in proc.stderr
     assert taken.read_text() == "not a socket"
+
+
+def test_key_file_that_cannot_be_trusted_or_written_is_refused(
+    private_index: Path, tmp_path: Path
+) -> None:
+    """Before any model loads: a key others could read is not used, nor a place it cannot go."""
+    loose = tmp_path / "loose.key"
+    loose.write_text("everyone-can-read-this\n")
+    loose.chmod(0o644)
+    proc = _serve_fails("--index", str(private_index), "--key-file", str(loose))
+    assert proc.returncode == 2
+    assert "not a key file this server wrote" in proc.stderr and "--no-key" in proc.stderr
+    assert loose.read_text() == "everyone-can-read-this\n"
+    nowhere = tmp_path / "missing-dir" / "api.key"
+    proc = _serve_fails("--index", str(private_index), "--key-file", str(nowhere))
+    assert proc.returncode == 2 and "--key-file" in proc.stderr
