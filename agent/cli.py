@@ -905,7 +905,8 @@ def snapshot_cmd(index_path: Path, out: Path) -> None:
     type=click.IntRange(1),
     default=64,
     show_default=True,
-    help="Open connections one address may hold; more get 503 at once.",
+    help="Open connections one address may hold; a new one closes its oldest connection "
+    "still waiting for a request (503).",
 )
 @click.option(
     "--max-connections",

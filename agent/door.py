@@ -10,8 +10,10 @@
   client: a connection must send its request headers within ``header_timeout`` and its body
   within ``body_timeout`` (else 408 and closed; a connection that sends nothing is closed
   after ``header_timeout`` too), and one client (remote address; over a Unix socket, the
-  peer's uid) holds at most ``per_client`` connections (more get 503 at once), so a slow
-  client neither holds a connection forever nor fills the server-wide bound.
+  peer's uid) holds at most ``per_client`` connections: a new one closes that client's oldest
+  connection waiting for a request (503), or gets 503 itself when all are busy. A slow
+  client neither holds a connection forever, nor fills the server-wide bound, nor locks out
+  a real request from its own address.
 - :func:`index_key` and :func:`bind_unix_socket`: serving an index only to those who may read
   its file, by a key readable like the index, or a Unix socket with the index's group and mode.
 """
@@ -198,7 +200,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    open_by_peer: dict[object, int] = {}
+    #: each client's open connections, oldest first (a dict as an ordered set)
+    open_by_peer: dict[object, dict[Any, None]] = {}
     warned: set[object] = set()
     too_many = _response(
         503,
@@ -214,33 +217,51 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             peer = _peer(transport, self.client)
-            held = open_by_peer.get(peer, 0)
-            if held >= limits.per_client:
+            held = open_by_peer.setdefault(peer, {})
+            if len(held) >= limits.per_client:
                 if peer not in warned:
                     warned.add(peer)
                     log.warning(
-                        "%s holds %d connections, the most one client may; refusing more",
+                        "%s holds %d connections, the most one client may; closing its oldest "
+                        "idle ones for new ones",
                         peer,
-                        held,
+                        len(held),
                     )
-                transport.write(too_many)
-                transport.close()
-                return
-            open_by_peer[peer] = held + 1
+                # the oldest connection of this client with no request in progress makes room:
+                # a slowloris from an address cannot lock out a real request from it
+                idle = next((c for c in held if c._idle()), None)
+                if idle is None:
+                    transport.write(too_many)
+                    transport.close()
+                    return
+                idle._drop()
+                idle.transport.write(too_many)
+                idle.transport.close()
+            held[self] = None
             self._peer = peer
             self._arm("headers")
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
-            if self._peer is not None:
-                left = open_by_peer[self._peer] - 1
-                if left:
-                    open_by_peer[self._peer] = left
-                else:
-                    del open_by_peer[self._peer]
-                    warned.discard(self._peer)
-                self._peer = None
+            self._drop()
             super().connection_lost(exc)
+
+        def _drop(self) -> None:
+            """No longer counted against its client."""
+            if self._peer is None:
+                return
+            held = open_by_peer[self._peer]
+            held.pop(self, None)
+            if not held:
+                del open_by_peer[self._peer]
+                warned.discard(self._peer)
+            self._peer = None
+
+        def _idle(self) -> bool:
+            """Waiting for a request (none sent, part of one, or kept alive after one)."""
+            return self.conn.their_state is h11.IDLE and (
+                self.cycle is None or self.cycle.response_complete
+            )
 
         def data_received(self, data: bytes) -> None:
             if self._timer is None and self.conn.their_state is h11.IDLE:
