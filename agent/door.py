@@ -89,8 +89,8 @@ class HostRule:
         wildcard = bound.strip("[]") in _WILDCARDS
         if loopback or wildcard:
             names.update(_LOOPBACK_NAMES)
-        if wildcard:
-            names.update(_host_name(n) for n in (socket.gethostname(), socket.getfqdn()))
+        if wildcard:  # not getfqdn(): a reverse lookup that may hang where DNS is down
+            names.add(_host_name(socket.gethostname()))
         return cls(frozenset(names - {""}), any_ip=wildcard, anything="*" in extra)
 
     def allows(self, host: str) -> bool:
