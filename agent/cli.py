@@ -853,6 +853,68 @@ def snapshot_cmd(index_path: Path, out: Path) -> None:
     "--threads (GGUF only; default: 2 where 2 or more threads, else 1).",
 )
 @click.option("--access-log", is_flag=True, help="Log each request line (never its body).")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve on this Unix socket instead of --host/--port; it gets the index file's group, "
+    "and group/others may connect where the index lets them read (no key needed).",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the key that guards an index others may not read is kept (default: beside "
+    "the index, INDEX.key); written if absent, readable like the index.",
+)
+@click.option(
+    "--no-key",
+    is_flag=True,
+    help="Serve an index that is not world-readable on TCP without a key: any local user can "
+    "then search it.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Another host name clients may use in URLs (repeatable; '*': any). The bind address "
+    "(and on loopback localhost, 127.0.0.1, [::1]) always works.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="A web origin whose pages may call the server, e.g. https://app.example (repeatable; "
+    "'*': any). Browsers' requests from other origins get 403.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection has to send its request headers (then 408, closed).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a request has to send its whole body.",
+)
+@click.option(
+    "--max-connections-per-client",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Open connections one address may hold; a new one closes its oldest connection "
+    "still waiting for a request (503).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=1024,
+    show_default=True,
+    help="Open connections in all; requests beyond get 503.",
+)
 def serve_cmd(
     model: str | None,
     backend: str,
@@ -875,19 +937,32 @@ def serve_cmd(
     threads: int | None,
     workers: int | None,
     access_log: bool,
+    socket_path: Path | None,
+    key_file: Path | None,
+    no_key: bool,
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
+    header_timeout: float,
+    body_timeout: float,
+    max_connections_per_client: int,
+    max_connections: int,
 ) -> None:
     """Serve embeddings, reranking and search over HTTP: Ollama's and OpenAI's embedding APIs,
     Cohere's rerank API, and /v1/search over a lokal index. Runs until SIGTERM or Ctrl-C.
 
     Binds loopback unless told; a non-loopback --host needs an API key, which every request
-    (except GET /health) must then send as a bearer token.
+    (except GET /health) must then send as a bearer token. An --index that others may not
+    read is served only to those who may: with a key written beside it (readable like the
+    index; the path is printed), or over a Unix socket (--socket) with the index's group and
+    mode. JSON requests must send Content-Type: application/json.
 
     \b
     Examples:
       lokal serve                                   # http://127.0.0.1:11435
       lokal serve --name nomic-embed-text --index /var/lib/lokal/index.db
       LOKAL_API_KEY=... lokal serve --host 0.0.0.0 --reranker BAAI/bge-reranker-base
-      curl -s localhost:11435/api/embed -d '{"model": "all-MiniLM-L6-v2", "input": "hi"}'
+      lokal serve --socket /run/lokal/serve.sock --index /var/lib/lokal/index.db
+      curl -s localhost:11435/api/embed --json '{"model": "all-MiniLM-L6-v2", "input": "hi"}'
     """
     from lokal.agent import serve
 
@@ -896,7 +971,7 @@ def serve_cmd(
     if api_key is not None and not api_key.strip():
         msg = "the API key is empty"
         raise click.BadParameter(msg, param_hint="--api-key")
-    if not api_key and not serve.is_loopback(host):
+    if not api_key and socket_path is None and not serve.is_loopback(host):
         msg = (
             f"refusing to bind {host}: it is not a loopback address, and without an API key "
             "anyone who can reach it could use the server. Set --api-key (or LOKAL_API_KEY, or "
@@ -914,55 +989,102 @@ def serve_cmd(
         max_inputs=max_inputs,
         max_batch=batch_size,
         access_log=access_log,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+        unix_socket=socket_path is not None,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections_per_client=max_connections_per_client,
+        max_connections=max_connections,
     )
-    with _friendly_errors():
-        from lokal.backends.llama_cpp import default_threads
-        from lokal.embedder import Embedder
+    if index_path is not None and not api_key and socket_path is None and not no_key:
+        settings = _index_key(settings, index_path, key_file)
+    listener = None
+    if socket_path is not None:  # before the models load: a taken path fails at once
+        from lokal.agent.door import bind_unix_socket
 
-        if workers is None:
-            workers = min(2, threads or default_threads())
-        embedder = Embedder(
-            model,
-            backend=backend,
-            query_prefix=query_prefix,
-            document_prefix=document_prefix,
-            n_threads=threads,
-            concurrency=workers,
-        )
-        # one worker per llama.cpp context; PyTorch runs one call on all its threads (two
-        # calls would fight for them)
-        workers = getattr(embedder.backend, "contexts", 1)
-        settings = dataclasses.replace(settings, workers=workers)
-        embedder.embed_documents(["warm up"])  # load now, not on the first request
-        rr = None
-        if reranker:
-            from lokal.reranker import Reranker
-
-            rr = Reranker(reranker, n_threads=threads)
-            rr.score("warm up", ["warm up"])
-        index = index_embedder = None
-        if index_path is not None:
-            index, index_embedder = _open_for_search(index_path)
-            index_embedder.embed_queries(["warm up"])
-        service = serve.Service(
-            settings,
-            embedder,
-            names=names,
-            reranker=rr,
-            reranker_names=reranker_names,
-            index=index,
-            index_embedder=index_embedder,
-        )
-
-    def ready(url: str) -> None:
-        click.echo(f"lokal serve: listening on {url}")
-        sys.stdout.flush()
-
+        try:
+            listener = bind_unix_socket(socket_path, index_path)
+        except OSError as exc:
+            msg = f"cannot serve on {socket_path}: {exc}"
+            raise click.ClickException(msg) from exc
+    index = index_embedder = None
     try:
-        serve.run(service, ready)
+        with _friendly_errors():
+            from lokal.backends.llama_cpp import default_threads
+            from lokal.embedder import Embedder
+
+            if workers is None:
+                workers = min(2, threads or default_threads())
+            embedder = Embedder(
+                model,
+                backend=backend,
+                query_prefix=query_prefix,
+                document_prefix=document_prefix,
+                n_threads=threads,
+                concurrency=workers,
+            )
+            # one worker per llama.cpp context; PyTorch runs one call on all its threads (two
+            # calls would fight for them)
+            workers = getattr(embedder.backend, "contexts", 1)
+            settings = dataclasses.replace(settings, workers=workers)
+            embedder.embed_documents(["warm up"])  # load now, not on the first request
+            rr = None
+            if reranker:
+                from lokal.reranker import Reranker
+
+                rr = Reranker(reranker, n_threads=threads)
+                rr.score("warm up", ["warm up"])
+            if index_path is not None:
+                index, index_embedder = _open_for_search(index_path)
+                index_embedder.embed_queries(["warm up"])
+            service = serve.Service(
+                settings,
+                embedder,
+                names=names,
+                reranker=rr,
+                reranker_names=reranker_names,
+                index=index,
+                index_embedder=index_embedder,
+            )
+
+        def ready(url: str) -> None:
+            click.echo(f"lokal serve: listening on {url}")
+            sys.stdout.flush()
+
+        try:
+            serve.run(service, ready, listener)
+        finally:
+            if index is not None:
+                index.close()
     finally:
-        if index is not None:
-            index.close()
+        if listener is not None:
+            listener.close()
+
+
+def _index_key(settings: Any, index_path: Path, key_file: Path | None) -> Any:
+    """Settings with the key that guards an index others may not read (keyless otherwise)."""
+    from lokal.agent.door import index_key, needs_key
+
+    if not needs_key(index_path):
+        return settings
+    key_file = key_file or index_path.with_name(index_path.name + ".key")
+    try:
+        key = index_key(index_path, key_file)
+    except OSError as exc:
+        msg = (
+            f"{index_path} is not world-readable, so lokal serve guards it with a key, but the "
+            f"key file {key_file} cannot be used: {exc}. Choose another place with --key-file, "
+            "serve over a Unix socket with --socket, or pass --no-key to let every local user "
+            "search it"
+        )
+        raise click.UsageError(msg) from exc
+    click.echo(
+        f"lokal serve: {index_path} is not world-readable: requests need the key in {key_file} "
+        "(header 'Authorization: Bearer KEY'; /health excepted)",
+        err=True,
+    )
+    return dataclasses.replace(settings, api_key=key)
 
 
 # ---- lokal eval, lokal bench -------------------------------------------------------------

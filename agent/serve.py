@@ -28,10 +28,15 @@ or ``--truncation error``) refuses them instead. ``dimensions`` (Cohere: ``outpu
 slices to a Matryoshka size the profile lists and re-normalizes; other sizes are refused unless
 the server runs with ``--force-dimensions``.
 
-Safe by default: loopback only unless an API key is set (then required as a bearer token on
-every endpoint but ``/health``); bodies, inputs per request and the queue are bounded; bad input
-gets a 4xx in the API's own shape. Models run on worker threads that batch concurrent
-requests (:mod:`lokal.agent.batcher`); the event loop never waits on a model.
+Safe by default (:mod:`lokal.agent.door`): loopback only unless an API key is set (then
+required as a bearer token on every endpoint but ``/health``); an index whose file others may
+not read is served with a key (generated, readable like the index) or over a Unix socket with
+the index's mode and group; the ``Host`` header must name the server and browsers' requests from
+other origins are refused; JSON endpoints take ``Content-Type: application/json`` only; request
+headers and bodies have read deadlines and one client a bounded number of connections; bodies,
+inputs per request and the queue are bounded; bad input gets a 4xx in the API's own shape.
+Models run on worker threads that batch concurrent requests (:mod:`lokal.agent.batcher`); the
+event loop never waits on a model.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ import numpy as np
 
 from lokal import __version__, gguf
 from lokal.agent.batcher import Busy, Kind, ModelWorker, Stats
+from lokal.agent.door import ConnectionLimits, Door, HostRule, UnixListener, guarded_protocol
 from lokal.embedder import Embedder, EmbedResult, Truncated, TruncationWarning
 from lokal.errors import (
     FilterError,
@@ -73,7 +79,7 @@ try:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import PlainTextResponse, Response
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
@@ -105,6 +111,9 @@ _INPUT_TYPES: dict[str, Kind] = {
 _EMBEDDING_TYPES = ("float", "base64", "binary", "ubinary")
 #: Ollama says a model kept loaded "forever" (keep_alive < 0) expires in Go's longest duration.
 _FOREVER = timedelta(days=292 * 365)
+#: conditions in a /v1/search filter; the integers SQLite stores
+_MAX_FILTER_TERMS = 256
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,18 @@ class ServeSettings:
     #: model calls that run at once (the embedder needs as many GGUF contexts: concurrency)
     workers: int = 1
     access_log: bool = False
+    #: host names the server answers besides its bind address (and localhost on loopback)
+    allowed_hosts: tuple[str, ...] = ()
+    #: web origins (``https://app.example``) whose pages may call the server
+    allowed_origins: tuple[str, ...] = ()
+    #: served on a Unix socket (no Host check: no browser reaches it by name)
+    unix_socket: bool = False
+    #: seconds a connection has to send its request headers, then its body
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    #: open connections per client address, and in all (more get 503)
+    max_connections_per_client: int = 64
+    max_connections: int = 1024
 
 
 class ApiError(Exception):
@@ -348,6 +369,17 @@ def _clean(text: str, where: str) -> str:
     # llama.cpp reads C strings: a NUL would silently end the text there
     if "\x00" in text:
         raise ApiError(400, f"'{where}' contains a NUL character (\\u0000)", param=where)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON's "\ud800": a lone surrogate is no text
+            bad = text[exc.start]
+            raise ApiError(
+                400,
+                f"'{where}' contains a lone surrogate (\\u{ord(bad):04x}) at {exc.start}: it is "
+                "not text (send the pair, or the character itself)",
+                param=where,
+            ) from exc
     return text
 
 
@@ -395,7 +427,24 @@ class Service:
 
     # ---- routing --------------------------------------------------------------------------
 
-    def app(self) -> Starlette:
+    def app(self) -> Any:
+        """The ASGI application: the routes behind the door's Host and Origin checks."""
+        s = self.settings
+        hosts = (
+            None
+            if s.unix_socket
+            else HostRule.for_bind(s.host, s.allowed_hosts, loopback=is_loopback(s.host))
+        )
+        return Door(
+            self._routes(),
+            hosts=hosts,
+            origins=s.allowed_origins,
+            reject=lambda path, status, message: self._error(
+                _api_of(path), ApiError(status, message)
+            ),
+        )
+
+    def _routes(self) -> Starlette:
         routes = [
             Route("/", self._root, methods=["GET", "HEAD"]),
             Route("/health", self._health, methods=["GET", "HEAD"]),
@@ -463,13 +512,7 @@ class Service:
         """Unknown paths and wrong methods, in the shape of the API the path belongs to."""
         assert isinstance(exc, HTTPException)
         path = request.url.path
-        api: Api = (
-            "ollama"
-            if path.startswith("/api/")
-            else "cohere"
-            if path.endswith(("/rerank", "/embed"))
-            else "openai"
-        )
+        api = _api_of(path)
         if exc.status_code == 405:
             msg = f"{request.method} is not allowed on {path}"
         else:
@@ -495,6 +538,15 @@ class Service:
             )
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
+        # a browser sends text/plain cross-site without asking first: JSON must say it is JSON
+        ctype = request.headers.get("content-type", "")
+        if ctype.partition(";")[0].strip().lower() != "application/json":
+            raise ApiError(
+                415,
+                f"the request body must be sent as 'Content-Type: application/json', not "
+                f"{ctype or 'without a Content-Type'!r} (curl: --json, or -H 'Content-Type: "
+                "application/json')",
+            )
         limit = self.settings.max_body_bytes
         too_big = ApiError(
             413, f"the request body is larger than this server takes ({limit} bytes)"
@@ -505,12 +557,15 @@ class Service:
         ):
             raise too_big if declared.isdigit() else ApiError(400, "bad Content-Length header")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > _DRAIN_FACTOR * limit:
-                raise too_big
-            if size <= limit:
-                chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > _DRAIN_FACTOR * limit:
+                    raise too_big
+                if size <= limit:
+                    chunks.append(chunk)
+        except ClientDisconnect as exc:  # closed, or cut by the body deadline: nobody to answer
+            raise ApiError(400, "the client closed the connection mid-body") from exc
         if size > limit:
             raise too_big
         raw = b"".join(chunks)
@@ -917,6 +972,7 @@ class Service:
             raise ApiError(
                 400, "'filter' must be an object (lokal's filter language)", param="filter"
             )
+        _check_filter(flt)
         hybrid = bool(_bool(body, "hybrid"))
         rerank = bool(_bool(body, "rerank"))
         fetch_k = _int(body, "fetch_k", max(4 * k, 20), lo=k, hi=self.settings.max_k)
@@ -931,10 +987,16 @@ class Service:
         vector = embedded.vectors[0]
         n = fetch_k if rerank else k
         index = self.index
-        if hybrid:
-            hits = await asyncio.to_thread(index.hybrid_search, vector, query, n, filter=flt)
-        else:
-            hits = await asyncio.to_thread(index.search, vector, n, filter=flt)
+        try:
+            if hybrid:
+                hits = await asyncio.to_thread(index.hybrid_search, vector, query, n, filter=flt)
+            else:
+                hits = await asyncio.to_thread(index.search, vector, n, filter=flt)
+        except (ValueError, OverflowError) as exc:
+            if not flt or isinstance(exc, LokalError):
+                raise
+            # a value the filter language took but SQLite cannot bind: the request's fault
+            raise ApiError(400, f"'filter': {exc}", param="filter") from exc
         rerank_scores: list[float | None] = [None] * len(hits)
         if rerank and hits:
             assert self.rerank is not None
@@ -983,6 +1045,47 @@ class Service:
 
     async def _root(self, request: Request) -> Response:
         return PlainTextResponse("lokal serve is running")
+
+
+def _check_filter(flt: dict[str, Any] | None) -> None:
+    """Bounds the index's filter compiler relies on the caller for: at most
+    :data:`_MAX_FILTER_TERMS` conditions (SQLite refuses an expression over 1000 deep), numbers
+    SQLite can hold (64-bit integers, finite floats). A walk, no recursion: it costs nothing
+    next to a search."""
+    if not flt:
+        return
+    terms, stack = 0, [flt]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            terms += len(node)
+            if terms > _MAX_FILTER_TERMS:
+                raise ApiError(
+                    400,
+                    f"'filter' has over {_MAX_FILTER_TERMS} conditions; for many values of one "
+                    "key use $in",
+                    param="filter",
+                )
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif (
+            isinstance(node, int)
+            and not isinstance(node, bool)
+            and not _INT64[0] <= node <= _INT64[1]
+        ):
+            raise ApiError(400, f"'filter': the integer {node} is outside 64 bits", param="filter")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ApiError(400, f"'filter': {node} is not a finite number", param="filter")
+
+
+def _api_of(path: str) -> Api:
+    """The API a path belongs to, for errors outside a route (unknown paths, the door)."""
+    if path.startswith("/api/"):
+        return "ollama"
+    if path.endswith(("/rerank", "/embed")):
+        return "cohere"
+    return "openai"
 
 
 def _is_tokens(value: Any) -> bool:
@@ -1083,6 +1186,8 @@ def _as_api_error(exc: Exception, api: Api, path: str) -> ApiError:
         return ApiError(409, str(exc))
     if isinstance(exc, LokalError):
         return ApiError(500, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, UnicodeError):  # text that is not text, found past the request checks
+        return ApiError(400, f"the input is not valid text: {exc}")
     log.error("%s failed", path, exc_info=exc)
     return ApiError(500, f"internal error ({type(exc).__name__}); see the server's log")
 
@@ -1123,9 +1228,15 @@ def _dumps(data: Any) -> str:
 class _Server(uvicorn.Server):
     """uvicorn's server, announcing the real address once it accepts connections."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_ready: Callable[[str], None],
+        listener: UnixListener | None = None,
+    ) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._listener = listener
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -1140,27 +1251,43 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
         if self.started and self.servers:
-            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            if self._listener is not None:  # bound elsewhere, then renamed into place
+                self._on_ready(f"unix:{self._listener.path}")
+                return
+            name = self.servers[0].sockets[0].getsockname()
+            host, port = name[:2]
             shown = f"[{host}]" if ":" in host else host
             self._on_ready(f"http://{shown}:{port}")
 
 
-def run(service: Service, on_ready: Callable[[str], None]) -> None:
-    """Serve until SIGTERM or Ctrl-C; ``on_ready`` gets the URL once connections are accepted."""
+def run(
+    service: Service, on_ready: Callable[[str], None], listener: UnixListener | None = None
+) -> None:
+    """Serve until SIGTERM or Ctrl-C; ``on_ready`` gets the URL once connections are accepted.
+    With a ``listener`` (:func:`lokal.agent.door.bind_unix_socket`), serve on it instead of
+    the settings' host and port."""
     s = service.settings
     # Responses report every cut text; the warnings would only repeat it on stderr.
     warnings.filterwarnings("ignore", category=TruncationWarning)
+    limits = ConnectionLimits(
+        header_timeout=s.header_timeout,
+        body_timeout=s.body_timeout,
+        per_client=s.max_connections_per_client,
+    )
     config = uvicorn.Config(
         service.app(),
         host=s.host,
         port=s.port,
+        http=guarded_protocol(limits),
         log_config=None,
         access_log=s.access_log,
         server_header=False,
         lifespan="on",
         timeout_keep_alive=30,
         timeout_graceful_shutdown=30,
-        limit_concurrency=1024,
+        limit_concurrency=s.max_connections,
         h11_max_incomplete_event_size=64 * 1024,
     )
-    _Server(config, on_ready).run()
+    _Server(config, on_ready, listener).run(
+        sockets=[listener.sock] if listener is not None else None
+    )

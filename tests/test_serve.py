@@ -156,6 +156,7 @@ def server(packed_gguf: Path, cross_encoder_dir: Path, index_file: Path) -> Iter
         "--reranker", str(cross_encoder_dir),
         "--reranker-name", RERANKER_NAME,
         "--index", str(index_file),
+        "--no-key",  # the index is 0640: keyless only when told (test_serve_security.py)
         "--max-body-mb", "1",
         "--max-inputs", "64",
     )  # fmt: skip
@@ -832,6 +833,35 @@ def test_concurrent_clients_are_batched(
         ("/v1/search", json.dumps({"query": "q", "k": 0}).encode(), 400, "'k'"),
         ("/v1/search", json.dumps({"query": "q", "filter": [1]}).encode(), 400, "filter"),
         ("/api/embed", b'{"model": "' + b"x" * (1024 * 1024 + 10) + b'"}', 413, "larger than"),
+        # a lone surrogate ("\ud800" in JSON) is no text: UTF-8 cannot hold it
+        ("/v1/embed", json.dumps({"texts": ["a\ud800b"]}).encode(), 400, "lone surrogate"),
+        (
+            "/v2/embed",
+            json.dumps({"model": NAME, "texts": ["\udfff"]}).encode(),
+            400,
+            "lone surrogate",
+        ),
+        ("/api/embed", json.dumps({"model": NAME, "input": "\ud800"}).encode(), 400, "surrogate"),
+        ("/api/embeddings", json.dumps({"model": NAME, "prompt": "\ud800"}).encode(), 400, "surr"),
+        ("/v1/embeddings", json.dumps({"model": NAME, "input": ["\ud800"]}).encode(), 400, "surr"),
+        ("/v1/rerank", json.dumps({"query": "q", "documents": ["\ud800"]}).encode(), 400, "surr"),
+        ("/v1/search", json.dumps({"query": "\ud800"}).encode(), 400, "lone surrogate"),
+        # filters SQLite cannot run: a number past 64 bits, an $or of 2,000 terms
+        ("/v1/search", json.dumps({"query": "q", "filter": {"file": 10**30}}).encode(), 400, "64"),
+        (
+            "/v1/search",
+            json.dumps({"query": "q", "filter": {"file": {"$in": [1, -(10**30)]}}}).encode(),
+            400,
+            "64 bits",
+        ),
+        (
+            "/v1/search",
+            json.dumps(
+                {"query": "q", "filter": {"$or": [{"file": i} for i in range(2000)]}}
+            ).encode(),
+            400,
+            "conditions",
+        ),
     ],
 )
 def test_bad_requests_get_clear_errors_in_the_api_shape(
