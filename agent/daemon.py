@@ -12,6 +12,10 @@
   is reported unavailable and its documents are kept; watching resumes when it comes back.
 - A model that differs from the index's never mixes vectors: a new index is built beside the
   old one (``INDEX.rebuild``, resumable after a crash) and renamed over it when complete.
+- A full disk stops nothing: it is logged and shown in the status (state ``disk full``), what
+  is indexed stays, and the agent retries with a growing delay, resuming when space returns.
+- An index file deleted or replaced under the agent (its inode, checked before writing and
+  every few seconds) is noticed: the agent stops writing to it and builds the index again.
 - SIGTERM/SIGINT: the current batch is written, then the agent exits 0.
 - State for ``lokal agent status`` goes to ``INDEX.status.json`` (written atomically).
 """
@@ -19,7 +23,6 @@
 from __future__ import annotations
 
 import errno
-import grp
 import json
 import logging
 import os
@@ -33,6 +36,7 @@ from typing import Any
 
 from watchdog.events import FileSystemEventHandler
 
+from lokal.agent import access
 from lokal.agent.config import AgentConfig
 from lokal.agent.ingest import Ingest, Summary, writer_lock
 
@@ -61,6 +65,11 @@ NO_INOTIFY = {
 FSTYPE_ENV = "LOKAL_AGENT_TEST_FSTYPE"
 WATCH_LIMIT_ENV = "LOKAL_AGENT_TEST_WATCH_LIMIT"
 ROOT_CHECK_SECONDS = 2.0
+#: Seconds between two looks at the index file's inode during a pass.
+INDEX_CHECK_SECONDS = 1.0
+#: The longest wait between two attempts to write to a full disk (test seam: the env var).
+DISK_RETRY_MAX_ENV = "LOKAL_AGENT_DISK_RETRY_MAX"
+DISK_RETRY_MAX = 60.0
 #: Most dirty paths remembered before they are replaced by a rescan of the roots.
 MAX_DIRTY = 50_000
 
@@ -92,6 +101,10 @@ def needs_polling(fstype: str) -> bool:
     return fstype in NO_INOTIFY or fstype.startswith("fuse")
 
 
+class _IndexGone(Exception):
+    """The index file was deleted or replaced under the agent."""
+
+
 class Agent:
     """``lokal agent run``: see the module docstring."""
 
@@ -110,6 +123,8 @@ class Agent:
         self._state = "starting"
         self._status_written = 0.0
         self._status_text = ""
+        self._problem: str | None = None
+        self._index_checked = 0.0
         self.ingest: Ingest | None = None
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -123,7 +138,7 @@ class Agent:
         cfg = self.config
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
-        _prepare_directory(cfg.index.parent, cfg.group)
+        access.prepare_directory(cfg.index.parent, cfg.group)
         from lokal.embedder import Embedder
 
         with writer_lock(cfg.index):
@@ -133,21 +148,65 @@ class Agent:
                 None if cfg.model == "default" else cfg.model, n_threads=cfg.threads
             )
             log.info("model: %s", embedder.identity.describe())
-            index = self._open_index(embedder)
-            if index is None:  # stopped during a rebuild
-                self._state = "stopped"
-                self._write_status(force=True)
-                return 0
-            with index:
-                _share_with_group(cfg.index, cfg.group)
-                self.ingest = Ingest(index, embedder, cfg.settings)
-                self.ingest.should_stop = self._stop.is_set
-                self._loop()
+            delay = 0.0
+            while not self._stop.is_set():
+                try:
+                    self._run_index(embedder)
+                    break
+                except _IndexGone as exc:
+                    log.warning("%s: stopped writing to it; building the index again", exc)
+                    delay = 0.0
+                except Exception as exc:
+                    if not sqlite_disk_full(exc, cfg.index):
+                        raise
+                    delay = min(max(1.0, delay * 2), _disk_retry_max())
+                    self._disk_full(exc, delay)
+                finally:
+                    self.ingest = None
             self._state = "stopped"
             self._write_status(force=True)
         self._stop_watching()
         log.info("stopped")
         return 0
+
+    def _run_index(self, embedder: Any) -> None:
+        """Open (or create, or rebuild) the index and keep it in step until stopped."""
+        index = self._open_index(embedder)
+        if index is None:  # stopped during a rebuild
+            return
+        with index:
+            access.share_with_group(self.config.index, self.config.group)
+            ingest = Ingest(index, embedder, self.config.settings)
+            ingest.should_stop = lambda: self._stop.is_set() or self._index_gone(quick=True)
+            self.ingest = ingest
+            self._loop()
+
+    def _disk_full(self, exc: BaseException, delay: float) -> None:
+        self._problem = f"the disk is full ({self.config.index.parent}): {exc}"
+        self._state = "disk full"
+        self._write_status(force=True)
+        log.warning("%s. What is indexed is kept; trying again in %.0f s", self._problem, delay)
+        self._stop.wait(delay)
+
+    def _index_gone(self, *, quick: bool = False) -> bool:
+        """Whether the index file is no longer the one the agent writes (quick: at most once
+        every :data:`INDEX_CHECK_SECONDS`)."""
+        now = time.monotonic()
+        if self.ingest is None or (quick and now - self._index_checked < INDEX_CHECK_SECONDS):
+            return False
+        self._index_checked = now
+        try:
+            inode = os.stat(self.config.index).st_ino
+        except FileNotFoundError:
+            return True
+        return inode != self.ingest.index._inode
+
+    def _check_index(self) -> None:
+        if self._stop.is_set() or not self._index_gone():
+            return
+        how = "replaced" if self.config.index.exists() else "deleted"
+        msg = f"the index file {self.config.index} was {how} under the agent"
+        raise _IndexGone(msg)
 
     def _open_index(self, embedder: Any) -> Any:
         from lokal.index import Index
@@ -210,21 +269,32 @@ class Agent:
         self._state = "scanning"
         self._check_roots(initial=True)
         self._full_scan(progress=self.progress)
+        self._check_index()
+        if self._problem is not None:
+            log.info("the disk has space again: resuming")
+            self._problem = None
         next_rescan = time.monotonic() + cfg.rescan_interval
         next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
         idle_reported = False
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_root_check:
+                self._check_index()
                 self._check_roots()
                 next_root_check = now + ROOT_CHECK_SECONDS
             if cfg.rescan_interval and now >= next_rescan:
                 log.info("periodic rescan")
+                self._check_index()
                 self._full_scan()
                 next_rescan = time.monotonic() + cfg.rescan_interval
             due = self._take_due()
             if due:
-                self._sync(due)
+                self._check_index()
+                try:
+                    self._sync(due)
+                except Exception:
+                    self.mark(due, delay=0.0)  # not lost: retried once the cause is gone
+                    raise
                 idle_reported = False
                 continue
             if not idle_reported and not self._dirty:
@@ -430,13 +500,18 @@ class Agent:
                 for r, s in self._roots.items()
             ],
             "last_scan": self._last_scan,
+            "problem": self._problem,
             **self._counts,
         }
         # written only when something changed: no steady trickle of writes on a flash card
         text = json.dumps({k: v for k, v in data.items() if k != "updated"}, sort_keys=True)
         if text != self._status_text:
+            try:
+                _atomic_write(status_path(self.config.index), json.dumps(data, indent=1))
+            except OSError as exc:  # a full disk, a read-only mount: the log still says it
+                log.warning("cannot write %s: %s", status_path(self.config.index), exc)
+                return
             self._status_text = text
-            _atomic_write(status_path(self.config.index), json.dumps(data, indent=1))
 
 
 class _Handler(FileSystemEventHandler):
@@ -476,46 +551,35 @@ def _remove_with_wal(path: Path) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write a new file and rename it over ``path``; on a full disk, rewrite ``path`` in place
+    (its own blocks are freed first: the status still gets out when the disk is full)."""
     tmp = Path(f"{path}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with open(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _group_id(group: str | None) -> int | None:
-    if not group:
-        return None
     try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        return None
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.exists():
+            raise
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
-def _prepare_directory(directory: Path, group: str | None) -> None:
-    """The index directory: created 0750; with the group set (and setgid, so the index, its
-    -wal and -shm get the group too) when the group exists and this user may give it."""
-    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-    gid = _group_id(group)
-    if gid is None:
-        if group and group != "lokal":
-            log.warning("group %r does not exist: the index is readable by its owner only", group)
-        return
+def _disk_retry_max() -> float:
     try:
-        os.chown(directory, -1, gid)
-        os.chmod(directory, 0o2750)  # noqa: S103 - group read, no one else: the point
-    except PermissionError as exc:
-        log.warning("cannot give %s to group %s: %s", directory, group, exc)
+        return float(os.environ.get(DISK_RETRY_MAX_ENV, DISK_RETRY_MAX))
+    except ValueError:
+        return DISK_RETRY_MAX
 
 
-def _share_with_group(index: Path, group: str | None) -> None:
-    gid = _group_id(group)
-    for suffix in ("", "-wal", "-shm"):
-        p = Path(f"{index}{suffix}")
-        with suppress(FileNotFoundError, PermissionError):
-            if gid is not None:
-                os.chown(p, -1, gid)
-            os.chmod(p, 0o640)
+def sqlite_disk_full(exc: BaseException, index: Path) -> bool:
+    from lokal.index import sqlite
+
+    return sqlite.disk_full(exc, index)
 
 
 def _names(cfg: AgentConfig) -> str:
@@ -562,6 +626,7 @@ def read_status(config: AgentConfig) -> dict[str, Any]:
         ),
         "model": saved.get("model"),
         "pending": saved.get("pending", 0) if pid is not None else 0,
+        "problem": saved.get("problem") if pid is not None else None,
         "roots": saved.get("roots") or [{"path": str(r)} for r in config.roots],
         "last_scan": None,
         "documents": {},
