@@ -709,7 +709,7 @@ def agent_run(config_path: Path) -> None:
 def agent_status(config_path: Path, as_json: bool) -> None:
     """Files indexed, pending and failed (with reasons), the model, index size, last scan,
     and whether the agent is running. Exits 1 when the agent is not running."""
-    from lokal.agent.daemon import read_status
+    from lokal.agent.status import read_status
 
     cfg = _load_config(config_path)
     with _friendly_errors():
