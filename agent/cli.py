@@ -409,6 +409,7 @@ def index_cmd(
       lokal index /srv/manuals --index /var/lib/lokal/index.db
       lokal index docs/ --index docs.db --json | jq .indexed
     """
+    from lokal.agent import access
     from lokal.agent.ingest import DEFAULT_EXCLUDE, Ingest, Settings, writer_lock
     from lokal.embedder import Embedder
     from lokal.index import Index
@@ -421,13 +422,17 @@ def index_cmd(
     )
     with _friendly_errors():
         embedder = Embedder(model)
+        # the agent's rule for its directory and files: the group `lokal` may read them
+        access.prepare_directory(index_path.absolute().parent, access.DEFAULT_GROUP)
         with writer_lock(index_path):
             if index_path.exists():
                 index = Index.open(index_path, embedder.identity, writable=True, agent=True)
             else:
                 index = Index.create(index_path, embedder.identity, managed_by="agent")
             with index:
+                access.share_with_group(index_path, access.DEFAULT_GROUP)
                 summary = Ingest(index, embedder, settings).run(list(paths))
+            access.share_with_group(index_path, access.DEFAULT_GROUP)
     if as_json:
         _emit_json(summary.to_dict())
     else:
@@ -704,7 +709,7 @@ def agent_run(config_path: Path) -> None:
 def agent_status(config_path: Path, as_json: bool) -> None:
     """Files indexed, pending and failed (with reasons), the model, index size, last scan,
     and whether the agent is running. Exits 1 when the agent is not running."""
-    from lokal.agent.daemon import read_status
+    from lokal.agent.status import read_status
 
     cfg = _load_config(config_path)
     with _friendly_errors():
@@ -714,6 +719,8 @@ def agent_status(config_path: Path, as_json: bool) -> None:
     else:
         running = f"running (pid {status['pid']})" if status["running"] else "not running"
         click.echo(f"agent: {running}; state {status['state']}")
+        if status["problem"]:
+            click.echo(f"problem: {status['problem']}")
         click.echo(f"index: {status['index']} ({status['index_bytes'] / 2**20:.1f} MB)")
         click.echo(f"model: {status['model']}")
         counts = status["documents"]
@@ -739,8 +746,12 @@ def agent_status(config_path: Path, as_json: bool) -> None:
 @config_option
 @json_option
 def agent_check(config_path: Path, as_json: bool) -> None:
-    """``lokal check`` on the configured index."""
+    """``lokal check`` on the configured index, and its directory's permissions."""
+    from lokal.agent import access
+
     cfg = _load_config(config_path)
+    for problem in access.directory_problems(cfg.index.parent, cfg.group):
+        click.echo(f"warning: {problem}", err=True)
     _check(cfg.index, as_json)
 
 

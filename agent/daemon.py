@@ -12,6 +12,10 @@
   is reported unavailable and its documents are kept; watching resumes when it comes back.
 - A model that differs from the index's never mixes vectors: a new index is built beside the
   old one (``INDEX.rebuild``, resumable after a crash) and renamed over it when complete.
+- A full disk stops nothing: it is logged and shown in the status (state ``disk full``), what
+  is indexed stays, and the agent retries with a growing delay, resuming when space returns.
+- An index file deleted or replaced under the agent (its inode, checked before writing and
+  every few seconds) is noticed: the agent stops writing to it and builds the index again.
 - SIGTERM/SIGINT: the current batch is written, then the agent exits 0.
 - State for ``lokal agent status`` goes to ``INDEX.status.json`` (written atomically).
 """
@@ -19,7 +23,6 @@
 from __future__ import annotations
 
 import errno
-import grp
 import json
 import logging
 import os
@@ -33,8 +36,10 @@ from typing import Any
 
 from watchdog.events import FileSystemEventHandler
 
+from lokal.agent import access
 from lokal.agent.config import AgentConfig
 from lokal.agent.ingest import Ingest, Summary, writer_lock
+from lokal.agent.status import atomic_write, status_path
 
 log = logging.getLogger("lokal.agent")
 
@@ -61,12 +66,13 @@ NO_INOTIFY = {
 FSTYPE_ENV = "LOKAL_AGENT_TEST_FSTYPE"
 WATCH_LIMIT_ENV = "LOKAL_AGENT_TEST_WATCH_LIMIT"
 ROOT_CHECK_SECONDS = 2.0
+#: Seconds between two looks at the index file's inode during a pass.
+INDEX_CHECK_SECONDS = 1.0
+#: The longest wait between two attempts to write to a full disk (test seam: the env var).
+DISK_RETRY_MAX_ENV = "LOKAL_AGENT_DISK_RETRY_MAX"
+DISK_RETRY_MAX = 60.0
 #: Most dirty paths remembered before they are replaced by a rescan of the roots.
 MAX_DIRTY = 50_000
-
-
-def status_path(index: Path) -> Path:
-    return Path(f"{index}.status.json")
 
 
 def filesystem_type(path: Path) -> str:
@@ -92,6 +98,10 @@ def needs_polling(fstype: str) -> bool:
     return fstype in NO_INOTIFY or fstype.startswith("fuse")
 
 
+class _IndexGone(Exception):
+    """The index file was deleted or replaced under the agent."""
+
+
 class Agent:
     """``lokal agent run``: see the module docstring."""
 
@@ -110,6 +120,8 @@ class Agent:
         self._state = "starting"
         self._status_written = 0.0
         self._status_text = ""
+        self._problem: str | None = None
+        self._index_checked = 0.0
         self.ingest: Ingest | None = None
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -123,7 +135,7 @@ class Agent:
         cfg = self.config
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
-        _prepare_directory(cfg.index.parent, cfg.group)
+        access.prepare_directory(cfg.index.parent, cfg.group)
         from lokal.embedder import Embedder
 
         with writer_lock(cfg.index):
@@ -133,21 +145,65 @@ class Agent:
                 None if cfg.model == "default" else cfg.model, n_threads=cfg.threads
             )
             log.info("model: %s", embedder.identity.describe())
-            index = self._open_index(embedder)
-            if index is None:  # stopped during a rebuild
-                self._state = "stopped"
-                self._write_status(force=True)
-                return 0
-            with index:
-                _share_with_group(cfg.index, cfg.group)
-                self.ingest = Ingest(index, embedder, cfg.settings)
-                self.ingest.should_stop = self._stop.is_set
-                self._loop()
+            delay = 0.0
+            while not self._stop.is_set():
+                try:
+                    self._run_index(embedder)
+                    break
+                except _IndexGone as exc:
+                    log.warning("%s: stopped writing to it; building the index again", exc)
+                    delay = 0.0
+                except Exception as exc:
+                    if not sqlite_disk_full(exc, cfg.index):
+                        raise
+                    delay = min(max(1.0, delay * 2), _disk_retry_max())
+                    self._disk_full(exc, delay)
+                finally:
+                    self.ingest = None
             self._state = "stopped"
             self._write_status(force=True)
         self._stop_watching()
         log.info("stopped")
         return 0
+
+    def _run_index(self, embedder: Any) -> None:
+        """Open (or create, or rebuild) the index and keep it in step until stopped."""
+        index = self._open_index(embedder)
+        if index is None:  # stopped during a rebuild
+            return
+        with index:
+            access.share_with_group(self.config.index, self.config.group)
+            ingest = Ingest(index, embedder, self.config.settings)
+            ingest.should_stop = lambda: self._stop.is_set() or self._index_gone(quick=True)
+            self.ingest = ingest
+            self._loop()
+
+    def _disk_full(self, exc: BaseException, delay: float) -> None:
+        self._problem = f"the disk is full ({self.config.index.parent}): {exc}"
+        self._state = "disk full"
+        self._write_status(force=True)
+        log.warning("%s. What is indexed is kept; trying again in %.0f s", self._problem, delay)
+        self._stop.wait(delay)
+
+    def _index_gone(self, *, quick: bool = False) -> bool:
+        """Whether the index file is no longer the one the agent writes (quick: at most once
+        every :data:`INDEX_CHECK_SECONDS`)."""
+        now = time.monotonic()
+        if self.ingest is None or (quick and now - self._index_checked < INDEX_CHECK_SECONDS):
+            return False
+        self._index_checked = now
+        try:
+            inode = os.stat(self.config.index).st_ino
+        except FileNotFoundError:
+            return True
+        return inode != self.ingest.index._inode
+
+    def _check_index(self) -> None:
+        if self._stop.is_set() or not self._index_gone():
+            return
+        how = "replaced" if self.config.index.exists() else "deleted"
+        msg = f"the index file {self.config.index} was {how} under the agent"
+        raise _IndexGone(msg)
 
     def _open_index(self, embedder: Any) -> Any:
         from lokal.index import Index
@@ -210,21 +266,32 @@ class Agent:
         self._state = "scanning"
         self._check_roots(initial=True)
         self._full_scan(progress=self.progress)
+        self._check_index()
+        if self._problem is not None:
+            log.info("the disk has space again: resuming")
+            self._problem = None
         next_rescan = time.monotonic() + cfg.rescan_interval
         next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
         idle_reported = False
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_root_check:
+                self._check_index()
                 self._check_roots()
                 next_root_check = now + ROOT_CHECK_SECONDS
             if cfg.rescan_interval and now >= next_rescan:
                 log.info("periodic rescan")
+                self._check_index()
                 self._full_scan()
                 next_rescan = time.monotonic() + cfg.rescan_interval
             due = self._take_due()
             if due:
-                self._sync(due)
+                self._check_index()
+                try:
+                    self._sync(due)
+                except Exception:
+                    self.mark(due, delay=0.0)  # not lost: retried once the cause is gone
+                    raise
                 idle_reported = False
                 continue
             if not idle_reported and not self._dirty:
@@ -430,13 +497,18 @@ class Agent:
                 for r, s in self._roots.items()
             ],
             "last_scan": self._last_scan,
+            "problem": self._problem,
             **self._counts,
         }
         # written only when something changed: no steady trickle of writes on a flash card
         text = json.dumps({k: v for k, v in data.items() if k != "updated"}, sort_keys=True)
         if text != self._status_text:
+            try:
+                atomic_write(status_path(self.config.index), json.dumps(data, indent=1))
+            except OSError as exc:  # a full disk, a read-only mount: the log still says it
+                log.warning("cannot write %s: %s", status_path(self.config.index), exc)
+                return
             self._status_text = text
-            _atomic_write(status_path(self.config.index), json.dumps(data, indent=1))
 
 
 class _Handler(FileSystemEventHandler):
@@ -475,115 +547,18 @@ def _remove_with_wal(path: Path) -> None:
             os.remove(f"{path}{suffix}")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = Path(f"{path}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with open(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _group_id(group: str | None) -> int | None:
-    if not group:
-        return None
+def _disk_retry_max() -> float:
     try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        return None
+        return float(os.environ.get(DISK_RETRY_MAX_ENV, DISK_RETRY_MAX))
+    except ValueError:
+        return DISK_RETRY_MAX
 
 
-def _prepare_directory(directory: Path, group: str | None) -> None:
-    """The index directory: created 0750; with the group set (and setgid, so the index, its
-    -wal and -shm get the group too) when the group exists and this user may give it."""
-    directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-    gid = _group_id(group)
-    if gid is None:
-        if group and group != "lokal":
-            log.warning("group %r does not exist: the index is readable by its owner only", group)
-        return
-    try:
-        os.chown(directory, -1, gid)
-        os.chmod(directory, 0o2750)  # noqa: S103 - group read, no one else: the point
-    except PermissionError as exc:
-        log.warning("cannot give %s to group %s: %s", directory, group, exc)
+def sqlite_disk_full(exc: BaseException, index: Path) -> bool:
+    from lokal.index import sqlite
 
-
-def _share_with_group(index: Path, group: str | None) -> None:
-    gid = _group_id(group)
-    for suffix in ("", "-wal", "-shm"):
-        p = Path(f"{index}{suffix}")
-        with suppress(FileNotFoundError, PermissionError):
-            if gid is not None:
-                os.chown(p, -1, gid)
-            os.chmod(p, 0o640)
+    return sqlite.disk_full(exc, index)
 
 
 def _names(cfg: AgentConfig) -> str:
     return ", ".join(str(r) for r in cfg.roots)
-
-
-def agent_pid(index: Path) -> int | None:
-    """The pid of the agent writing ``index``, or None when none is (its lock is free)."""
-    import fcntl
-
-    try:
-        fd = os.open(f"{index}.lock", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def read_status(config: AgentConfig) -> dict[str, Any]:
-    """What ``lokal agent status`` shows: the index's own counts, and the agent's last word."""
-    from lokal.index import Index
-
-    index = config.index
-    try:
-        saved = json.loads(status_path(index).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        saved = {}
-    pid = agent_pid(index)
-    out: dict[str, Any] = {
-        "running": pid is not None,
-        "pid": pid,
-        "state": saved.get("state", "unknown") if pid is not None else "stopped",
-        "index": str(index),
-        "index_bytes": sum(
-            os.path.getsize(f"{index}{s}") for s in ("", "-wal") if os.path.exists(f"{index}{s}")
-        ),
-        "model": saved.get("model"),
-        "pending": saved.get("pending", 0) if pid is not None else 0,
-        "roots": saved.get("roots") or [{"path": str(r)} for r in config.roots],
-        "last_scan": None,
-        "documents": {},
-        "chunks": 0,
-        "problems": [],
-        **{k: saved.get(k, 0) for k in ("embedded_files", "removed", "scans")},
-    }
-    scan = saved.get("last_scan")
-    if scan:
-        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(scan["at"]))
-        out["last_scan"] = (
-            f"{at}: {scan['seen']} files seen, {scan['indexed']} indexed, "
-            f"{scan['unchanged']} unchanged, {scan['failed']} failed"
-        )
-    if index.exists():
-        with Index.open(index) as ix:
-            out["model"] = out["model"] or ix.identity.describe()
-            out["chunks"] = len(ix)
-            for doc in ix.documents():
-                out["documents"][doc.status] = out["documents"].get(doc.status, 0) + 1
-                if doc.status != "indexed" and len(out["problems"]) < 100:
-                    out["problems"].append(
-                        {"path": doc.uri, "status": doc.status, "reason": doc.error}
-                    )
-    return out

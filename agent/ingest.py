@@ -11,6 +11,7 @@ parsed is recorded with its reason and retried when it changes; it never stops t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -271,6 +272,12 @@ class Ingest:
             overlap=self.settings.overlap,
         )
         self.chunk_settings = {**self.chunker.settings(), "parsers": parsers.VERSION}
+        #: Recorded with each document written: a pass that re-chunks everything (new settings,
+        #: or the first pass of a new index) and is killed half way does not redo, on restart,
+        #: the documents it wrote (the index's own settings change only once a pass completes).
+        self.chunking = hashlib.sha256(
+            json.dumps(self.chunk_settings, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
         self._skip = {Path(f"{index.path}{s}").resolve() for s in INDEX_SUFFIXES}
         self._pending: list[tuple[FileState, str, list[Chunk]]] = []
         #: Checked between files: when it returns True, a pass writes what it has and returns.
@@ -413,6 +420,8 @@ class Ingest:
         return summary
 
     def _visit(self, state: FileState, doc: Any, rechunk: bool, summary: Summary) -> None:
+        if rechunk and doc is not None and doc.metadata.get("chunking") == self.chunking:
+            rechunk = False  # written with these settings by a pass that did not complete
         same_stat = doc is not None and (doc.size, doc.mtime_ns, doc.ctime_ns, doc.inode) == (
             state.size,
             state.mtime_ns,
@@ -505,16 +514,21 @@ class Ingest:
         transaction."""
         if not self._pending:
             return
-        texts = [c.text for _, _, chunks in self._pending for c in chunks]
+        pending, self._pending = self._pending, []  # files not written are found by a rescan
+        texts = [c.text for _, _, chunks in pending for c in chunks]
         vectors = self.embedder.embed_documents(texts).vectors
         offset = 0
-        for state, digest, chunks in self._pending:
+        for state, digest, chunks in pending:
             part = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
             self.index.replace_document(
-                str(state.path), chunks, part, content_hash=digest, **state.stat_fields()
+                str(state.path),
+                chunks,
+                part,
+                content_hash=digest,
+                metadata={"chunking": self.chunking},
+                **state.stat_fields(),
             )
             summary.indexed += 1
             summary.chunks += len(chunks)
             summary.tokens += sum(c.tokens or 0 for c in chunks)
-        self._pending = []

@@ -180,3 +180,110 @@ def test_an_unreadable_file_is_recorded_and_the_rest_indexed(base: Path, packed_
     second = as_user(UID, UID, [], *cmd, env=env)
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["indexed"] == 1
+
+
+# ---- the index's directory and files: one rule for the agent and `lokal index` (access.py)
+
+
+def _lokal_group() -> int:
+    subprocess.run(["groupadd", "-f", "lokal"], check=True)
+    return grp.getgrnam("lokal").gr_gid
+
+
+def _docs(base: Path) -> Path:
+    docs = base / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"m{i}.txt").write_text(f"Pump manual part {i}.\n{TOPICS[i][:600]}")
+    return docs
+
+
+def _member_reads(db: Path, gid: int) -> dict[str, object]:
+    out = as_user(UID, UID, [gid], sys.executable, "-c", READER, str(db), "0.5")
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    assert result["errors"] == [] and result["chunks"], result
+    return result
+
+
+def test_an_existing_directory_keeps_its_mode_and_group(base: Path, packed_gguf: Path) -> None:
+    gid = _lokal_group()
+    docs = _docs(base)
+    shared = base / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    before = shared.stat()
+    db = shared / "index.db"
+    cfg = write_config(
+        base / "agent.toml",
+        index=str(db),
+        roots=[str(docs)],
+        quiet_period=0.2,
+        rescan_interval=0,
+        model=str(packed_gguf),
+        group="lokal",
+    )
+    agent = AgentProcess(cfg)
+    try:
+        agent.wait_for(r"INFO idle:")
+        after = shared.stat()
+        assert (stat.S_IMODE(after.st_mode), after.st_gid) == (
+            stat.S_IMODE(before.st_mode),
+            before.st_gid,
+        )
+        assert "writable by every user" in agent.log()
+        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            st = p.stat()  # the agent's own files do get the group
+            assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (gid, 0o640), p
+    finally:
+        assert agent.terminate() == 0
+    check = subprocess.run(
+        [LOKAL, "agent", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "writable by every user" in check.stderr, check.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+def test_group_members_read_while_the_agent_is_stopped(base: Path, packed_gguf: Path) -> None:
+    gid = _lokal_group()
+    docs = _docs(base)
+    db = base / "var" / "index.db"
+    cfg = write_config(
+        base / "agent.toml",
+        index=str(db),
+        roots=[str(docs)],
+        quiet_period=0.2,
+        rescan_interval=0,
+        model=str(packed_gguf),
+        group="lokal",
+    )
+    agent = AgentProcess(cfg)
+    agent.wait_for(r"INFO idle:")
+    assert agent.terminate() == 0  # stopped cleanly
+    _member_reads(db, gid)
+    agent = AgentProcess(cfg)
+    agent.wait_for(r"INFO idle:")
+    agent.kill()  # stopped by kill -9: its -wal and -shm stay
+    _member_reads(db, gid)
+
+
+def test_lokal_index_gives_the_file_to_the_group(base: Path, packed_gguf: Path) -> None:
+    gid = _lokal_group()
+    docs = _docs(base)
+    db = base / "out" / "index.db"
+    proc = subprocess.run(
+        [LOKAL, "index", str(docs), "--index", str(db), "--model", str(packed_gguf)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    st = db.stat()
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (gid, 0o640)
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o2750
+    _member_reads(db, gid)

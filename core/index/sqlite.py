@@ -8,12 +8,13 @@ for the life of the process, so two libraries never hold locks on the same file.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -101,10 +102,14 @@ def write(conn: Any) -> Iterator[Any]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does that); a failed COMMIT leaves
+        # the transaction open: either way the connection is left usable.
+        if conn.in_transaction:
+            with suppress(Exception):  # the first error is the one to report
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 @contextmanager
@@ -119,6 +124,104 @@ def read(conn: Any) -> Iterator[Any]:
         yield conn
     finally:
         conn.execute("COMMIT")
+
+
+#: SQLite's primary result codes for a full disk and for an I/O error.
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+#: Below this many free bytes an I/O error writing the index is taken for a full disk (SQLite
+#: reports a full -shm or -wal as an I/O error).
+_LOW_SPACE = 1 << 20
+
+
+def disk_full(exc: BaseException, path: str | os.PathLike[str] | None = None) -> bool:
+    """Whether ``exc`` (from SQLite or the OS, or what it was raised from) means the disk
+    holding ``path`` is full."""
+    if exc.__cause__ is not None and disk_full(exc.__cause__, path):
+        return True
+    if isinstance(exc, OSError) and not hasattr(exc, "sqlite_errorcode"):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == _SQLITE_FULL or "database or disk is full" in str(exc):
+        return True
+    if path is not None and (primary == _SQLITE_IOERR or "disk I/O error" in str(exc)):
+        return free_bytes(path) < _LOW_SPACE
+    return False
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
+    p = Path(path)
+    try:
+        st = os.statvfs(p if p.is_dir() else p.parent)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+#: The first bytes of every SQLite database file.
+_MAGIC = b"SQLite format 3\0"
+
+
+def check_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, with a clear :class:`IndexFileError`, a file that is not a SQLite database or is
+    shorter than its own header says (a truncated copy, a disk that filled while copying).
+
+    The header's page count is trusted as SQLite trusts it (the change counter matches the
+    "valid for" counter); while a write-ahead log holds frames the main file may legitimately
+    be mid-checkpoint, so then only the magic is checked."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        msg = f"cannot read {p}: {exc.strerror or exc}"
+        raise IndexFileError(msg) from exc
+    if not header:
+        msg = f"{p} is empty: not a lokal index"
+        raise IndexFileError(msg)
+    if not header.startswith(_MAGIC) or len(header) < 100:
+        msg = f"{p} is not a lokal index (not a SQLite database)"
+        raise IndexFileError(msg)
+    wal = Path(f"{p}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    trusted = header[24:28] == header[92:96] and pages > 0
+    if trusted and size < pages * page_size:
+        msg = (
+            f"{p} is truncated: {size} bytes where its header says {pages * page_size}. "
+            "Restore it from a snapshot (lokal snapshot), or remove it and index again"
+        )
+        raise IndexFileError(msg)
+
+
+def remove_orphan_wal(path: str | os.PathLike[str]) -> None:
+    """Remove the -wal and -shm of a database file that is gone: SQLite would replay that log
+    into whatever file is created under the same name next ("database disk image is
+    malformed")."""
+    if os.path.lexists(path):
+        return
+    for suffix in ("-wal", "-shm", "-journal"):
+        stale = f"{path}{suffix}"
+        if os.path.exists(stale):
+            log.warning("removing %s: its database file is gone", stale)
+            with suppress(FileNotFoundError):
+                os.remove(stale)
+
+
+def leave_wal(conn: Any) -> None:
+    """Switch a writer's file back to a rollback journal before its last connection closes,
+    so read-only users (who cannot create the -shm a WAL database needs) can read it while no
+    writer runs. Skipped, with no wait, when another connection has the file open."""
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA journal_mode = DELETE").fetchall()
+    except Exception as exc:  # the SQLite module's own OperationalError: busy, or a full disk
+        log.debug("left the index in WAL mode: %s", exc)
 
 
 def quote_identifier(name: str) -> str:

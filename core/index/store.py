@@ -228,6 +228,7 @@ class Index:
                 conn.close()
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            sqlite.remove_orphan_wal(p)  # never pair a new file with a deleted one's log
             try:
                 os.link(tmp, p)  # unlike rename, never replaces a file created meanwhile
             except FileExistsError as exc:
@@ -261,12 +262,20 @@ class Index:
         if writable and readonly_file:
             msg = f"{p} is not writable by this user"
             raise IndexReadOnly(msg)
+        sqlite.check_file(p)
         conn = sqlite.connect(p, readonly=readonly_file)
         try:
             try:
                 found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'lokal_meta'")
                 is_index = found.fetchone() is not None
             except sqlite.sqlite_module(p).DatabaseError as exc:
+                if readonly_file and not os.path.exists(f"{p}-shm"):
+                    msg = (
+                        f"cannot read {p}: it is in WAL mode, its -shm file is missing and this "
+                        f"user may not create it ({exc}). Start the agent once (it leaves the "
+                        "file readable when it stops), or ask its owner to open it once"
+                    )
+                    raise IndexReadOnly(msg) from exc
                 msg = f"{p} is not a lokal index (not a SQLite database: {exc})"
                 raise IndexFileError(msg) from exc
             if not is_index:
@@ -346,6 +355,8 @@ class Index:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
+                if self.writable and self.managed_by == "agent":
+                    sqlite.leave_wal(self._conn)  # group members read it while it is stopped
                 self._conn.close()
                 self._conn = None
 
