@@ -599,7 +599,12 @@ def _check(index_path: Path, as_json: bool) -> None:
     with _friendly_errors(), Index.open(index_path) as index:
         report = index.check()
         stale = []
-        for doc in index.documents():
+        try:
+            documents = list(index.documents())
+        except LokalError as exc:  # a damaged documents table: one more problem
+            documents = []
+            report.problems.append(f"documents: {exc}")
+        for doc in documents:
             path = Path(doc.uri)
             if doc.status != "indexed":
                 continue
@@ -611,7 +616,7 @@ def _check(index_path: Path, as_json: bool) -> None:
             if hashlib.sha256(data).hexdigest() != doc.content_hash:
                 stale.append({"path": doc.uri, "problem": "content changed since indexed"})
     result = {
-        "ok": report.ok and not stale,
+        "ok": not report.problems and not stale,
         "problems": report.problems,
         "stale": stale,
         "counts": report.counts,
