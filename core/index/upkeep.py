@@ -21,16 +21,25 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from lokal.errors import IndexFileError
+from lokal.identity import ModelIdentity
 from lokal.index import search, sqlite
 from lokal.index.search import bad_vectors, describe_rows
 
-if TYPE_CHECKING:
-    from lokal.index.store import Index
+
+class Index(Protocol):
+    """What the check needs of :class:`lokal.index.Index`."""
+
+    path: Path
+    dimension: int
+    quantization: str
+    identity: ModelIdentity
+    writable: bool
+
 
 log = logging.getLogger(__name__)
 
