@@ -39,7 +39,7 @@ from lokal.errors import (
     ModelVariantWarning,
 )
 from lokal.identity import ModelIdentity
-from lokal.index import schema, search, sqlite, upkeep
+from lokal.index import compaction, schema, search, sqlite, upkeep
 from lokal.index.filters import compile_filter
 from lokal.index.upkeep import CheckReport
 
@@ -105,6 +105,8 @@ class DocumentRecord:
 
 log = logging.getLogger(__name__)
 
+#: Writes that deleted rows between two looks at the file's waste (see Index.compact).
+COMPACT_CHECK_EVERY = 16
 #: Filters whose matching rows an open index remembers (until the file changes).
 _FILTER_CACHE_SIZE = 16
 
@@ -170,6 +172,8 @@ class Index:
         # whenever the cache is reloaded (the file changed)
         self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
         self._writes = 0
+        self._deleted = 0  # rows deleted by the current write
+        self._deleting_writes = 0  # writes that deleted rows since the last look at the waste
         self._inode = os.stat(path).st_ino
         self._database_error: type[Exception] = sqlite.sqlite_module(path).DatabaseError
         try:
@@ -214,6 +218,10 @@ class Index:
         try:
             conn = sqlite.connect(tmp)
             try:
+                # before any table: free pages can then go back to the file system without
+                # rewriting the file (lokal.index.compaction)
+                conn.execute(f"PRAGMA auto_vacuum = {compaction.INCREMENTAL}")
+                conn.execute("VACUUM")
                 with sqlite.write(conn):
                     schema.migrate(conn, {"dimension": identity.dimension})
                     meta = {
@@ -413,6 +421,7 @@ class Index:
             )
             conn.execute("DELETE FROM chunks_vec WHERE rowid = ?", (rowid,))
             conn.execute("DELETE FROM chunks WHERE id = ?", (rowid,))
+            self._deleted += 1
         return len(rowids)
 
     def _delete_document_rows(self, conn: Any, doc_id: int | None) -> int:
@@ -605,6 +614,7 @@ class Index:
         with self._lock:
             conn = self._writer()
             with sqlite.write(conn):
+                self._deleted += len(self)
                 conn.execute("DELETE FROM chunks_vec")
                 conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
                 conn.execute("DELETE FROM chunks")
@@ -612,7 +622,32 @@ class Index:
             self._changed()
 
     def _changed(self) -> None:
+        """After each write: every :data:`COMPACT_CHECK_EVERY` writes that deleted rows, look
+        at the waste and compact when it passes the thresholds (lokal.index.compaction)."""
         self._writes += 1
+        if not self._deleted:
+            return
+        self._deleted = 0
+        self._deleting_writes += 1
+        if self._deleting_writes < COMPACT_CHECK_EVERY:
+            return
+        self._deleting_writes = 0
+        try:
+            self.compact()
+        except self._database_error as exc:  # busy, disk full: the write itself is done
+            log.warning("compacting %s failed (will retry later): %s", self.path, exc)
+
+    def compact(self, *, force: bool = False) -> dict[str, int]:
+        """Give back the space edits left behind (sparse vector chunks, free pages) when it
+        passes the thresholds of :mod:`lokal.index.compaction`, or always with ``force``.
+        Readers keep reading meanwhile. Returns the figures ({} when nothing was done)."""
+        with self._lock:
+            conn = self._writer()
+            if not force and not compaction.needs_compaction(compaction.waste(conn)):
+                return {}
+            figures = compaction.compact(conn)
+            self._writes += 1
+            return figures
 
     # ---- reading ---------------------------------------------------------------------------
 
