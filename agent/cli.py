@@ -581,8 +581,10 @@ def _warnings_to_stderr() -> Iterator[None]:
 @index_option
 @json_option
 def check_cmd(index_path: Path, as_json: bool) -> None:
-    """Check an index: its chunks, vectors and full text agree, and every indexed document
-    still matches its file. Exits 1 when something is wrong.
+    """Check an index: SQLite's integrity, chunks, vectors and full text agreeing, every
+    vector readable, finite and unit length (where the model normalizes), and every indexed
+    document still matching its file; reports free space (free pages and bytes, unused vector
+    slots). A damaged file is reported, never a traceback. Exits 1 when something is wrong.
 
     \b
     Example:
