@@ -8,6 +8,8 @@ Two kinds of space leak when documents are replaced again and again:
   documents leave half-empty chunks behind for ever. :func:`repack_vectors` moves the rows of
   sparse chunks (delete and insert again, same rowid, in one write transaction) into dense
   new ones, and sqlite-vec frees the emptied chunks.
+- **full-text segments**: FTS5 records deletions as new entries and merges segments lazily;
+  compaction runs its ``optimize`` (one merged segment, deleted entries dropped).
 - **free pages**: SQLite keeps freed pages in the file. New files are created with
   ``auto_vacuum = INCREMENTAL`` and :func:`compact` returns free pages to the file system with
   ``PRAGMA incremental_vacuum``. A file made before that (``auto_vacuum = NONE``) is switched
@@ -30,7 +32,7 @@ from lokal.index import sqlite
 log = logging.getLogger(__name__)
 
 #: A vector chunk at most this full is repacked.
-REPACK_BELOW = 0.5
+REPACK_BELOW = 0.75
 #: Compact when empty vector slots pass this share of the stored vectors ...
 SLOT_WASTE = 0.25
 #: ... or free pages this share of the file's pages ...
@@ -114,6 +116,8 @@ def compact(conn: Any) -> dict[str, int]:
     before = waste(conn)
     with sqlite.write(conn):
         moved = repack_vectors(conn)
+        # FTS5 keeps deleted entries and small segments until merged: one merged segment
+        conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
     after_repack = waste(conn)
     if after_repack.auto_vacuum == INCREMENTAL:
         conn.execute("PRAGMA incremental_vacuum").fetchall()
