@@ -110,9 +110,11 @@ def repack_vectors(conn: Any) -> int:
     return moved
 
 
-def compact(conn: Any) -> dict[str, int]:
+def compact(conn: Any, *, force: bool = False) -> dict[str, int]:
     """Repack sparse vector chunks, then give free pages back to the file system. ``conn``
-    is a writer's connection outside any transaction. Returns before/after figures."""
+    is a writer's connection outside any transaction. ``force``: switch a file from before
+    auto_vacuum even when its free pages are below the threshold. Returns before/after
+    figures."""
     before = waste(conn)
     with sqlite.write(conn):
         moved = repack_vectors(conn)
@@ -121,7 +123,7 @@ def compact(conn: Any) -> dict[str, int]:
     after_repack = waste(conn)
     if after_repack.auto_vacuum == INCREMENTAL:
         conn.execute("PRAGMA incremental_vacuum").fetchall()
-    elif after_repack.free_pages >= max(MIN_PAGES, PAGE_WASTE * after_repack.pages):
+    elif force or after_repack.free_pages >= max(MIN_PAGES, PAGE_WASTE * after_repack.pages):
         # a file from before auto_vacuum: switch it once (VACUUM rewrites the whole file)
         log.info("switching to incremental vacuum (one VACUUM of %d pages)", before.pages)
         conn.execute(f"PRAGMA auto_vacuum = {INCREMENTAL}")

@@ -645,7 +645,7 @@ class Index:
             conn = self._writer()
             if not force and not compaction.needs_compaction(compaction.waste(conn)):
                 return {}
-            figures = compaction.compact(conn)
+            figures = compaction.compact(conn, force=force)
             self._writes += 1
             return figures
 
