@@ -208,3 +208,26 @@ def test_check_reports_free_space(real_index: Path) -> None:
     assert report.ok, report.problems
     assert report.counts["file_bytes"] == real_index.stat().st_size
     assert {"free_pages", "free_bytes", "vector_slots_unused"} <= set(report.counts)
+
+
+@pytest.mark.parametrize("writable_here", [True, False], ids=["writable", "read-only"])
+def test_fulltext_drift_is_found_also_by_a_read_only_checker(
+    real_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writable_here: bool
+) -> None:
+    """A chunk's text changed behind FTS5's back: SQLite's integrity_check says "ok", the
+    full-text integrity-check does not; a reader who may not write the file (FTS5's check is
+    an INSERT) runs it on a private copy."""
+    db = tmp_path / "drift.db"
+    db.write_bytes(real_index.read_bytes())
+    with Index.open(db, writable=True, agent=True) as index:
+        index._reader().execute("UPDATE chunks SET text = 'zebra quagga okapi' WHERE id = 3")
+    if not writable_here:
+        from lokal.index import upkeep
+
+        real_access = os.access
+        monkeypatch.setattr(
+            upkeep.os, "access", lambda p, m: False if Path(p) == db else real_access(p, m)
+        )
+    with Index.open(db) as index:
+        report = index.check()
+    assert any("full-text" in p for p in report.problems), report.problems
