@@ -586,8 +586,10 @@ def _warnings_to_stderr() -> Iterator[None]:
 @index_option
 @json_option
 def check_cmd(index_path: Path, as_json: bool) -> None:
-    """Check an index: its chunks, vectors and full text agree, and every indexed document
-    still matches its file. Exits 1 when something is wrong.
+    """Check an index: SQLite's integrity, chunks, vectors and full text agreeing, every
+    vector readable, finite and unit length (where the model normalizes), and every indexed
+    document still matching its file; reports free space (free pages and bytes, unused vector
+    slots). A damaged file is reported, never a traceback. Exits 1 when something is wrong.
 
     \b
     Example:
@@ -604,7 +606,12 @@ def _check(index_path: Path, as_json: bool) -> None:
     with _friendly_errors(), Index.open(index_path) as index:
         report = index.check()
         stale = []
-        for doc in index.documents():
+        try:
+            documents = list(index.documents())
+        except LokalError as exc:  # a damaged documents table: one more problem
+            documents = []
+            report.problems.append(f"documents: {exc}")
+        for doc in documents:
             path = Path(doc.uri)
             if doc.status != "indexed":
                 continue
@@ -616,7 +623,7 @@ def _check(index_path: Path, as_json: bool) -> None:
             if hashlib.sha256(data).hexdigest() != doc.content_hash:
                 stale.append({"path": doc.uri, "problem": "content changed since indexed"})
     result = {
-        "ok": report.ok and not stale,
+        "ok": not report.problems and not stale,
         "problems": report.problems,
         "stale": stale,
         "counts": report.counts,

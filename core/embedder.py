@@ -352,7 +352,8 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
     the same backend and file (a GGUF of the recorded quantization in lokal's model cache, or
     the model by name), prefixes, normalization and dimension.
 
-    Raises :class:`~lokal.errors.ModelNotFound` saying how to bring the model to this machine.
+    Resolution is local-only (no download, with or without ``HF_HUB_OFFLINE``). Raises
+    :class:`~lokal.errors.ModelNotFound` saying how to bring the model to this machine.
     """
     short = identity.name.rsplit("/", 1)[-1]
     if identity.backend == models.GGUF:
@@ -366,8 +367,11 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
     elif identity.backend == models.ST:
         model = identity.name
         bring = (
-            f"copy the sentence-transformers model '{identity.name}' into the Hugging Face cache, "
-            f"or pack it (`lokal models pack {identity.name}`) and read with backend='gguf'"
+            f"a reader never downloads it. On a connected machine, download "
+            f"'{identity.name}' into the Hugging Face cache (any sentence-transformers load "
+            f"does) or pack it (`lokal models pack {identity.name}`), and copy the cache or the "
+            f".gguf and its .json manifest (into {models.models_dir()}) to this machine; or "
+            f"name the model yourself (Embedder('{identity.name}')) to allow a download"
         )
     else:
         msg = (
@@ -383,7 +387,9 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
         "normalize": identity.normalize,
     }
     try:
-        resolved = models.resolve(model, identity.backend)
+        # Local only: a reader of an existing index never touches the network unasked (the
+        # Embedder built from these options resolves the same local files again).
+        resolved = models.resolve(model, identity.backend, local_only=True)
     except ModelNotFound as exc:
         msg = f"{where} was written with {identity.describe()}, not on this machine: {bring}"
         raise ModelNotFound(msg) from exc

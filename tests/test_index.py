@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 import warnings
@@ -453,13 +454,54 @@ TRICKY_FILTERS = [
 ]
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    """Unit rows: the identity says the model normalizes, and the index holds it to that."""
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 def test_sql_and_reference_agree_on_tricky_values(tmp_path: Path, gguf_embedder: Embedder) -> None:
     """Missing keys, nulls, arrays, objects, booleans vs numbers, text vs numbers."""
     with Index.create(tmp_path / "t.db", gguf_embedder.identity) as ix:
         ix.upsert(
             [Chunk(f"t{i}", metadata=m, id=str(i)) for i, m in enumerate(TRICKY)],
-            np.eye(len(TRICKY), 384, dtype=np.float32) + 0.01,
+            _unit(np.eye(len(TRICKY), 384, dtype=np.float32) + 0.01),
         )
         for flt in TRICKY_FILTERS:
             got = {r.id for r in ix.get(filter=flt)}
             assert got == {str(i) for i, m in enumerate(TRICKY) if matches(flt, m)}, flt
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ({"n": 10**30}, "64 bits"),
+        ({"n": {"$gt": -(10**30)}}, "64 bits"),
+        ({"n": {"$in": [1, 10**30]}}, "64 bits"),
+        ({"n": float("inf")}, "finite"),
+        ({"n": {"$in": [float("nan")]}}, "finite"),
+        ({"$or": [{"n": i} for i in range(2000)]}, "$in"),
+    ],
+    ids=["huge-int", "huge-negative", "huge-in-list", "inf", "nan-in-list", "2000-or"],
+)
+def test_filters_past_sqlites_limits_are_filter_errors(
+    index: Index, gguf_embedder: Embedder, bad: dict[str, object], needle: str
+) -> None:
+    """Not OverflowError, nor SQLite's "Expression tree is too large": caught before SQL."""
+    with pytest.raises(FilterError, match=re.escape(needle)):
+        compile_filter(bad)
+    q = gguf_embedder.embed_query("x")
+    for call in (
+        lambda: index.get(filter=bad),
+        lambda: index.search(q, k=3, filter=bad),
+        lambda: index.text_search("exception", k=3, filter=bad),
+    ):
+        with pytest.raises(FilterError):
+            call()
+
+
+def test_long_or_lists_within_the_limit_work(index: Index) -> None:
+    """900 alternatives (above SQLite's expression depth of 1,000 if chained) match exactly."""
+    flt = {"$or": [{"n": i} for i in range(900)]}
+    assert {r.id for r in index.get(filter=flt)} == {f"c{i}" for i in range(N)}
+    big = {"$and": [{"n": {"$gte": 0}}, {"$or": [{"n": 5}, {"n": 2**63 - 1}]}]}
+    assert [r.id for r in index.get(filter=big)] == ["c5"]

@@ -23,14 +23,17 @@ WRITER = textwrap.dedent("""
     path, rounds = sys.argv[1], int(sys.argv[3])
     identity = ModelIdentity.from_dict(json.loads(sys.argv[2]))
     rng = np.random.default_rng(1)
+    def unit(n):  # the identity says the model normalizes: unit vectors, as it would give
+        v = rng.normal(size=(n, 384))
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
     with Index.open(path, identity, writable=True) as index:
         for version in range(rounds):
             parts = version % 7 + 1
             chunks = [Chunk(f"version {version} part {j}", ordinal=j,
                             metadata={"version": version, "parts": parts}) for j in range(parts)]
-            index.replace_document("doc.txt", chunks, rng.normal(size=(parts, 384)))
+            index.replace_document("doc.txt", chunks, unit(parts))
             index.upsert([Chunk(f"loose {version}", id=f"loose{version % 13}",
-                                metadata={"version": version})], rng.normal(size=(1, 384)))
+                                metadata={"version": version})], unit(1))
     print("writer done")
 """)
 

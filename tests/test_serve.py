@@ -663,6 +663,21 @@ def test_search_equals_index_search(
     assert bad.status_code == 400 and bad.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "flt",
+    [{"file": 10**30}, {"$or": [{"file": i} for i in range(2000)]}],
+    ids=["huge-int", "2000-or"],
+)
+def test_search_filters_past_sqlites_limits_are_400(server: Server, flt: dict[str, Any]) -> None:
+    """Not a 500 from OverflowError or SQLite's "Expression tree is too large"."""
+    r = httpx.post(
+        f"{server.url}/v1/search", json={"query": "exceptions", "filter": flt}, timeout=TIMEOUT
+    )
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "64 bits" in message or "conditions" in message, message
+
+
 # ---- batching ---------------------------------------------------------------------------------
 
 

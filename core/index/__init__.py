@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 from lokal.index.filters import compile_filter, matches
-from lokal.index.store import CheckReport, Chunk, DocumentRecord, Hit, Index, Record
+from lokal.index.store import Chunk, DocumentRecord, Hit, Index, Record
+from lokal.index.upkeep import CheckReport
 
 __all__ = [
     "CheckReport",

@@ -16,11 +16,17 @@ only, and ordering compares numbers with numbers and text with text.
 Safety: keys must match :data:`KEY_PATTERN` (letters, digits, ``_``, ``-``, dotted paths for
 nested objects) before they reach SQL, and every value is a bound parameter. Long ``$in``
 lists travel as one JSON parameter, so no list is too long for SQLite's variable limit.
+
+Limits, checked before any SQL runs (each a :class:`~lokal.errors.FilterError`): integers fit
+SQLite's 64 bits, numbers are finite, a filter has at most :data:`MAX_CONDITIONS` conditions
+and :data:`_MAX_DEPTH` levels. ``$and``/``$or`` lists are joined as balanced trees, so a long
+list stays far below SQLite's expression depth limit (1,000).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +36,10 @@ from lokal.errors import FilterError
 KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}(\.[A-Za-z_][A-Za-z0-9_-]{0,127}){0,7}$")
 _SCALAR = (str, int, float, bool)
 _MAX_DEPTH = 32
+#: Conditions (one per operator on a key) in one filter. A list of many values for one key is
+#: one ``$in`` condition, with no limit.
+MAX_CONDITIONS = 1000
+_INT64 = (-(2**63), 2**63 - 1)
 
 COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = (
@@ -57,6 +67,17 @@ def _path(key: str) -> str:
 
 
 def _scalar(value: Any, op: str, key: str) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not _INT64[0] <= value <= _INT64[1]:
+            msg = (
+                f"{op} on {key!r}: the integer {value} does not fit in 64 bits (SQLite's "
+                f"integers run from {_INT64[0]} to {_INT64[1]})"
+            )
+            raise FilterError(msg)
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = f"{op} on {key!r} takes a finite number, not {value!r}"
+        raise FilterError(msg)
     if value is None or isinstance(value, _SCALAR):
         return value
     msg = f"{op} on {key!r} takes a string, number or boolean, not {type(value).__name__}"
@@ -77,11 +98,29 @@ def compile_filter(
     if not flt:
         return "1", []
     params: list[Any] = []
-    sql = _node(flt, column, params, 0)
+    sql = _node(flt, column, params, 0, [0])
     return sql, params
 
 
-def _node(flt: Any, column: str, params: list[Any], depth: int) -> str:
+def _balanced(parts: list[str], op: str) -> str:
+    """``parts`` joined by ``op`` as a balanced tree: depth log2(n), not n."""
+    if len(parts) == 1:
+        return parts[0]
+    mid = len(parts) // 2
+    return f"({_balanced(parts[:mid], op)} {op} {_balanced(parts[mid:], op)})"
+
+
+def _count(conditions: list[int], n: int = 1) -> None:
+    conditions[0] += n
+    if conditions[0] > MAX_CONDITIONS:
+        msg = (
+            f"filter has more than {MAX_CONDITIONS} conditions; for many values of one key "
+            'use one "$in" list: {"key": {"$in": [...]}}'
+        )
+        raise FilterError(msg)
+
+
+def _node(flt: Any, column: str, params: list[Any], depth: int, conditions: list[int]) -> str:
     if depth > _MAX_DEPTH:
         msg = f"filter nested deeper than {_MAX_DEPTH} levels"
         raise FilterError(msg)
@@ -94,25 +133,26 @@ def _node(flt: Any, column: str, params: list[Any], depth: int) -> str:
             if not isinstance(value, list) or not value:
                 msg = f"{key} takes a non-empty list of filters"
                 raise FilterError(msg)
-            joined = f" {key[1:].upper()} ".join(_node(v, column, params, depth + 1) for v in value)
-            parts.append(f"({joined})")
+            children = [_node(v, column, params, depth + 1, conditions) for v in value]
+            parts.append(f"({_balanced(children, key[1:].upper())})")
         elif key == "$not":
-            parts.append(f"(NOT {_node(value, column, params, depth + 1)})")
+            parts.append(f"(NOT {_node(value, column, params, depth + 1, conditions)})")
         elif isinstance(key, str) and key.startswith("$"):
             msg = f"unknown filter operator {key!r} at the top level"
             raise FilterError(msg)
         else:
-            parts.append(_field(key, value, column, params))
-    return "(" + " AND ".join(parts) + ")"
+            parts.append(_field(key, value, column, params, conditions))
+    return "(" + _balanced(parts, "AND") + ")"
 
 
-def _field(key: str, cond: Any, column: str, params: list[Any]) -> str:
+def _field(key: str, cond: Any, column: str, params: list[Any], conditions: list[int]) -> str:
     path = _path(key)
     if not isinstance(cond, Mapping):
         cond = {"$eq": cond}
     if not cond:
         msg = f"empty condition for {key!r}"
         raise FilterError(msg)
+    _count(conditions, len(cond))
     value_sql = f"json_extract({column}, ?)"
     parts = []
     for op, value in cond.items():
@@ -192,7 +232,7 @@ def _field(key: str, cond: Any, column: str, params: list[Any]) -> str:
         else:
             msg = f"unknown filter operator {op!r} on {key!r}; known: {', '.join(OPERATORS)}"
             raise FilterError(msg)
-    return "(" + " AND ".join(parts) + ")"
+    return "(" + _balanced(parts, "AND") + ")"
 
 
 def matches(flt: Mapping[str, Any] | None, metadata: Mapping[str, Any]) -> bool:

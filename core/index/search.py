@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from lokal.errors import IndexFileError
+
 QUANTIZATIONS = ("float", "int8", "bit")
 #: Candidates per wanted result in the quantized modes, before float rescoring.
 OVERSAMPLE = {"float": 1, "int8": 4, "bit": 40}
@@ -26,6 +28,9 @@ OVERSAMPLE = {"float": 1, "int8": 4, "bit": 40}
 RRF_K = 60
 _BLOCK = 65_536
 _LOAD_ROWS = 8_192
+#: A stored vector of a normalizing model is unit length to float32 rounding; this is generous.
+UNIT_TOLERANCE = 1e-3
+_EXAMPLES = 5
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
@@ -45,10 +50,19 @@ class VectorCache:
 
     @classmethod
     def load(
-        cls, conn: Any, dimension: int, quantization: str, version: tuple[int, int]
+        cls,
+        conn: Any,
+        dimension: int,
+        quantization: str,
+        version: tuple[int, int],
+        *,
+        unit: bool = False,
     ) -> VectorCache:
         """Read every vector, a block at a time, straight into the cache's representation
-        (peak memory: the cache plus one block, not every row as Python objects)."""
+        (peak memory: the cache plus one block, not every row as Python objects).
+
+        A damaged vector (not finite; not unit length where ``unit``: the model normalizes)
+        is :class:`~lokal.errors.IndexFileError`: search never scores garbage or NaN."""
         expected = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
         rowids = np.empty(expected, dtype=np.int64)
         data: np.ndarray = np.empty(
@@ -58,8 +72,13 @@ class VectorCache:
         cursor = conn.execute("SELECT rowid, embedding FROM chunks_vec")
         while rows := cursor.fetchmany(_LOAD_ROWS):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            block = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-            encoded = encode(normalize(block.reshape(len(rows), dimension)), quantization)
+            blob = b"".join(r[1] for r in rows)
+            if len(blob) != 4 * dimension * len(rows):
+                msg = f"stored vectors are not all {dimension} floats: the index is damaged"
+                raise IndexFileError(msg)
+            block = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimension)
+            refuse_damaged(block, ids, unit)
+            encoded = encode(normalize(block), quantization)
             if at + len(rows) > len(rowids):  # rows without a chunk: Index.check() reports them
                 grow = at + len(rows) - len(rowids)
                 rowids = np.concatenate([rowids, np.empty(grow, dtype=np.int64)])
@@ -84,6 +103,34 @@ class VectorCache:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes + self.rowids.nbytes)
+
+
+def bad_vectors(block: np.ndarray, unit: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the rows of ``block`` (n, d) that are not finite, and (where ``unit``) of the
+    finite rows that are not unit length."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(block.astype(np.float64), axis=1)
+    not_finite = ~np.isfinite(block).all(axis=1) | ~np.isfinite(norms)
+    if not unit:
+        return not_finite, np.zeros(len(block), dtype=bool)
+    return not_finite, ~not_finite & (np.abs(norms - 1.0) > UNIT_TOLERANCE)
+
+
+def describe_rows(rowids: np.ndarray | list[int]) -> str:
+    shown = ", ".join(str(int(r)) for r in list(rowids)[:_EXAMPLES])
+    more = "" if len(rowids) <= _EXAMPLES else ", ..."
+    return f"{len(rowids)} (rows {shown}{more})"
+
+
+def refuse_damaged(block: np.ndarray, rowids: np.ndarray, unit: bool) -> None:
+    not_finite, not_unit = bad_vectors(block, unit)
+    if not_finite.any() or not_unit.any():
+        bad = rowids[not_finite | not_unit]
+        msg = (
+            f"the index is damaged: stored vectors {describe_rows(bad)} are not finite or not "
+            "unit length; run `lokal check` on it, and rebuild it (or restore a snapshot)"
+        )
+        raise IndexFileError(msg)
 
 
 def encoded_shape(dimension: int, quantization: str) -> tuple[int]:

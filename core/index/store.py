@@ -14,6 +14,8 @@ Every write is one transaction: a document's chunks are replaced all at once, ne
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
@@ -22,10 +24,10 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,8 +39,9 @@ from lokal.errors import (
     ModelVariantWarning,
 )
 from lokal.identity import ModelIdentity
-from lokal.index import schema, search, sqlite
+from lokal.index import compaction, schema, search, sqlite, upkeep
 from lokal.index.filters import compile_filter
+from lokal.index.upkeep import CheckReport
 
 FILE_MODE = 0o640
 MANAGED_BY = ("app", "agent")
@@ -100,46 +103,44 @@ class DocumentRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class CheckReport:
-    ok: bool
-    problems: list[str]
-    counts: dict[str, int]
-
-
-# Each query counts rows that break the one-to-one agreement of chunks, vectors and full text.
 log = logging.getLogger(__name__)
 
+#: Writes that deleted rows between two looks at the file's waste (see Index.compact).
+COMPACT_CHECK_EVERY = 16
 #: Filters whose matching rows an open index remembers (until the file changes).
 _FILTER_CACHE_SIZE = 16
-
-_CHECKS = {
-    "chunks without a vector": (
-        "SELECT count(*) FROM chunks WHERE id NOT IN (SELECT rowid FROM chunks_vec)"
-    ),
-    "vectors without a chunk": (
-        "SELECT count(*) FROM chunks_vec WHERE rowid NOT IN (SELECT id FROM chunks)"
-    ),
-    "chunks missing from full-text": (
-        "SELECT count(*) FROM chunks WHERE id NOT IN (SELECT id FROM chunks_fts_docsize)"
-    ),
-    "full-text rows without a chunk": (
-        "SELECT count(*) FROM chunks_fts_docsize WHERE id NOT IN (SELECT id FROM chunks)"
-    ),
-    "chunks of a missing document": (
-        "SELECT count(*) FROM chunks WHERE document_id IS NOT NULL AND "
-        "document_id NOT IN (SELECT id FROM documents)"
-    ),
-    "duplicate chunk positions": (
-        "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE document_id IS NOT NULL "
-        "GROUP BY document_id, ordinal HAVING count(*) > 1)"
-    ),
-}
 
 _RECORD_COLUMNS = (
     "c.chunk_id, c.text, c.metadata, d.uri, c.ordinal, c.char_start, c.char_end, "
     "c.line_start, c.line_end, c.tokens"
 )
+
+
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def _reading(method: M) -> M:
+    """A read whose SQLite error (a damaged page, an unreadable vector blob) becomes a clear
+    :class:`IndexFileError` naming the file and ``lokal check``, never a raw traceback."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: Index, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from method(self, *args, **kwargs)
+            except (self._database_error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise self._unreadable(exc) from exc
+
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (self._database_error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise self._unreadable(exc) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _record(row: Sequence[Any], cls: type[Record] = Record, **extra: Any) -> Any:
@@ -171,8 +172,14 @@ class Index:
         # whenever the cache is reloaded (the file changed)
         self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
         self._writes = 0
+        self._deleted = 0  # rows deleted by the current write
+        self._deleting_writes = 0  # writes that deleted rows since the last look at the waste
         self._inode = os.stat(path).st_ino
-        meta = dict(conn.execute("SELECT key, value FROM lokal_meta").fetchall())
+        self._database_error: type[Exception] = sqlite.sqlite_module(path).DatabaseError
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM lokal_meta").fetchall())
+        except self._database_error as exc:
+            raise self._unreadable(exc) from exc
         self.identity = ModelIdentity.from_dict(json.loads(meta["model"]))
         self.dimension = int(meta["dimension"])
         self.quantization = meta.get("quantization", "float")
@@ -211,6 +218,10 @@ class Index:
         try:
             conn = sqlite.connect(tmp)
             try:
+                # before any table: free pages can then go back to the file system without
+                # rewriting the file (lokal.index.compaction)
+                conn.execute(f"PRAGMA auto_vacuum = {compaction.INCREMENTAL}")
+                conn.execute("VACUUM")
                 with sqlite.write(conn):
                     schema.migrate(conn, {"dimension": identity.dimension})
                     meta = {
@@ -389,6 +400,14 @@ class Index:
         if not np.all(np.isfinite(arr)):
             msg = "vectors contain NaN or infinity"
             raise ValueError(msg)
+        if self.identity.normalize:
+            _, not_unit = search.bad_vectors(arr, unit=True)
+            if not_unit.any():
+                msg = (
+                    f"{self.path} records a model that normalizes ({self.identity.describe()}); "
+                    f"vectors {np.flatnonzero(not_unit)[:5].tolist()} are not unit length"
+                )
+                raise ValueError(msg)
         return arr
 
     def _document_id(self, conn: Any, uri: str | None) -> int | None:
@@ -413,6 +432,7 @@ class Index:
             )
             conn.execute("DELETE FROM chunks_vec WHERE rowid = ?", (rowid,))
             conn.execute("DELETE FROM chunks WHERE id = ?", (rowid,))
+            self._deleted += 1
         return len(rowids)
 
     def _delete_document_rows(self, conn: Any, doc_id: int | None) -> int:
@@ -605,6 +625,7 @@ class Index:
         with self._lock:
             conn = self._writer()
             with sqlite.write(conn):
+                self._deleted += len(self)
                 conn.execute("DELETE FROM chunks_vec")
                 conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
                 conn.execute("DELETE FROM chunks")
@@ -612,9 +633,40 @@ class Index:
             self._changed()
 
     def _changed(self) -> None:
+        """After each write: every :data:`COMPACT_CHECK_EVERY` writes that deleted rows, look
+        at the waste and compact when it passes the thresholds (lokal.index.compaction)."""
         self._writes += 1
+        if not self._deleted:
+            return
+        self._deleted = 0
+        self._deleting_writes += 1
+        if self._deleting_writes < COMPACT_CHECK_EVERY:
+            return
+        self._deleting_writes = 0
+        try:
+            self.compact()
+        except self._database_error as exc:  # busy, disk full: the write itself is done
+            log.warning("compacting %s failed (will retry later): %s", self.path, exc)
+
+    def compact(self, *, force: bool = False) -> dict[str, int]:
+        """Give back the space edits left behind (sparse vector chunks, free pages) when it
+        passes the thresholds of :mod:`lokal.index.compaction`, or always with ``force``.
+        Readers keep reading meanwhile. Returns the figures ({} when nothing was done)."""
+        with self._lock:
+            conn = self._writer()
+            if not force and not compaction.needs_compaction(compaction.waste(conn)):
+                return {}
+            figures = compaction.compact(conn, force=force)
+            self._writes += 1
+            return figures
 
     # ---- reading ---------------------------------------------------------------------------
+
+    def _unreadable(self, exc: Exception) -> IndexFileError:
+        return IndexFileError(
+            f"cannot read {self.path}: {exc}. If this persists the file is damaged: run "
+            f"`lokal check --index {self.path}`, then rebuild it or restore a snapshot"
+        )
 
     def _reader(self) -> Any:
         if self._conn is None:
@@ -660,10 +712,12 @@ class Index:
         self.identity = fresh.identity
         log.info("%s was replaced by the agent: reading the new file", self.path)
 
+    @_reading
     def __len__(self) -> int:
         with self._lock:
             return int(self._reader().execute("SELECT count(*) FROM chunks").fetchone()[0])
 
+    @_reading
     def get_by_ids(self, ids: Sequence[str]) -> list[Record]:
         """The chunks with these ids, in the order given; missing ids are skipped."""
         with self._lock:
@@ -679,6 +733,7 @@ class Index:
         by_id = {r[0]: _record(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
+    @_reading
     def get(
         self, *, filter: Mapping[str, Any] | None = None, limit: int | None = None
     ) -> list[Record]:
@@ -692,6 +747,7 @@ class Index:
             rows = self._reader().execute(sql, [*params, -1 if limit is None else limit])
             return [_record(r) for r in rows.fetchall()]
 
+    @_reading
     def document_chunks(self, uri: str) -> list[Record]:
         with self._lock:
             rows = (
@@ -709,6 +765,7 @@ class Index:
         """The document with this URI, if the index has it."""
         return next((d for d in self.documents(under=uri) if d.uri == uri), None)
 
+    @_reading
     def documents(self, under: str | None = None) -> Iterator[DocumentRecord]:
         """Every document, by URI; with ``under``, the one with that URI and those below it
         (``under`` + ``/`` ...)."""
@@ -754,7 +811,7 @@ class Index:
         if self._cache is None or self._cache.version != version:
             with sqlite.read(conn):
                 self._cache = search.VectorCache.load(
-                    conn, self.dimension, self.quantization, version
+                    conn, self.dimension, self.quantization, version, unit=self.identity.normalize
                 )
                 self._filter_positions.clear()
         return self._cache
@@ -795,7 +852,12 @@ class Index:
                 "SELECT embedding FROM chunks_vec WHERE rowid = ?", (int(rowid),)
             ).fetchone()
             if row is not None:
-                out[int(rowid)] = search.normalize(np.frombuffer(row[0], dtype=np.float32))
+                vector = np.frombuffer(row[0], dtype=np.float32).reshape(1, -1)
+                if vector.shape[1] != self.dimension:
+                    msg = f"the index is damaged: stored vector {rowid} has the wrong size"
+                    raise IndexFileError(msg)
+                search.refuse_damaged(vector, np.array([rowid]), self.identity.normalize)
+                out[int(rowid)] = search.normalize(vector[0])
         return out
 
     def _nearest(
@@ -820,6 +882,9 @@ class Index:
         """Hits for (rowid, score, cosine) triples, in the given order."""
         if not scored:
             return []
+        if not all(np.isfinite(s) and (c is None or np.isfinite(c)) for _, s, c in scored):
+            msg = f"{self.path}: a score is not finite (damaged vectors?); run `lokal check`"
+            raise IndexFileError(msg)
         conn = self._reader()
         rows = conn.execute(
             f"SELECT c.id, {_RECORD_COLUMNS} FROM chunks c LEFT JOIN documents d ON "
@@ -838,6 +903,7 @@ class Index:
             if r in by_rowid
         ]
 
+    @_reading
     def search(
         self, vector: Any, k: int = 4, *, filter: Mapping[str, Any] | None = None
     ) -> list[Hit]:
@@ -848,6 +914,7 @@ class Index:
             nearest = self._nearest(q, k, filter)
             return self._hits([(r, float(search.relevance(c)), c) for r, c in nearest])
 
+    @_reading
     def text_search(
         self, text: str, k: int = 4, *, filter: Mapping[str, Any] | None = None
     ) -> list[Hit]:
@@ -889,6 +956,7 @@ class Index:
         rows = conn.execute(sql, [query, *params, k]).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
+    @_reading
     def hybrid_search(
         self,
         vector: Any,
@@ -914,6 +982,7 @@ class Index:
                 cosines[r] = float(v @ q)
             return self._hits([(r, s / best, cosines.get(r)) for r, s in top])
 
+    @_reading
     def mmr_search(
         self,
         vector: Any,
@@ -943,36 +1012,13 @@ class Index:
     # ---- upkeep ----------------------------------------------------------------------------
 
     def check(self) -> CheckReport:
-        """Integrity beyond ``PRAGMA integrity_check``: chunks, vectors and full-text rows agree
-        one to one; no orphans, no duplicates."""
-        problems: list[str] = []
-        with self._lock, sqlite.read(self._reader()) as conn:
-            integrity = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-            if integrity != ["ok"]:
-                problems.extend(f"sqlite: {line}" for line in integrity[:20])
-            for row in conn.execute("PRAGMA foreign_key_check"):
-                problems.append(f"foreign key: {row}")
-            for name, sql in _CHECKS.items():
-                n = int(conn.execute(sql).fetchone()[0])
-                if n:
-                    problems.append(f"{name}: {n}")
-            counts = {
-                "documents": int(conn.execute("SELECT count(*) FROM documents").fetchone()[0]),
-                "chunks": int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0]),
-                "vectors": int(conn.execute("SELECT count(*) FROM chunks_vec").fetchone()[0]),
-                "fulltext": int(
-                    conn.execute("SELECT count(*) FROM chunks_fts_docsize").fetchone()[0]
-                ),
-            }
-        if self.writable:
-            with self._lock:
-                try:
-                    self._reader().execute(
-                        "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)"
-                    )
-                except Exception as exc:  # the SQLite module's own DatabaseError type
-                    problems.append(f"full-text index does not match the chunks: {exc}")
-        return CheckReport(not problems, problems, counts)
+        """Whether the file tells the truth about itself (:mod:`lokal.index.upkeep`): SQLite's
+        integrity, chunks, vectors and full text agreeing one to one, every vector readable,
+        finite and (where the model normalizes) unit length, the search copy equal to the
+        stored rows, and free space. Never raises on a damaged file: each SQLite error is one
+        more problem in the report."""
+        with self._lock:
+            return upkeep.check(self, self._reader())
 
     def snapshot(self, dest: str | os.PathLike[str]) -> Path:
         """A consistent single-file copy, safe while a writer is running (SQLite's backup API:
