@@ -232,16 +232,9 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
 
 def _reranker_profile(r: Any) -> Any:
     """The reranker profile of a resolved model that is a cross-encoder, else None."""
-    from lokal import gguf, models, profiles
+    from lokal import profiles
 
-    if r.path is None:
-        return None
-    if r.backend == models.GGUF:
-        meta = gguf.read_metadata(r.path)
-        if not profiles.is_reranker_gguf(meta):
-            return None
-        return profiles.reranker_from_gguf_metadata(meta, r.path.name.split(".")[0])
-    return profiles.reranker_from_dir(r.path) if profiles.is_cross_encoder_dir(r.path) else None
+    return profiles.reranker_profile(r) if profiles.model_kind(r) == profiles.RERANKER else None
 
 
 def _embedding_profile_rows(p: Any) -> list[list[str]]:

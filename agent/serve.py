@@ -223,14 +223,13 @@ class Served:
 
 
 def _gguf_parameters(path: Path) -> int | None:
-    from lokal.backends.rerank_llama_cpp import read_tensor_table
+    from lokal import gguf
 
     try:
-        tensors = read_tensor_table(path)
+        return gguf.parameter_count(path)
     except (OSError, LokalError, ValueError) as exc:
         log.warning("%s: cannot count parameters: %s", path, exc)
         return None
-    return sum(math.prod(t.dims) for t in tensors.values())
 
 
 def _safetensors_parameters(directory: Path) -> int | None:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lokal import gguf, models, profiles
+from lokal import models, profiles
 from lokal.backends import Backend
 from lokal.errors import ModelNotFound, ProfileError, TextTooLong
 from lokal.identity import ModelIdentity
@@ -396,17 +396,10 @@ def _refuse_reranker(resolved: ResolvedModel) -> None:
     """A reranker is not an embedding model: sentence-transformers would mean-pool a
     cross-encoder's states into meaningless vectors, and llama.cpp returns no vectors from a
     GGUF reranker. Refuse either by name before anything loads."""
-    path = resolved.path
-    if path is None:
-        return
-    if resolved.backend == models.GGUF:
-        reranker = profiles.is_reranker_gguf(gguf.read_metadata(path))
-    else:
-        reranker = profiles.is_cross_encoder_dir(path)
-    if reranker:
+    if profiles.model_kind(resolved) == profiles.RERANKER:
         msg = (
-            f"{path} is a reranker (a cross-encoder), not an embedding model: score with "
-            "lokal.Reranker (or `lokal search --rerank`), and embed with an embedding model"
+            f"{resolved.path} is a reranker (a cross-encoder), not an embedding model: score "
+            "with lokal.Reranker (or `lokal search --rerank`), and embed with an embedding model"
         )
         raise ProfileError(msg)
 

@@ -329,31 +329,16 @@ class Reranker:
 
     def _detect_profile(self) -> RerankerProfile:
         r = self.resolved
-        if r.path is None:  # a hub id still to download
-            return profiles.reranker_from_name(r.name)
-        if r.backend == models.GGUF:
-            meta = gguf.read_metadata(r.path)
-            arch = meta.get("general.architecture")
-            pooling = meta.get(f"{arch}.pooling_type")
-            if not profiles.is_reranker_gguf(meta) and (
-                profiles.LOKAL_KEY_PREFIX + "profile" in meta or pooling is not None
-            ):
-                # an embedding model (packed by lokal, or pooled mean / cls): refuse it now;
-                # a GGUF that says neither is checked for a classification head on load
-                msg = (
-                    f"{r.path} is an embedding model, not a reranker (a cross-encoder); "
-                    "embedding models go to lokal.Embedder"
-                )
-                raise ProfileError(msg)
-            return profiles.reranker_from_gguf_metadata(meta, r.path.name.split(".")[0])
-        if not profiles.is_classifier_dir(r.path):
+        if profiles.model_kind(r) == profiles.EMBEDDING:
+            # an embedding model (packed by lokal, pooled mean / cls, or no classifier): refuse
+            # it now; a GGUF that says neither is checked for a classification head on load
             msg = (
-                f"{r.path} is not a cross-encoder (its config.json names no "
-                "*ForSequenceClassification architecture); embedding models go to lokal.Embedder"
+                f"{r.path} is an embedding model, not a reranker: not a cross-encoder (its "
+                "config.json names no *ForSequenceClassification architecture, or its GGUF an "
+                "embedding pooling); embedding models go to lokal.Embedder"
             )
             raise ProfileError(msg)
-        # the name comes from the directory: a Hugging Face cache path names its hub id
-        return profiles.reranker_from_dir(r.path)
+        return profiles.reranker_profile(r)
 
     def _check_gguf_support(self) -> None:
         p = self.profile
