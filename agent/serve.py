@@ -176,7 +176,7 @@ class Served:
         if dimensions not in self._dims:
             # Embedder's own rule: a Matryoshka size the profile lists, or force
             try:
-                self._dims[dimensions] = self.model._check_dimensions(dimensions, force)
+                self._dims[dimensions] = self.model.check_dimensions(dimensions, force)
             except ProfileError as exc:
                 hint = "" if force else " (for lokal serve: start it with --force-dimensions)"
                 msg = f"{exc}{hint}"

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import warnings
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +28,27 @@ from lokal import models, profiles
 from lokal.backends import Backend
 from lokal.errors import ModelNotFound, ProfileError, TextTooLong
 from lokal.identity import ModelIdentity
+from lokal.loading import (
+    TRUNCATION_POLICIES,
+    LoadedModel,
+    TruncationPolicy,
+    check_options,
+    clean_texts,
+)
 from lokal.models import ResolvedModel
 from lokal.profiles import Profile
 
 log = logging.getLogger(__name__)
 
-TruncationPolicy = Literal["warn", "error"]
-TRUNCATION_POLICIES = ("warn", "error")
+__all__ = [
+    "TRUNCATION_POLICIES",
+    "EmbedResult",
+    "Embedder",
+    "Truncated",
+    "TruncationPolicy",
+    "TruncationWarning",
+    "options_for",
+]
 
 
 class TruncationWarning(UserWarning):
@@ -73,12 +85,7 @@ class EmbedResult:
         return [[float(x) for x in row] for row in self.vectors]
 
 
-# Loaded backends shared across embedders in this process (weak: freed with the last user).
-_LOADED: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
-_LOAD_LOCK = threading.Lock()
-
-
-class Embedder:
+class Embedder(LoadedModel[Backend]):
     """Embeds queries and documents with a local model.
 
     >>> emb = Embedder()                     # the embedded default, offline
@@ -127,15 +134,8 @@ class Embedder:
         profile: Mapping[str, Any] | None = None,
         on_truncate: Callable[[list[Truncated]], None] | None = None,
     ) -> None:
-        if truncation not in TRUNCATION_POLICIES:
-            msg = f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}"
-            raise ProfileError(msg)
-        if batch_size <= 0:
-            msg = f"batch_size must be positive, got {batch_size}"
-            raise ProfileError(msg)
-        if concurrency <= 0:
-            msg = f"concurrency must be positive, got {concurrency}"
-            raise ProfileError(msg)
+        check_options(truncation, batch_size, concurrency)
+        super().__init__()
         self.resolved: ResolvedModel = models.resolve(model, backend)
         _refuse_reranker(self.resolved)
         overrides = dict(profile or {})
@@ -149,9 +149,7 @@ class Embedder:
         self.n_threads = n_threads
         self.concurrency = concurrency
         self.on_truncate = on_truncate
-        self.dimensions = self._check_dimensions(dimensions, force_dimensions)
-        self._backend: Backend | None = None
-        self._lock = threading.Lock()
+        self.dimensions = self.check_dimensions(dimensions, force_dimensions)
         if not self.profile.known:
             log.warning("%s", self.profile.describe())
         log.info(
@@ -159,19 +157,6 @@ class Embedder:
         )
 
     # ---- public API --------------------------------------------------------------------------
-
-    @property
-    def backend_name(self) -> str:
-        return self.resolved.backend
-
-    @property
-    def backend(self) -> Backend:
-        """The loaded engine (loads the model on first access)."""
-        if self._backend is None:
-            with self._lock:
-                if self._backend is None:
-                    self._backend = self._load()
-        return self._backend
 
     @property
     def context_length(self) -> int:
@@ -242,9 +227,10 @@ class Embedder:
             f"{dims}, location={self.resolved.location!r}, reason={self.resolved.reason!r})"
         )
 
-    # ---- internals ---------------------------------------------------------------------------
-
-    def _check_dimensions(self, dimensions: int | None, force: bool) -> int | None:
+    def check_dimensions(self, dimensions: int | None, force: bool = False) -> int | None:
+        """The output size to slice to for ``dimensions`` (None: the native size), by this
+        model's rule: a Matryoshka size its profile lists, or any size with ``force``.
+        Raises :class:`~lokal.errors.ProfileError` for a size outside the model's."""
         if dimensions is None:
             return None
         native = self.profile.dimension
@@ -263,25 +249,14 @@ class Embedder:
             raise ProfileError(msg)
         return dimensions
 
-    def _load(self) -> Backend:
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _cache_key(self) -> tuple[Any, ...]:
         r = self.resolved
         if r.backend == models.GGUF:
-            key: tuple[Any, ...] = (
-                r.backend,
-                str(r.path),
-                self.n_gpu_layers,
-                self.n_threads,
-                self.batch_size,
-                self.concurrency,
-            )
-        else:
-            key = (r.backend, r.location, self.device, self.batch_size)
-        with _LOAD_LOCK:
-            backend = _LOADED.get(key)
-            if backend is None:
-                backend = self._load_backend()
-                _LOADED[key] = backend
-        return backend
+            key = ("embed", r.backend, str(r.path), self.n_gpu_layers, self.n_threads)
+            return (*key, self.batch_size, self.concurrency)
+        return ("embed", r.backend, r.location, self.device, self.batch_size)
 
     def _load_backend(self) -> Backend:
         r = self.resolved
@@ -300,13 +275,10 @@ class Embedder:
         from lokal.backends.sentence_transformers import SentenceTransformersBackend
 
         if r.path is None:
-            assert r.hub_id is not None
-            path = models.download_hub_model(r.hub_id)
-            self.resolved = models.resolve(str(path), models.ST)
-            self.profile = self.resolved.profile.with_overrides(
+            r = self._download()
+            self.profile = r.profile.with_overrides(
                 {k: getattr(self.profile, k) for k in self.profile.overridden}
             )
-            r = self.resolved
         return SentenceTransformersBackend(
             r.path or "", local=True, device=self.device, batch_size=self.batch_size
         )
@@ -405,21 +377,8 @@ def _refuse_reranker(resolved: ResolvedModel) -> None:
 
 
 def _texts(texts: Sequence[str]) -> list[str]:
-    """Validate a batch; lone surrogates (undecodable bytes smuggled in by ``surrogateescape``)
-    and NUL characters become U+FFFD so both backends' tokenizers see the same valid text
-    (llama.cpp reads a text as a C string: everything after a NUL would be silently lost)."""
+    """Validate and clean a batch (lokal's one policy: :func:`lokal.loading.clean_texts`)."""
     if isinstance(texts, str):
         msg = "pass a list of texts, not a single string (use embed_query for one query)"
         raise TypeError(msg)
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            msg = f"text {i} is {type(t).__name__}, not str"
-            raise TypeError(msg)
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
-            t = out[i] = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        if "\x00" in t:
-            out[i] = t.replace("\x00", "\ufffd")
-    return out
+    return clean_texts(texts)

@@ -180,7 +180,8 @@ def read_tensor_table(path: str | Path) -> dict[str, TensorInfo]:
 
 def parameter_count(path: str | os.PathLike[str]) -> int:
     """Parameters in a GGUF: the product of each tensor's dimensions, summed (no data read)."""
-    return sum(math.prod(t.dims) for t in read_tensor_table(path).values())
+    tensors = read_tensor_table(Path(path))
+    return sum(math.prod(t.dims, start=1) for t in tensors.values())
 
 
 def _encode_string(s: str) -> bytes:

@@ -29,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import warnings
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +38,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lokal import gguf, models, profiles
-from lokal.embedder import TRUNCATION_POLICIES, Truncated, TruncationPolicy, TruncationWarning
+from lokal.embedder import Truncated, TruncationWarning
 from lokal.errors import LokalError, ModelNotFound, ProfileError, TextTooLong
+from lokal.loading import LoadedModel, TruncationPolicy, check_options, clean_text, clean_texts
 from lokal.models import ResolvedModel
 from lokal.profiles import RerankerProfile
 
@@ -144,11 +143,7 @@ class RerankBackend(Protocol):
         ...
 
 
-_LOADED: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
-_LOAD_LOCK = threading.Lock()
-
-
-class Reranker:
+class Reranker(LoadedModel[RerankBackend]):
     """Scores documents against a query with a local cross-encoder.
 
     Args:
@@ -189,12 +184,8 @@ class Reranker:
                 "id such as 'BAAI/bge-reranker-base' (lokal bundles no reranker weights)"
             )
             raise ModelNotFound(msg)
-        if truncation not in TRUNCATION_POLICIES:
-            msg = f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}"
-            raise ProfileError(msg)
-        if batch_size <= 0:
-            msg = f"batch_size must be positive, got {batch_size}"
-            raise ProfileError(msg)
+        check_options(truncation, batch_size)
+        super().__init__()
         self.resolved: ResolvedModel = models.resolve(model, backend)
         self._overrides = dict(profile or {})
         self.profile: RerankerProfile = self._detect_profile().with_overrides(self._overrides)
@@ -204,8 +195,6 @@ class Reranker:
         self.n_gpu_layers = n_gpu_layers
         self.n_threads = n_threads
         self.on_truncate = on_truncate
-        self._backend: RerankBackend | None = None
-        self._lock = threading.Lock()
         if self.resolved.backend == models.GGUF:
             self._check_gguf_support()
         if not self.profile.known:
@@ -218,19 +207,6 @@ class Reranker:
         )
 
     # ---- public API --------------------------------------------------------------------------
-
-    @property
-    def backend_name(self) -> str:
-        return self.resolved.backend
-
-    @property
-    def backend(self) -> RerankBackend:
-        """The loaded engine (loads the model on first access)."""
-        if self._backend is None:
-            with self._lock:
-                if self._backend is None:
-                    self._backend = self._load()
-        return self._backend
 
     @property
     def context_length(self) -> int:
@@ -380,20 +356,12 @@ class Reranker:
         if truncated and self.on_truncate is not None:
             self.on_truncate(truncated)
 
-    def _load(self) -> RerankBackend:
+    def _cache_key(self) -> tuple[Any, ...]:
         r = self.resolved
-        key: tuple[Any, ...]
         if r.backend == models.GGUF:
             key = ("rerank", r.backend, str(r.path), self.n_gpu_layers, self.n_threads)
-            key += (self.batch_size, self.profile.context_length)
-        else:
-            key = ("rerank", r.backend, r.location, self.device, self.batch_size)
-        with _LOAD_LOCK:
-            backend = _LOADED.get(key)
-            if backend is None:
-                backend = self._load_backend()
-                _LOADED[key] = backend
-        return backend
+            return (*key, self.batch_size, self.profile.context_length)
+        return ("rerank", r.backend, r.location, self.device, self.batch_size)
 
     def _load_backend(self) -> RerankBackend:
         r = self.resolved
@@ -411,13 +379,12 @@ class Reranker:
         from lokal.backends.rerank_st import CrossEncoderBackend
 
         if r.path is None:
-            assert r.hub_id is not None
-            path = models.download_hub_model(r.hub_id)
-            self.resolved = models.resolve(str(path), models.ST)
-            self.profile = profiles.reranker_from_dir(path, name=r.hub_id).with_overrides(
+            hub_id = r.hub_id
+            r = self._download()
+            assert r.path is not None
+            self.profile = profiles.reranker_from_dir(r.path, name=hub_id).with_overrides(
                 self._overrides
             )
-            r = self.resolved
         return CrossEncoderBackend(
             r.path or "", local=True, device=self.device, batch_size=self.batch_size
         )
@@ -466,24 +433,9 @@ def default_model() -> str:
 
 
 def _inputs(query: str, documents: Sequence[str]) -> tuple[str, list[str]]:
+    """Validate and clean a query and its documents (lokal's one policy:
+    :func:`lokal.loading.clean_texts`)."""
     if not isinstance(query, str):
         msg = f"query is {type(query).__name__}, not str"
         raise TypeError(msg)
-    if isinstance(documents, str):
-        msg = "pass a list of documents, not a single string"
-        raise TypeError(msg)
-    docs = list(documents)
-    for i, d in enumerate(docs):
-        if not isinstance(d, str):
-            msg = f"document {i} is {type(d).__name__}, not str"
-            raise TypeError(msg)
-    return _clean(query), [_clean(d) for d in docs]
-
-
-def _clean(text: str) -> str:
-    """Lone surrogates become U+FFFD so both backends' tokenizers see the same valid text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return text
+    return clean_text(query), clean_texts(documents, "document")

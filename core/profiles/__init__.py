@@ -17,7 +17,6 @@ from lokal.profiles.embedding import (
     E5_INSTRUCT_QUERY,
     FAMILIES,
     FIELDS,
-    HF,
     FamilyRule,
     Profile,
     from_gguf_metadata,
@@ -53,6 +52,7 @@ from lokal.profiles.reranking import (
     reranker_from_name,
 )
 from lokal.profiles.sources import (
+    HF,
     LOKAL_KEY_PREFIX,
     gguf_name,
     guess_name,
