@@ -68,6 +68,7 @@ from lokal.errors import (
     ProfileError,
     TextTooLong,
 )
+from lokal.retrieval import candidate_depth, retrieve
 
 try:
     import uvicorn
@@ -223,8 +224,6 @@ class Served:
 
 
 def _gguf_parameters(path: Path) -> int | None:
-    from lokal import gguf
-
     try:
         return gguf.parameter_count(path)
     except (OSError, LokalError, ValueError) as exc:
@@ -918,7 +917,7 @@ class Service:
             )
         hybrid = bool(_bool(body, "hybrid"))
         rerank = bool(_bool(body, "rerank"))
-        fetch_k = _int(body, "fetch_k", max(4 * k, 20), lo=k, hi=self.settings.max_k)
+        fetch_k = _int(body, "fetch_k", candidate_depth(k), lo=k, hi=self.settings.max_k)
         assert fetch_k is not None
         if rerank and self.rerank is None:
             raise ApiError(
@@ -928,21 +927,18 @@ class Service:
             )
         embedded = await self._embed(self.index_embedder, "query", [query], refuse_long=False)
         vector = embedded.vectors[0]
-        n = fetch_k if rerank else k
-        index = self.index
-        if hybrid:
-            hits = await asyncio.to_thread(index.hybrid_search, vector, query, n, filter=flt)
-        else:
-            hits = await asyncio.to_thread(index.search, vector, n, filter=flt)
-        rerank_scores: list[float | None] = [None] * len(hits)
-        if rerank and hits:
-            assert self.rerank is not None
-            scored = await asyncio.wrap_future(
-                self.worker.rerank(self.rerank.model, query, [h.text for h in hits])
-            )
-            order = scored.ranked(k)
-            hits = [hits[r.index] for r in order]
-            rerank_scores = [r.score for r in order]
+        worker, model = self.worker, self.rerank.model if self.rerank else None
+
+        def rank(q: str, texts: list[str], top_n: int | None) -> list[Any]:
+            # from retrieve's thread, through the model worker's queue
+            return list(worker.rerank(model, q, texts).result().ranked(top_n))
+
+        found = await asyncio.to_thread(
+            retrieve, self.index, query, k, vector=vector, hybrid=hybrid, filter=flt,
+            reranker=rank if rerank else None, candidates=fetch_k,
+        )  # fmt: skip
+        hits = [r.hit for r in found]
+        rerank_scores: list[float | None] = [r.rerank_score for r in found]
         results = []
         for h, rerank_score in zip(hits, rerank_scores, strict=True):
             item: dict[str, Any] = {

@@ -48,6 +48,7 @@ __all__ = [
     "TruncationPolicy",
     "TruncationWarning",
     "options_for",
+    "recorded_embedder",
 ]
 
 
@@ -94,7 +95,8 @@ class Embedder(LoadedModel[Backend]):
 
     Args:
         model: ``None`` (the embedded default), a ``.gguf`` path, a sentence-transformers
-            directory, a name in lokal's model cache, or a hub id (see :mod:`lokal.models`).
+            directory, a name in lokal's model cache, or a hub id (see :mod:`lokal.models`);
+            or a :class:`~lokal.models.ResolvedModel` already resolved.
         backend: ``"auto"``, ``"sentence-transformers"`` or ``"gguf"``. ``auto`` is
             deterministic and says why it chose (``repr`` and a log line).
         query_prefix, document_prefix: override the profile's prefixes; ``""`` disables.
@@ -117,7 +119,7 @@ class Embedder(LoadedModel[Backend]):
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str | ResolvedModel | None = None,
         *,
         backend: str = "auto",
         query_prefix: str | None = None,
@@ -136,7 +138,10 @@ class Embedder(LoadedModel[Backend]):
     ) -> None:
         check_options(truncation, batch_size, concurrency)
         super().__init__()
-        self.resolved: ResolvedModel = models.resolve(model, backend)
+        # a ResolvedModel: a caller that resolved the model already (no second resolve)
+        self.resolved: ResolvedModel = (
+            model if isinstance(model, ResolvedModel) else models.resolve(model, backend)
+        )
         _refuse_reranker(self.resolved)
         overrides = dict(profile or {})
         overrides.update(query_prefix=query_prefix, document_prefix=document_prefix)
@@ -165,6 +170,12 @@ class Embedder(LoadedModel[Backend]):
         if self.profile.context_length:
             limit = min(limit, self.profile.context_length)
         return limit
+
+    @property
+    def contexts(self) -> int:
+        """Model calls that can run side by side: the GGUF backend's llama.cpp contexts
+        (``concurrency``), 1 for sentence-transformers (loads the model)."""
+        return self.backend.contexts
 
     @property
     def dimension(self) -> int:
@@ -326,6 +337,17 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
 
     Raises :class:`~lokal.errors.ModelNotFound` saying how to bring the model to this machine.
     """
+    return _recorded(identity, where)[0]
+
+
+def recorded_embedder(identity: ModelIdentity, where: str = "the index") -> Embedder:
+    """The Embedder of :func:`options_for`, with the model resolved once."""
+    options, resolved = _recorded(identity, where)
+    options["model"] = resolved
+    return Embedder(**options)
+
+
+def _recorded(identity: ModelIdentity, where: str) -> tuple[dict[str, Any], ResolvedModel]:
     short = identity.name.rsplit("/", 1)[-1]
     if identity.backend == models.GGUF:
         exact = models.cached_gguf_path(short, identity.quantization)
@@ -361,7 +383,7 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
         raise ModelNotFound(msg) from exc
     if resolved.profile.dimension not in (None, identity.dimension):
         options.update(dimensions=identity.dimension, force_dimensions=True)
-    return options
+    return options, resolved
 
 
 def _refuse_reranker(resolved: ResolvedModel) -> None:

@@ -13,7 +13,16 @@
 from __future__ import annotations
 
 from lokal.index.filters import compile_filter, matches
-from lokal.index.store import CheckReport, Chunk, DocumentRecord, Hit, Index, Record
+from lokal.index.handle import IndexHandle
+from lokal.index.store import (
+    CheckReport,
+    Chunk,
+    DocumentRecord,
+    Hit,
+    Index,
+    Record,
+    open_indexes,
+)
 
 __all__ = [
     "CheckReport",
@@ -21,7 +30,9 @@ __all__ = [
     "DocumentRecord",
     "Hit",
     "Index",
+    "IndexHandle",
     "Record",
     "compile_filter",
     "matches",
+    "open_indexes",
 ]

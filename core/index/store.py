@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,16 @@ class CheckReport:
 # Each query counts rows that break the one-to-one agreement of chunks, vectors and full text.
 log = logging.getLogger(__name__)
 
+# Every Index object alive in this process (weak), for open_indexes().
+_INSTANCES: weakref.WeakSet[Index] = weakref.WeakSet()
+
+
+def open_indexes() -> list[Index]:
+    """The Index objects of this process that are still open (not closed, not yet freed):
+    what a test checks to catch a leaked connection."""
+    return [index for index in list(_INSTANCES) if not index.closed]
+
+
 #: Filters whose matching rows an open index remembers (until the file changes).
 _FILTER_CACHE_SIZE = 16
 
@@ -178,6 +189,7 @@ class Index:
         self.quantization = meta.get("quantization", "float")
         self.managed_by = meta.get("managed_by", "app")
         self.settings: dict[str, Any] = json.loads(meta.get("settings", "{}"))
+        _INSTANCES.add(self)
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -320,6 +332,11 @@ class Index:
         with Index.open(path) as index:
             return index.identity
 
+    def check_identity(self, identity: ModelIdentity) -> None:
+        """Check a reader's model against the recorded one, as :meth:`open` does for
+        ``identity``: another model raises ModelMismatch, another variant warns."""
+        self._check_identity(identity, writing=False)
+
     def _check_identity(self, identity: ModelIdentity, *, writing: bool) -> None:
         same = self.identity.compare(identity)
         if same == "different":
@@ -348,6 +365,10 @@ class Index:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
 
     def __enter__(self) -> Index:
         return self
@@ -652,6 +673,11 @@ class Index:
     def __len__(self) -> int:
         with self._lock:
             return int(self._reader().execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    def document_count(self) -> int:
+        """Documents (files) the index holds."""
+        with self._lock:
+            return int(self._reader().execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def get_by_ids(self, ids: Sequence[str]) -> list[Record]:
         """The chunks with these ids, in the order given; missing ids are skipped."""
