@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,8 @@ class Embedder(LoadedModel[Backend]):
         profile: overrides for any profile field (``context_length``, ``pooling``, ...).
         on_truncate: called with each call's list of :class:`Truncated` records when any.
     """
+
+    KIND = "embed"
 
     def __init__(
         self,
@@ -262,37 +265,25 @@ class Embedder(LoadedModel[Backend]):
 
     # ---- internals ---------------------------------------------------------------------------
 
-    def _cache_key(self) -> tuple[Any, ...]:
-        r = self.resolved
-        if r.backend == models.GGUF:
-            key = ("embed", r.backend, str(r.path), self.n_gpu_layers, self.n_threads)
-            return (*key, self.batch_size, self.concurrency)
-        return ("embed", r.backend, r.location, self.device, self.batch_size)
+    def _gguf_key(self) -> tuple[Any, ...]:
+        return (self.concurrency,)
 
-    def _load_backend(self) -> Backend:
-        r = self.resolved
-        if r.backend == models.GGUF:
-            from lokal.backends.llama_cpp import LlamaCppBackend
+    def _gguf_backend(self, path: Path) -> Backend:
+        from lokal.backends.llama_cpp import LlamaCppBackend
 
-            assert r.path is not None
-            return LlamaCppBackend(
-                r.path,
-                context_length=self.profile.context_length,
-                n_gpu_layers=self.n_gpu_layers,
-                n_threads=self.n_threads,
-                max_sequences=self.batch_size,
-                contexts=self.concurrency,
-            )
+        options = self._llama_options(self.profile.context_length)
+        return LlamaCppBackend(path, contexts=self.concurrency, **options)
+
+    def _torch_backend(self, path: Path) -> Backend:
         from lokal.backends.sentence_transformers import SentenceTransformersBackend
 
-        if r.path is None:
-            r = self._download()
-            self.profile = r.profile.with_overrides(
-                {k: getattr(self.profile, k) for k in self.profile.overridden}
-            )
         return SentenceTransformersBackend(
-            r.path or "", local=True, device=self.device, batch_size=self.batch_size
+            path, local=True, device=self.device, batch_size=self.batch_size
         )
+
+    def _downloaded(self, path: Path, hub_id: str) -> None:
+        overridden = {k: getattr(self.profile, k) for k in self.profile.overridden}
+        self.profile = self.resolved.profile.with_overrides(overridden)
 
     def _embed(self, texts: list[str]) -> EmbedResult:
         backend = self.backend

@@ -18,6 +18,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from lokal import models
@@ -53,13 +54,18 @@ def check_options(truncation: str, batch_size: int, concurrency: int = 1) -> Non
 class LoadedModel(Generic[BackendT]):
     """A resolved model whose backend loads on first use, once per process.
 
-    Subclasses set :attr:`resolved` and the engine settings, and implement
-    :meth:`_cache_key` (what makes two loads the same) and :meth:`_load_backend`.
+    Subclasses set :attr:`resolved` and the engine settings, and say how to build their two
+    engines (:meth:`_gguf_backend`, :meth:`_torch_backend`) and what more makes two GGUF loads
+    different (:meth:`_gguf_key`).
     """
 
+    #: Which cache entries are this class's ("embed", "rerank").
+    KIND = ""
     resolved: ResolvedModel
-    #: The profile's context length, if it sets one (tokens).
-    _profile_context: int | None = None
+    batch_size: int
+    device: str | None
+    n_gpu_layers: int
+    n_threads: int | None
 
     def __init__(self) -> None:
         self._backend: BackendT | None = None
@@ -88,18 +94,45 @@ class LoadedModel(Generic[BackendT]):
         return backend
 
     def _cache_key(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+        r = self.resolved
+        if r.backend == models.GGUF:
+            llama = (r.backend, str(r.path), self.n_gpu_layers, self.n_threads, self.batch_size)
+            return (self.KIND, *llama, *self._gguf_key())
+        return (self.KIND, r.backend, r.location, self.device, self.batch_size)
 
     def _load_backend(self) -> BackendT:
+        r = self.resolved
+        if r.backend == models.GGUF:
+            assert r.path is not None
+            return self._gguf_backend(r.path)
+        if r.path is None:  # a hub model: bring it to disk, resolve it again
+            hub_id = r.hub_id
+            assert hub_id is not None
+            r = self.resolved = models.resolve(str(models.download_hub_model(hub_id)), models.ST)
+            assert r.path is not None
+            self._downloaded(r.path, hub_id)
+        return self._torch_backend(r.path)
+
+    def _llama_options(self, context_length: int | None) -> dict[str, Any]:
+        """The llama.cpp settings both GGUF engines take."""
+        return {
+            "context_length": context_length,
+            "n_gpu_layers": self.n_gpu_layers,
+            "n_threads": self.n_threads,
+            "max_sequences": self.batch_size,
+        }
+
+    def _gguf_key(self) -> tuple[Any, ...]:
+        return ()
+
+    def _gguf_backend(self, path: Path) -> BackendT:
         raise NotImplementedError
 
-    def _download(self) -> ResolvedModel:
-        """Bring a hub model to disk and resolve it again (sentence-transformers)."""
-        hub_id = self.resolved.hub_id
-        assert hub_id is not None
-        path = models.download_hub_model(hub_id)
-        self.resolved = models.resolve(str(path), models.ST)
-        return self.resolved
+    def _torch_backend(self, path: Path) -> BackendT:
+        raise NotImplementedError
+
+    def _downloaded(self, path: Path, hub_id: str) -> None:
+        """Called once a hub model is on disk (at ``path``): refresh what depends on it."""
 
 
 def clean_texts(texts: Sequence[str], what: str = "text") -> list[str]:

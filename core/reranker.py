@@ -163,6 +163,8 @@ class Reranker(LoadedModel[RerankBackend]):
         on_truncate: called with each call's list of :class:`~lokal.embedder.Truncated` records.
     """
 
+    KIND = "rerank"
+
     def __init__(
         self,
         model: str | None = None,
@@ -356,38 +358,21 @@ class Reranker(LoadedModel[RerankBackend]):
         if truncated and self.on_truncate is not None:
             self.on_truncate(truncated)
 
-    def _cache_key(self) -> tuple[Any, ...]:
-        r = self.resolved
-        if r.backend == models.GGUF:
-            key = ("rerank", r.backend, str(r.path), self.n_gpu_layers, self.n_threads)
-            return (*key, self.batch_size, self.profile.context_length)
-        return ("rerank", r.backend, r.location, self.device, self.batch_size)
+    def _gguf_key(self) -> tuple[Any, ...]:
+        return (self.profile.context_length,)
 
-    def _load_backend(self) -> RerankBackend:
-        r = self.resolved
-        if r.backend == models.GGUF:
-            from lokal.backends.rerank_llama_cpp import LlamaCppRerankBackend
+    def _gguf_backend(self, path: Path) -> RerankBackend:
+        from lokal.backends.rerank_llama_cpp import LlamaCppRerankBackend
 
-            assert r.path is not None
-            return LlamaCppRerankBackend(
-                r.path,
-                context_length=self.profile.context_length,
-                n_gpu_layers=self.n_gpu_layers,
-                n_threads=self.n_threads,
-                max_sequences=self.batch_size,
-            )
+        return LlamaCppRerankBackend(path, **self._llama_options(self.profile.context_length))
+
+    def _torch_backend(self, path: Path) -> RerankBackend:
         from lokal.backends.rerank_st import CrossEncoderBackend
 
-        if r.path is None:
-            hub_id = r.hub_id
-            r = self._download()
-            assert r.path is not None
-            self.profile = profiles.reranker_from_dir(r.path, name=hub_id).with_overrides(
-                self._overrides
-            )
-        return CrossEncoderBackend(
-            r.path or "", local=True, device=self.device, batch_size=self.batch_size
-        )
+        return CrossEncoderBackend(path, local=True, device=self.device, batch_size=self.batch_size)
+
+    def _downloaded(self, path: Path, hub_id: str) -> None:
+        self.profile = profiles.reranker_from_dir(path, name=hub_id).with_overrides(self._overrides)
 
 
 def cached_rerankers() -> list[Path]:

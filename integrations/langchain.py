@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lokal.errors import IndexFileError, MissingDependency, ModelMismatch
 
 try:
@@ -39,6 +41,7 @@ from lokal.index.search import QUANTIZATIONS
 from lokal.integrations.shared import (
     EMBEDDER_CONTEXT,
     EmbedderSettings,
+    HandleOwner,
     RerankerSettings,
     external_identity,
     vectors_as_lists,
@@ -116,7 +119,7 @@ class LocalEmbeddings(EmbedderSettings, Embeddings):
 LOKAL_METADATA_KEY = "lokal"
 
 
-class LokalVectorStore(VectorStore):
+class LokalVectorStore(HandleOwner, VectorStore):
     """A LangChain vector store over a lokal index file (the single file ``lokal agent`` keeps).
 
     >>> store = LokalVectorStore("notes.db", LocalEmbeddings())   # created on the first add
@@ -194,24 +197,6 @@ class LokalVectorStore(VectorStore):
     def embeddings(self) -> Embeddings:
         return self._embedding
 
-    @property
-    def _lock(self) -> Any:
-        return self._handle.lock
-
-    @property
-    def _index(self) -> Index | None:
-        return self._handle.index
-
-    def close(self) -> None:
-        """Close the index file (the store can not be used afterwards)."""
-        self._handle.close()
-
-    def __enter__(self) -> LokalVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         where = repr(self._index) if self._index is not None else repr(str(self.path))
         return f"LokalVectorStore({where}, embedding={type(self._embedding).__name__})"
@@ -222,6 +207,13 @@ class LokalVectorStore(VectorStore):
         if isinstance(self._embedding, LocalEmbeddings):
             return self._embedding.embedder.identity
         return langchain_identity(self._embedding, dimension)
+
+    def _query_vector(self, query: str) -> Any:
+        """The query's vector: lokal's own model's float32 array as it is (no round trip
+        through a list of floats), another model's list."""
+        if isinstance(self._embedding, LocalEmbeddings):
+            return self._embedding.embedder.embed_query(query)
+        return self._embedding.embed_query(query)
 
     def _check_dimension(self, dimension: int, index: Index) -> None:
         if dimension != index.dimension:
@@ -326,7 +318,7 @@ class LokalVectorStore(VectorStore):
 
     def _search(
         self,
-        vector: list[float],
+        vector: Sequence[float] | np.ndarray,
         k: int,
         *,
         hybrid_text: str | None = None,
@@ -366,7 +358,7 @@ class LokalVectorStore(VectorStore):
         _no_options("similarity_search", kwargs, "k, filter, hybrid, score_threshold")
         if not self._has_file():
             return []
-        vector = self._embedding.embed_query(query)
+        vector = self._query_vector(query)
         return self._search(
             vector,
             k,
@@ -442,7 +434,7 @@ class LokalVectorStore(VectorStore):
         if not self._has_file():
             return []
         return self.max_marginal_relevance_search_by_vector(
-            self._embedding.embed_query(query), k, fetch_k, lambda_mult, filter=filter
+            self._query_vector(query), k, fetch_k, lambda_mult, filter=filter
         )
 
     def max_marginal_relevance_search_by_vector(

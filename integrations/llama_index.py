@@ -54,7 +54,12 @@ from lokal.embedder import Embedder
 from lokal.identity import ModelIdentity
 from lokal.index import Chunk, Hit, Index, IndexHandle, Record
 from lokal.integrations import shared
-from lokal.integrations.shared import EmbedderSettings, RerankerSettings, vectors_as_lists
+from lokal.integrations.shared import (
+    EmbedderSettings,
+    HandleOwner,
+    RerankerSettings,
+    vectors_as_lists,
+)
 from lokal.reranker import Reranker
 from lokal.retrieval import retrieve
 
@@ -240,7 +245,7 @@ def _both(*filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
-class LokalVectorStore(BasePydanticVectorStore):
+class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
     """A LlamaIndex vector store over a lokal index file (the file ``lokal agent`` keeps).
 
     Text stays text and metadata stays metadata, so the same file serves LangChain, LlamaIndex
@@ -303,14 +308,6 @@ class LokalVectorStore(BasePydanticVectorStore):
             return external_identity(self._external, dimension)
         return self._fixed
 
-    @property
-    def _index(self) -> Index | None:
-        return self._handle.index
-
-    @property
-    def _lock(self) -> Any:
-        return self._handle.lock
-
     @classmethod
     def class_name(cls) -> str:
         return "LokalVectorStore"
@@ -319,16 +316,6 @@ class LokalVectorStore(BasePydanticVectorStore):
     def client(self) -> Index | None:
         """The core :class:`lokal.index.Index` (None until an external model's first add)."""
         return self._index
-
-    def close(self) -> None:
-        """Close the index file (the store cannot be used after this)."""
-        self._handle.close()
-
-    def __enter__(self) -> LokalVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from pydantic import BaseModel, Field
+from typing_extensions import Self
 
 from lokal.embedder import Embedder
 from lokal.identity import ModelIdentity
+from lokal.index import Index, IndexHandle
 from lokal.loading import TruncationPolicy
 from lokal.reranker import Reranker
 
@@ -129,3 +131,28 @@ def vectors_as_lists(vectors: Any) -> list[list[float]]:
     """A float32 matrix as the lists of floats the frameworks' interfaces return."""
     out: list[list[float]] = vectors.tolist()
     return out
+
+
+class HandleOwner:
+    """What both vector stores do with their :class:`~lokal.index.IndexHandle` (``_handle``):
+    its lock, its open index, closing it, and the context-manager protocol."""
+
+    _handle: IndexHandle
+
+    @property
+    def _lock(self) -> Any:
+        return self._handle.lock
+
+    @property
+    def _index(self) -> Index | None:
+        return self._handle.index
+
+    def close(self) -> None:
+        """Close the index file (the store cannot be used afterwards)."""
+        self._handle.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
