@@ -255,15 +255,15 @@ def corpus_index(
     itself when it records exactly this model, else the cached one (built when missing)."""
     identity = embedder.identity
     if evalset.index_path is not None:
-        recorded = Index.recorded_identity(evalset.index_path)
-        if recorded.compare(identity) == "same":
-            index = Index.open(evalset.index_path, identity)
+        index = Index.open(evalset.index_path)  # once: its recorded model decides
+        if index.identity.compare(identity) == "same":
             tokens = sum(u.tokens or 0 for u in index.get())
             stats = CorpusStats(
                 len(evalset.units), tokens, 0, embedder.context_length, 0.0, "index",
                 str(evalset.index_path),
             )  # fmt: skip
             return index, stats
+        index.close()
     folder = cache_dir() / evalset.fingerprint()[:24]
     path = folder / f"{identity.key[:16]}-{identity.variant[:16]}.db"
     if path.is_file():
