@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lokal.index import Hit, Index
+from lokal.index import search as search_module
 
 if TYPE_CHECKING:
     from lokal.embedder import Embedder
@@ -28,14 +29,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: How many chunks a reranker reorders by default for ``k`` results: ``max(4 * k, 20)``.
-CANDIDATE_FACTOR = 4
-CANDIDATE_MIN = 20
+CANDIDATE_FACTOR, CANDIDATE_MIN = search_module.CANDIDATE_FACTOR, search_module.CANDIDATE_MIN
 
 
 def candidate_depth(k: int, candidates: int | None = None) -> int:
     """Chunks to retrieve for a reranker to reorder into ``k`` results: ``candidates`` when
     given, else ``max(4 * k, 20)``; never fewer than ``k``."""
-    return max(k, candidates or max(CANDIDATE_FACTOR * k, CANDIDATE_MIN))
+    return search_module.candidate_depth(k, candidates)
 
 
 class RankFn(Protocol):

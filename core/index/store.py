@@ -916,7 +916,7 @@ class Index:
         """Vector and full-text (BM25) rankings fused by reciprocal rank fusion. ``score`` is
         the fused score divided by its maximum (first in both lists = 1.0)."""
         q = self._query(vector)
-        fetch = fetch_k or max(4 * k, 20)
+        fetch = fetch_k or search.candidate_depth(k)
         with self._lock, sqlite.read(self._reader()):
             nearest = self._nearest(q, fetch, filter)
             lexical = self._text_ranks(text, fetch, filter)
