@@ -232,16 +232,9 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
 
 def _reranker_profile(r: Any) -> Any:
     """The reranker profile of a resolved model that is a cross-encoder, else None."""
-    from lokal import gguf, models, profiles
+    from lokal import profiles
 
-    if r.path is None:
-        return None
-    if r.backend == models.GGUF:
-        meta = gguf.read_metadata(r.path)
-        if not profiles.is_reranker_gguf(meta):
-            return None
-        return profiles.reranker_from_gguf_metadata(meta, r.path.name.split(".")[0])
-    return profiles.reranker_from_dir(r.path) if profiles.is_cross_encoder_dir(r.path) else None
+    return profiles.reranker_profile(r) if profiles.model_kind(r) == profiles.RERANKER else None
 
 
 def _embedding_profile_rows(p: Any) -> list[list[str]]:
@@ -452,12 +445,17 @@ def index_cmd(
 
 
 def _open_for_search(index_path: Path) -> tuple[Any, Any]:
-    from lokal.embedder import Embedder, options_for
-    from lokal.index import Index
+    from lokal.retrieval import open_recorded
 
-    identity = Index.recorded_identity(index_path)
-    embedder = Embedder(**options_for(identity, str(index_path)))
-    return Index.open(index_path, embedder.identity), embedder
+    return open_recorded(index_path)
+
+
+def _rank_with_warnings(reranker: Any) -> Any:
+    def rank(query: str, texts: list[str], top_n: int | None) -> Any:
+        with _warnings_to_stderr():
+            return reranker.rank(query, texts, top_n=top_n)
+
+    return rank
 
 
 @cli.command("search")
@@ -515,10 +513,11 @@ def search_cmd(
         except ValueError as exc:
             msg = f"not JSON: {exc}"
             raise click.BadParameter(msg, param_hint="--filter") from exc
+    from lokal.retrieval import retrieve
+
     if candidates is not None and rerank is None:
         msg = "--candidates only applies with --rerank"
         raise click.UsageError(msg)
-    fetch = k if rerank is None else max(k, candidates or max(4 * k, 20))
     with _friendly_errors():
         reranker = None
         if rerank is not None:  # a wrong reranker fails here, before any model loads
@@ -528,20 +527,19 @@ def search_cmd(
                 reranker = Reranker(rerank or None)
         index, embedder = _open_for_search(index_path)
         with index:
-            vector = embedder.embed_query(query)
-            hits = (
-                index.hybrid_search(vector, query, fetch, filter=flt)
-                if hybrid
-                else index.search(vector, fetch, filter=flt)
+            results = retrieve(
+                index,
+                query,
+                k,
+                embedder=embedder,
+                hybrid=hybrid,
+                filter=flt,
+                reranker=None if reranker is None else _rank_with_warnings(reranker),
+                candidates=candidates,
             )
-        order: list[tuple[int, float | None]] = [(i, None) for i in range(len(hits))]
-        if reranker is not None and hits:
-            with _warnings_to_stderr():
-                ranked = reranker.rank(query, [h.text for h in hits], top_n=k)
-            order = [(r.index, r.score) for r in ranked]
     rows = []
-    for i, rerank_score in order:
-        h = hits[i]
+    for res in results:
+        h = res.hit
         row = {
             "path": h.document,
             "lines": [h.line_start, h.line_end],
@@ -550,8 +548,8 @@ def search_cmd(
             "text": h.text,
             "metadata": h.metadata,
         }
-        if rerank_score is not None:
-            row.update(rerank_score=round(rerank_score, 4), retrieval_rank=i + 1)
+        if res.rerank_score is not None:
+            row.update(rerank_score=round(res.rerank_score, 4), retrieval_rank=res.retrieval_rank)
         rows.append(row)
     if as_json:
         _emit_json(rows)
@@ -1044,7 +1042,7 @@ def serve_cmd(
             )
             # one worker per llama.cpp context; PyTorch runs one call on all its threads (two
             # calls would fight for them)
-            workers = getattr(embedder.backend, "contexts", 1)
+            workers = embedder.contexts
             settings = dataclasses.replace(settings, workers=workers)
             embedder.embed_documents(["warm up"])  # load now, not on the first request
             rr = None

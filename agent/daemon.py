@@ -471,8 +471,7 @@ class Agent:
 
     def _documents(self) -> int:
         assert self.ingest is not None
-        row = self.ingest.index._reader().execute("SELECT count(*) FROM documents").fetchone()
-        return int(row[0])
+        return self.ingest.index.document_count()
 
     def _write_status(self, *, force: bool = False) -> None:
         now = time.monotonic()

@@ -74,6 +74,7 @@ from lokal.errors import (
     ProfileError,
     TextTooLong,
 )
+from lokal.retrieval import candidate_depth, retrieve
 
 try:
     import uvicorn
@@ -197,7 +198,7 @@ class Served:
         if dimensions not in self._dims:
             # Embedder's own rule: a Matryoshka size the profile lists, or force
             try:
-                self._dims[dimensions] = self.model._check_dimensions(dimensions, force)
+                self._dims[dimensions] = self.model.check_dimensions(dimensions, force)
             except ProfileError as exc:
                 hint = "" if force else " (for lokal serve: start it with --force-dimensions)"
                 msg = f"{exc}{hint}"
@@ -244,14 +245,11 @@ class Served:
 
 
 def _gguf_parameters(path: Path) -> int | None:
-    from lokal.backends.rerank_llama_cpp import read_tensor_table
-
     try:
-        tensors = read_tensor_table(path)
+        return gguf.parameter_count(path)
     except (OSError, LokalError, ValueError) as exc:
         log.warning("%s: cannot count parameters: %s", path, exc)
         return None
-    return sum(math.prod(t.dims) for t in tensors.values())
 
 
 def _safetensors_parameters(directory: Path) -> int | None:
@@ -975,7 +973,7 @@ class Service:
         _check_filter(flt)
         hybrid = bool(_bool(body, "hybrid"))
         rerank = bool(_bool(body, "rerank"))
-        fetch_k = _int(body, "fetch_k", max(4 * k, 20), lo=k, hi=self.settings.max_k)
+        fetch_k = _int(body, "fetch_k", candidate_depth(k), lo=k, hi=self.settings.max_k)
         assert fetch_k is not None
         if rerank and self.rerank is None:
             raise ApiError(
@@ -985,27 +983,24 @@ class Service:
             )
         embedded = await self._embed(self.index_embedder, "query", [query], refuse_long=False)
         vector = embedded.vectors[0]
-        n = fetch_k if rerank else k
-        index = self.index
+        worker, model = self.worker, self.rerank.model if self.rerank else None
+
+        def rank(q: str, texts: list[str], top_n: int | None) -> list[Any]:
+            # from retrieve's thread, through the model worker's queue
+            return list(worker.rerank(model, q, texts).result().ranked(top_n))
+
         try:
-            if hybrid:
-                hits = await asyncio.to_thread(index.hybrid_search, vector, query, n, filter=flt)
-            else:
-                hits = await asyncio.to_thread(index.search, vector, n, filter=flt)
+            found = await asyncio.to_thread(
+                retrieve, self.index, query, k, vector=vector, hybrid=hybrid, filter=flt,
+                reranker=rank if rerank else None, candidates=fetch_k,
+            )  # fmt: skip
         except (ValueError, OverflowError) as exc:
             if not flt or isinstance(exc, LokalError):
                 raise
             # a value the filter language took but SQLite cannot bind: the request's fault
             raise ApiError(400, f"'filter': {exc}", param="filter") from exc
-        rerank_scores: list[float | None] = [None] * len(hits)
-        if rerank and hits:
-            assert self.rerank is not None
-            scored = await asyncio.wrap_future(
-                self.worker.rerank(self.rerank.model, query, [h.text for h in hits])
-            )
-            order = scored.ranked(k)
-            hits = [hits[r.index] for r in order]
-            rerank_scores = [r.score for r in order]
+        hits = [r.hit for r in found]
+        rerank_scores: list[float | None] = [r.rerank_score for r in found]
         results = []
         for h, rerank_score in zip(hits, rerank_scores, strict=True):
             item: dict[str, Any] = {

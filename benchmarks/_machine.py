@@ -4,27 +4,19 @@ a wait for a quiet spell. Imported by the scripts in this directory (run as
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
 import time
 from pathlib import Path
+
+from lokal.benchmark import peak_rss_mb
+
+__all__ = ["machine_busy_s", "peak_rss_mb", "wait_quiet"]
 
 
 def machine_busy_s() -> float:
     """CPU seconds the whole machine has spent busy since boot (/proc/stat)."""
     v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
     return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb() -> float:
-    """This process's high-water RSS: VmHWM, since after vfork+exec ru_maxrss may be the
-    parent's."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def wait_quiet(max_wait: float, max_noise: float) -> None:

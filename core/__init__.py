@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from lokal.identity import ModelIdentity
     from lokal.profiles import Profile
     from lokal.reranker import Ranked, Reranker
+    from lokal.retrieval import Retrieved, open_recorded, retrieve
 
 _LAZY = {
     "Embedder": "lokal.embedder",
@@ -39,6 +40,9 @@ _LAZY = {
     "Profile": "lokal.profiles",
     "Reranker": "lokal.reranker",
     "Ranked": "lokal.reranker",
+    "Retrieved": "lokal.retrieval",
+    "open_recorded": "lokal.retrieval",
+    "retrieve": "lokal.retrieval",
 }
 
 __all__ = [
@@ -55,9 +59,12 @@ __all__ = [
     "ProfileError",
     "Ranked",
     "Reranker",
+    "Retrieved",
     "TextTooLong",
     "Truncated",
     "TruncationWarning",
+    "open_recorded",
+    "retrieve",
 ]
 
 

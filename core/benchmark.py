@@ -1,7 +1,8 @@
 """How fast and how heavy a model is on this machine: ``lokal bench`` as a library.
 
 Each model is measured in a fresh interpreter of its own (:func:`run_isolated`), so its peak
-memory (``ru_maxrss``) is its own and one model's imports (torch) do not weigh on the next.
+memory (``VmHWM``, see :func:`peak_rss_mb`) is its own and one model's imports (torch) do not
+weigh on the next.
 The child (``python -m lokal.benchmark SPEC``) loads the model, embeds a few texts to warm
 up, then embeds the benchmark texts as documents and reports, as JSON lines on stdout:
 
@@ -18,6 +19,7 @@ a chunk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,6 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from lokal.errors import LokalError
@@ -79,8 +82,17 @@ def bench_texts(n: int) -> list[str]:
 
 
 def peak_rss_mb() -> float:
+    """This process's high-water resident memory in MiB: ``VmHWM`` from /proc on Linux.
+
+    Not ``ru_maxrss``: a process started with vfork+exec (Python's subprocess, posix_spawn)
+    inherits its parent's high-water mark there, so a small child of a big parent would report
+    the parent's peak. ``ru_maxrss`` only where there is no /proc (macOS reports bytes).
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 

@@ -16,27 +16,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import warnings
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lokal import gguf, models, profiles
+from lokal import models, profiles
 from lokal.backends import Backend
 from lokal.errors import ModelNotFound, ProfileError, TextTooLong
 from lokal.identity import ModelIdentity
+from lokal.loading import (
+    TRUNCATION_POLICIES,
+    LoadedModel,
+    TruncationPolicy,
+    check_options,
+    clean_texts,
+)
 from lokal.models import ResolvedModel
 from lokal.profiles import Profile
 
 log = logging.getLogger(__name__)
 
-TruncationPolicy = Literal["warn", "error"]
-TRUNCATION_POLICIES = ("warn", "error")
+__all__ = [
+    "TRUNCATION_POLICIES",
+    "EmbedResult",
+    "Embedder",
+    "Truncated",
+    "TruncationPolicy",
+    "TruncationWarning",
+    "options_for",
+    "recorded_embedder",
+]
 
 
 class TruncationWarning(UserWarning):
@@ -73,12 +87,7 @@ class EmbedResult:
         return [[float(x) for x in row] for row in self.vectors]
 
 
-# Loaded backends shared across embedders in this process (weak: freed with the last user).
-_LOADED: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
-_LOAD_LOCK = threading.Lock()
-
-
-class Embedder:
+class Embedder(LoadedModel[Backend]):
     """Embeds queries and documents with a local model.
 
     >>> emb = Embedder()                     # the embedded default, offline
@@ -87,7 +96,8 @@ class Embedder:
 
     Args:
         model: ``None`` (the embedded default), a ``.gguf`` path, a sentence-transformers
-            directory, a name in lokal's model cache, or a hub id (see :mod:`lokal.models`).
+            directory, a name in lokal's model cache, or a hub id (see :mod:`lokal.models`);
+            or a :class:`~lokal.models.ResolvedModel` already resolved.
         backend: ``"auto"``, ``"sentence-transformers"`` or ``"gguf"``. ``auto`` is
             deterministic and says why it chose (``repr`` and a log line).
         query_prefix, document_prefix: override the profile's prefixes; ``""`` disables.
@@ -108,9 +118,11 @@ class Embedder:
         on_truncate: called with each call's list of :class:`Truncated` records when any.
     """
 
+    KIND = "embed"
+
     def __init__(
         self,
-        model: str | None = None,
+        model: str | ResolvedModel | None = None,
         *,
         backend: str = "auto",
         query_prefix: str | None = None,
@@ -127,16 +139,12 @@ class Embedder:
         profile: Mapping[str, Any] | None = None,
         on_truncate: Callable[[list[Truncated]], None] | None = None,
     ) -> None:
-        if truncation not in TRUNCATION_POLICIES:
-            msg = f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}"
-            raise ProfileError(msg)
-        if batch_size <= 0:
-            msg = f"batch_size must be positive, got {batch_size}"
-            raise ProfileError(msg)
-        if concurrency <= 0:
-            msg = f"concurrency must be positive, got {concurrency}"
-            raise ProfileError(msg)
-        self.resolved: ResolvedModel = models.resolve(model, backend)
+        check_options(truncation, batch_size, concurrency)
+        super().__init__()
+        # a ResolvedModel: a caller that resolved the model already (no second resolve)
+        self.resolved: ResolvedModel = (
+            model if isinstance(model, ResolvedModel) else models.resolve(model, backend)
+        )
         _refuse_reranker(self.resolved)
         overrides = dict(profile or {})
         overrides.update(query_prefix=query_prefix, document_prefix=document_prefix)
@@ -149,9 +157,7 @@ class Embedder:
         self.n_threads = n_threads
         self.concurrency = concurrency
         self.on_truncate = on_truncate
-        self.dimensions = self._check_dimensions(dimensions, force_dimensions)
-        self._backend: Backend | None = None
-        self._lock = threading.Lock()
+        self.dimensions = self.check_dimensions(dimensions, force_dimensions)
         if not self.profile.known:
             log.warning("%s", self.profile.describe())
         log.info(
@@ -161,25 +167,18 @@ class Embedder:
     # ---- public API --------------------------------------------------------------------------
 
     @property
-    def backend_name(self) -> str:
-        return self.resolved.backend
-
-    @property
-    def backend(self) -> Backend:
-        """The loaded engine (loads the model on first access)."""
-        if self._backend is None:
-            with self._lock:
-                if self._backend is None:
-                    self._backend = self._load()
-        return self._backend
-
-    @property
     def context_length(self) -> int:
         """Most tokens one text may have, prefix and special tokens included."""
         limit = self.backend.max_tokens
         if self.profile.context_length:
             limit = min(limit, self.profile.context_length)
         return limit
+
+    @property
+    def contexts(self) -> int:
+        """Model calls that can run side by side: the GGUF backend's llama.cpp contexts
+        (``concurrency``), 1 for sentence-transformers (loads the model)."""
+        return self.backend.contexts
 
     @property
     def dimension(self) -> int:
@@ -242,9 +241,10 @@ class Embedder:
             f"{dims}, location={self.resolved.location!r}, reason={self.resolved.reason!r})"
         )
 
-    # ---- internals ---------------------------------------------------------------------------
-
-    def _check_dimensions(self, dimensions: int | None, force: bool) -> int | None:
+    def check_dimensions(self, dimensions: int | None, force: bool = False) -> int | None:
+        """The output size to slice to for ``dimensions`` (None: the native size), by this
+        model's rule: a Matryoshka size its profile lists, or any size with ``force``.
+        Raises :class:`~lokal.errors.ProfileError` for a size outside the model's."""
         if dimensions is None:
             return None
         native = self.profile.dimension
@@ -263,53 +263,27 @@ class Embedder:
             raise ProfileError(msg)
         return dimensions
 
-    def _load(self) -> Backend:
-        r = self.resolved
-        if r.backend == models.GGUF:
-            key: tuple[Any, ...] = (
-                r.backend,
-                str(r.path),
-                self.n_gpu_layers,
-                self.n_threads,
-                self.batch_size,
-                self.concurrency,
-            )
-        else:
-            key = (r.backend, r.location, self.device, self.batch_size)
-        with _LOAD_LOCK:
-            backend = _LOADED.get(key)
-            if backend is None:
-                backend = self._load_backend()
-                _LOADED[key] = backend
-        return backend
+    # ---- internals ---------------------------------------------------------------------------
 
-    def _load_backend(self) -> Backend:
-        r = self.resolved
-        if r.backend == models.GGUF:
-            from lokal.backends.llama_cpp import LlamaCppBackend
+    def _gguf_key(self) -> tuple[Any, ...]:
+        return (self.concurrency,)
 
-            assert r.path is not None
-            return LlamaCppBackend(
-                r.path,
-                context_length=self.profile.context_length,
-                n_gpu_layers=self.n_gpu_layers,
-                n_threads=self.n_threads,
-                max_sequences=self.batch_size,
-                contexts=self.concurrency,
-            )
+    def _gguf_backend(self, path: Path) -> Backend:
+        from lokal.backends.llama_cpp import LlamaCppBackend
+
+        options = self._llama_options(self.profile.context_length)
+        return LlamaCppBackend(path, contexts=self.concurrency, **options)
+
+    def _torch_backend(self, path: Path) -> Backend:
         from lokal.backends.sentence_transformers import SentenceTransformersBackend
 
-        if r.path is None:
-            assert r.hub_id is not None
-            path = models.download_hub_model(r.hub_id)
-            self.resolved = models.resolve(str(path), models.ST)
-            self.profile = self.resolved.profile.with_overrides(
-                {k: getattr(self.profile, k) for k in self.profile.overridden}
-            )
-            r = self.resolved
         return SentenceTransformersBackend(
-            r.path or "", local=True, device=self.device, batch_size=self.batch_size
+            path, local=True, device=self.device, batch_size=self.batch_size
         )
+
+    def _downloaded(self, path: Path, hub_id: str) -> None:
+        overridden = {k: getattr(self.profile, k) for k in self.profile.overridden}
+        self.profile = self.resolved.profile.with_overrides(overridden)
 
     def _embed(self, texts: list[str]) -> EmbedResult:
         backend = self.backend
@@ -355,6 +329,17 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
     Resolution is local-only (no download, with or without ``HF_HUB_OFFLINE``). Raises
     :class:`~lokal.errors.ModelNotFound` saying how to bring the model to this machine.
     """
+    return _recorded(identity, where)[0]
+
+
+def recorded_embedder(identity: ModelIdentity, where: str = "the index") -> Embedder:
+    """The Embedder of :func:`options_for`, with the model resolved once."""
+    options, resolved = _recorded(identity, where)
+    options["model"] = resolved
+    return Embedder(**options)
+
+
+def _recorded(identity: ModelIdentity, where: str) -> tuple[dict[str, Any], ResolvedModel]:
     short = identity.name.rsplit("/", 1)[-1]
     if identity.backend == models.GGUF:
         exact = models.cached_gguf_path(short, identity.quantization)
@@ -395,44 +380,24 @@ def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, 
         raise ModelNotFound(msg) from exc
     if resolved.profile.dimension not in (None, identity.dimension):
         options.update(dimensions=identity.dimension, force_dimensions=True)
-    return options
+    return options, resolved
 
 
 def _refuse_reranker(resolved: ResolvedModel) -> None:
     """A reranker is not an embedding model: sentence-transformers would mean-pool a
     cross-encoder's states into meaningless vectors, and llama.cpp returns no vectors from a
     GGUF reranker. Refuse either by name before anything loads."""
-    path = resolved.path
-    if path is None:
-        return
-    if resolved.backend == models.GGUF:
-        reranker = profiles.is_reranker_gguf(gguf.read_metadata(path))
-    else:
-        reranker = profiles.is_cross_encoder_dir(path)
-    if reranker:
+    if profiles.model_kind(resolved) == profiles.RERANKER:
         msg = (
-            f"{path} is a reranker (a cross-encoder), not an embedding model: score with "
-            "lokal.Reranker (or `lokal search --rerank`), and embed with an embedding model"
+            f"{resolved.path} is a reranker (a cross-encoder), not an embedding model: score "
+            "with lokal.Reranker (or `lokal search --rerank`), and embed with an embedding model"
         )
         raise ProfileError(msg)
 
 
 def _texts(texts: Sequence[str]) -> list[str]:
-    """Validate a batch; lone surrogates (undecodable bytes smuggled in by ``surrogateescape``)
-    and NUL characters become U+FFFD so both backends' tokenizers see the same valid text
-    (llama.cpp reads a text as a C string: everything after a NUL would be silently lost)."""
+    """Validate and clean a batch (lokal's one policy: :func:`lokal.loading.clean_texts`)."""
     if isinstance(texts, str):
         msg = "pass a list of texts, not a single string (use embed_query for one query)"
         raise TypeError(msg)
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            msg = f"text {i} is {type(t).__name__}, not str"
-            raise TypeError(msg)
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
-            t = out[i] = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        if "\x00" in t:
-            out[i] = t.replace("\x00", "\ufffd")
-    return out
+    return clean_texts(texts)

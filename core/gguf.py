@@ -10,9 +10,11 @@ Format reference: llama.cpp ``docs/gguf.md`` (version 2 and 3, little-endian).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -142,6 +144,44 @@ def _check_tensor_table(r: _Reader, n_tensors: int, path: Path) -> None:
     if entries and max(entries) >= size:
         msg = f"{path} is truncated: tensor data points past the end of the file ({size} bytes)"
         raise ModelLoadError(msg)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    #: ggml order: dims[0] is the row length.
+    dims: tuple[int, ...]
+    ggml_type: int
+    #: Absolute offset of the data in the file.
+    offset: int
+
+
+def read_tensor_table(path: str | Path) -> dict[str, TensorInfo]:
+    """Name, shape, type and file offset of every tensor in a GGUF (no data is read)."""
+    p = Path(path)
+    with p.open("rb") as fh:
+        r = _Reader(fh, p)
+        _version, n_tensors, n_kv = _header(r)
+        alignment = DEFAULT_ALIGNMENT
+        for _ in range(n_kv):
+            key = r.string()
+            value = r.value(r.scalar("<I"))
+            if key == "general.alignment":
+                alignment = int(value)
+        raw = []
+        for _ in range(n_tensors):
+            name = r.string()
+            n_dims = r.scalar("<I")
+            dims = tuple(int(r.scalar("<Q")) for _ in range(n_dims))
+            raw.append((name, dims, int(r.scalar("<I")), int(r.scalar("<Q"))))
+        data_start = -(-fh.tell() // alignment) * alignment
+    return {n: TensorInfo(n, d, t, data_start + o) for n, d, t, o in raw}
+
+
+def parameter_count(path: str | os.PathLike[str]) -> int:
+    """Parameters in a GGUF: the product of each tensor's dimensions, summed (no data read)."""
+    tensors = read_tensor_table(Path(path))
+    return sum(math.prod(t.dims, start=1) for t in tensors.values())
 
 
 def _encode_string(s: str) -> bytes:

@@ -177,7 +177,7 @@ _BERT_POOLER = ("bert.pooler.dense.", "pooler.dense.")
 def _reranker_profile(src_dir: Path, name: str | None) -> profiles.RerankerProfile | None:
     """The reranker profile of a cross-encoder directory (None for an embedding model). Refuses
     architectures llama.cpp cannot run before the converter is started."""
-    if not profiles.is_classifier_dir(src_dir):
+    if profiles.directory_kind(src_dir) == profiles.EMBEDDING:
         return None
     reranker = profiles.reranker_from_dir(src_dir, name=name)
     if reranker.gguf in ("unsupported", "refuse"):
@@ -196,7 +196,7 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
     without it, 1.0000 with it and the GGUF backend's segment-B inputs; docs/benchmarks.md).
     Anything else converts from ``src_dir`` as it is. The source's sha256 is unaffected.
     """
-    config = profiles._read_object(src_dir / "config.json")
+    config = profiles.read_object(src_dir / "config.json")
     if "BertForSequenceClassification" not in (config.get("architectures") or []):
         return src_dir
     weights = sorted(src_dir.glob("*.safetensors"))

@@ -29,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import warnings
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +38,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lokal import gguf, models, profiles
-from lokal.embedder import TRUNCATION_POLICIES, Truncated, TruncationPolicy, TruncationWarning
+from lokal.embedder import Truncated, TruncationWarning
 from lokal.errors import LokalError, ModelNotFound, ProfileError, TextTooLong
+from lokal.loading import LoadedModel, TruncationPolicy, check_options, clean_text, clean_texts
 from lokal.models import ResolvedModel
 from lokal.profiles import RerankerProfile
 
@@ -144,11 +143,7 @@ class RerankBackend(Protocol):
         ...
 
 
-_LOADED: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
-_LOAD_LOCK = threading.Lock()
-
-
-class Reranker:
+class Reranker(LoadedModel[RerankBackend]):
     """Scores documents against a query with a local cross-encoder.
 
     Args:
@@ -167,6 +162,8 @@ class Reranker:
             ``"identity"``).
         on_truncate: called with each call's list of :class:`~lokal.embedder.Truncated` records.
     """
+
+    KIND = "rerank"
 
     def __init__(
         self,
@@ -189,12 +186,8 @@ class Reranker:
                 "id such as 'BAAI/bge-reranker-base' (lokal bundles no reranker weights)"
             )
             raise ModelNotFound(msg)
-        if truncation not in TRUNCATION_POLICIES:
-            msg = f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}"
-            raise ProfileError(msg)
-        if batch_size <= 0:
-            msg = f"batch_size must be positive, got {batch_size}"
-            raise ProfileError(msg)
+        check_options(truncation, batch_size)
+        super().__init__()
         self.resolved: ResolvedModel = models.resolve(model, backend)
         self._overrides = dict(profile or {})
         self.profile: RerankerProfile = self._detect_profile().with_overrides(self._overrides)
@@ -204,8 +197,6 @@ class Reranker:
         self.n_gpu_layers = n_gpu_layers
         self.n_threads = n_threads
         self.on_truncate = on_truncate
-        self._backend: RerankBackend | None = None
-        self._lock = threading.Lock()
         if self.resolved.backend == models.GGUF:
             self._check_gguf_support()
         if not self.profile.known:
@@ -218,19 +209,6 @@ class Reranker:
         )
 
     # ---- public API --------------------------------------------------------------------------
-
-    @property
-    def backend_name(self) -> str:
-        return self.resolved.backend
-
-    @property
-    def backend(self) -> RerankBackend:
-        """The loaded engine (loads the model on first access)."""
-        if self._backend is None:
-            with self._lock:
-                if self._backend is None:
-                    self._backend = self._load()
-        return self._backend
 
     @property
     def context_length(self) -> int:
@@ -329,31 +307,16 @@ class Reranker:
 
     def _detect_profile(self) -> RerankerProfile:
         r = self.resolved
-        if r.path is None:  # a hub id still to download
-            return profiles.reranker_from_name(r.name)
-        if r.backend == models.GGUF:
-            meta = gguf.read_metadata(r.path)
-            arch = meta.get("general.architecture")
-            pooling = meta.get(f"{arch}.pooling_type")
-            if not profiles.is_reranker_gguf(meta) and (
-                profiles.LOKAL_KEY_PREFIX + "profile" in meta or pooling is not None
-            ):
-                # an embedding model (packed by lokal, or pooled mean / cls): refuse it now;
-                # a GGUF that says neither is checked for a classification head on load
-                msg = (
-                    f"{r.path} is an embedding model, not a reranker (a cross-encoder); "
-                    "embedding models go to lokal.Embedder"
-                )
-                raise ProfileError(msg)
-            return profiles.reranker_from_gguf_metadata(meta, r.path.name.split(".")[0])
-        if not profiles.is_classifier_dir(r.path):
+        if profiles.model_kind(r) == profiles.EMBEDDING:
+            # an embedding model (packed by lokal, pooled mean / cls, or no classifier): refuse
+            # it now; a GGUF that says neither is checked for a classification head on load
             msg = (
-                f"{r.path} is not a cross-encoder (its config.json names no "
-                "*ForSequenceClassification architecture); embedding models go to lokal.Embedder"
+                f"{r.path} is an embedding model, not a reranker: not a cross-encoder (its "
+                "config.json names no *ForSequenceClassification architecture, or its GGUF an "
+                "embedding pooling); embedding models go to lokal.Embedder"
             )
             raise ProfileError(msg)
-        # the name comes from the directory: a Hugging Face cache path names its hub id
-        return profiles.reranker_from_dir(r.path)
+        return profiles.reranker_profile(r)
 
     def _check_gguf_support(self) -> None:
         p = self.profile
@@ -395,47 +358,21 @@ class Reranker:
         if truncated and self.on_truncate is not None:
             self.on_truncate(truncated)
 
-    def _load(self) -> RerankBackend:
-        r = self.resolved
-        key: tuple[Any, ...]
-        if r.backend == models.GGUF:
-            key = ("rerank", r.backend, str(r.path), self.n_gpu_layers, self.n_threads)
-            key += (self.batch_size, self.profile.context_length)
-        else:
-            key = ("rerank", r.backend, r.location, self.device, self.batch_size)
-        with _LOAD_LOCK:
-            backend = _LOADED.get(key)
-            if backend is None:
-                backend = self._load_backend()
-                _LOADED[key] = backend
-        return backend
+    def _gguf_key(self) -> tuple[Any, ...]:
+        return (self.profile.context_length,)
 
-    def _load_backend(self) -> RerankBackend:
-        r = self.resolved
-        if r.backend == models.GGUF:
-            from lokal.backends.rerank_llama_cpp import LlamaCppRerankBackend
+    def _gguf_backend(self, path: Path) -> RerankBackend:
+        from lokal.backends.rerank_llama_cpp import LlamaCppRerankBackend
 
-            assert r.path is not None
-            return LlamaCppRerankBackend(
-                r.path,
-                context_length=self.profile.context_length,
-                n_gpu_layers=self.n_gpu_layers,
-                n_threads=self.n_threads,
-                max_sequences=self.batch_size,
-            )
+        return LlamaCppRerankBackend(path, **self._llama_options(self.profile.context_length))
+
+    def _torch_backend(self, path: Path) -> RerankBackend:
         from lokal.backends.rerank_st import CrossEncoderBackend
 
-        if r.path is None:
-            assert r.hub_id is not None
-            path = models.download_hub_model(r.hub_id)
-            self.resolved = models.resolve(str(path), models.ST)
-            self.profile = profiles.reranker_from_dir(path, name=r.hub_id).with_overrides(
-                self._overrides
-            )
-            r = self.resolved
-        return CrossEncoderBackend(
-            r.path or "", local=True, device=self.device, batch_size=self.batch_size
-        )
+        return CrossEncoderBackend(path, local=True, device=self.device, batch_size=self.batch_size)
+
+    def _downloaded(self, path: Path, hub_id: str) -> None:
+        self.profile = profiles.reranker_from_dir(path, name=hub_id).with_overrides(self._overrides)
 
 
 def cached_rerankers() -> list[Path]:
@@ -481,24 +418,9 @@ def default_model() -> str:
 
 
 def _inputs(query: str, documents: Sequence[str]) -> tuple[str, list[str]]:
+    """Validate and clean a query and its documents (lokal's one policy:
+    :func:`lokal.loading.clean_texts`)."""
     if not isinstance(query, str):
         msg = f"query is {type(query).__name__}, not str"
         raise TypeError(msg)
-    if isinstance(documents, str):
-        msg = "pass a list of documents, not a single string"
-        raise TypeError(msg)
-    docs = list(documents)
-    for i, d in enumerate(docs):
-        if not isinstance(d, str):
-            msg = f"document {i} is {type(d).__name__}, not str"
-            raise TypeError(msg)
-    return _clean(query), [_clean(d) for d in docs]
-
-
-def _clean(text: str) -> str:
-    """Lone surrogates become U+FFFD so both backends' tokenizers see the same valid text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return text
+    return clean_text(query), clean_texts(documents, "document")

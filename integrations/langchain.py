@@ -16,93 +16,76 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lokal.errors import (
-    IndexFileError,
-    IndexReadOnly,
-    MissingDependency,
-    ModelMismatch,
-)
+import numpy as np
+
+from lokal.errors import IndexFileError, MissingDependency, ModelMismatch
 
 try:
     from langchain_core.callbacks import Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.embeddings import Embeddings
     from langchain_core.vectorstores import VectorStore
-    from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+    from pydantic import ConfigDict, Field, PrivateAttr
     from typing_extensions import Self
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
     raise MissingDependency(extra="langchain", feature="lokal.integrations.langchain") from exc
 
-from lokal.embedder import Embedder, options_for
+from lokal.embedder import Embedder
 from lokal.identity import ModelIdentity
-from lokal.index import Chunk, Index, Record
+from lokal.index import Chunk, Hit, Index, IndexHandle, Record
 from lokal.index.search import QUANTIZATIONS
+from lokal.integrations.shared import (
+    EMBEDDER_CONTEXT,
+    EmbedderSettings,
+    HandleOwner,
+    RerankerSettings,
+    external_identity,
+    vectors_as_lists,
+)
 from lokal.reranker import Reranker
+from lokal.retrieval import open_recorded, retrieve
 
 log = logging.getLogger(__name__)
 
 
-class LocalEmbeddings(BaseModel, Embeddings):
+class LocalEmbeddings(EmbedderSettings, Embeddings):
     """Local embeddings for LangChain: no API key, no network once the model is on disk.
 
     The model's query and document prefixes are applied for you (``embed_query`` vs
     ``embed_documents``); text longer than the model's context is never cut silently.
-    The model loads on first use, once per process.
+    The model loads on first use, once per process. The settings are
+    :class:`lokal.integrations.shared.EmbedderSettings`' fields, and ``batch_size``.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    model: str | None = Field(
-        None,
-        description="None for the embedded default (all-MiniLM-L6-v2), a .gguf path, a "
-        "sentence-transformers directory, a name in lokal's model cache, or a hub id.",
-    )
-    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
-    query_prefix: str | None = Field(
-        None, description="Override the profile's query prefix; '' disables it."
-    )
-    document_prefix: str | None = Field(
-        None, description="Override the profile's document prefix; '' disables it."
-    )
-    truncation: str = Field(
-        "warn", description='Texts longer than the context: "warn" (cut, warn) or "error".'
-    )
-    normalize: bool = Field(True, description="L2-normalize the vectors.")
-    dimensions: int | None = Field(
-        None, gt=0, description="Matryoshka output dimension (one the profile lists)."
-    )
-    force_dimensions: bool = Field(False, description="Allow any dimensions (quality may drop).")
     batch_size: int = Field(32, gt=0, description="Texts per forward pass / per decode.")
-    device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda", "mps".')
-    n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
-    n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
-    profile: dict[str, Any] | None = Field(
-        None, description="Overrides for any profile field, e.g. {'context_length': 512}."
-    )
 
     _embedder: Embedder = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._embedder = Embedder(
-            self.model,
-            backend=self.backend,
-            query_prefix=self.query_prefix,
-            document_prefix=self.document_prefix,
-            truncation=self.truncation,  # type: ignore[arg-type]
-            normalize=self.normalize,
-            dimensions=self.dimensions,
-            force_dimensions=self.force_dimensions,
-            batch_size=self.batch_size,
-            device=self.device,
-            n_gpu_layers=self.n_gpu_layers,
-            n_threads=self.n_threads,
-            profile=self.profile,
-        )
+        self._embedder = self.make_embedder(self.batch_size, context)
+
+    @classmethod
+    def from_embedder(cls, embedder: Embedder) -> LocalEmbeddings:
+        """LocalEmbeddings over a core Embedder already built (its settings as fields)."""
+        r = embedder.resolved
+        fields = {
+            "model": str(r.path) if r.path is not None else r.name,
+            "backend": r.backend,
+            "query_prefix": embedder.profile.query_prefix,
+            "document_prefix": embedder.profile.document_prefix,
+            "truncation": embedder.truncation,
+            "normalize": embedder.normalize,
+            "dimensions": embedder.dimensions,
+            "force_dimensions": embedder.dimensions is not None,
+            "batch_size": embedder.batch_size,
+        }
+        return cls.model_validate(fields, context={EMBEDDER_CONTEXT: embedder})
 
     @property
     def embedder(self) -> Embedder:
@@ -110,18 +93,18 @@ class LocalEmbeddings(BaseModel, Embeddings):
         return self._embedder
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.embed_documents(texts).vectors.tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists(self._embedder.embed_documents(texts).vectors)
 
     def embed_query(self, text: str) -> list[float]:
-        return self._embedder.embed_query(text).tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists(self._embedder.embed_queries([text]).vectors)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         result = await self._embedder.aembed_documents(texts)
-        return result.vectors.tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists(result.vectors)
 
     async def aembed_query(self, text: str) -> list[float]:
         result = await self._embedder.aembed_queries([text])
-        return result.vectors[0].tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists(result.vectors)[0]
 
     def __repr__(self) -> str:
         return f"LocalEmbeddings({self._embedder!r})"
@@ -136,7 +119,7 @@ class LocalEmbeddings(BaseModel, Embeddings):
 LOKAL_METADATA_KEY = "lokal"
 
 
-class LokalVectorStore(VectorStore):
+class LokalVectorStore(HandleOwner, VectorStore):
     """A LangChain vector store over a lokal index file (the single file ``lokal agent`` keeps).
 
     >>> store = LokalVectorStore("notes.db", LocalEmbeddings())   # created on the first add
@@ -191,8 +174,9 @@ class LokalVectorStore(VectorStore):
             raise ValueError(msg)
         self.path = Path(path)
         self.quantization = quantization
-        self._lock = threading.RLock()
-        self._index: Index | None = None
+        self._handle = IndexHandle(
+            self.path, self._identity, quantization=quantization, who="LangChain"
+        )
         if embedding is None:
             if not self.path.is_file():
                 msg = (
@@ -200,10 +184,12 @@ class LokalVectorStore(VectorStore):
                     "the embedding model on the first add)"
                 )
                 raise IndexFileError(msg)
-            embedding = recorded_embeddings(self.path)
+            # the file opened once and its model resolved once (lokal.retrieval.open_recorded)
+            index, embedder = open_recorded(self.path)
+            self._handle.index = index
+            embedding = LocalEmbeddings.from_embedder(embedder)
         self._embedding: Embeddings = embedding
-        if self.path.is_file():
-            self._index = self._open()
+        self._handle.reader()
 
     # ---- the file ------------------------------------------------------------------------------
 
@@ -211,69 +197,23 @@ class LokalVectorStore(VectorStore):
     def embeddings(self) -> Embeddings:
         return self._embedding
 
-    def close(self) -> None:
-        """Close the index file (the store can not be used afterwards)."""
-        with self._lock:
-            if self._index is not None:
-                self._index.close()
-
-    def __enter__(self) -> LokalVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         where = repr(self._index) if self._index is not None else repr(str(self.path))
         return f"LokalVectorStore({where}, embedding={type(self._embedding).__name__})"
 
-    def _identity(self, dimension: int | None = None) -> ModelIdentity:
-        """What the file records (or must record) for this store's embedding. A LangChain
-        model's dimension is the one given (learned from its vectors), else the file's."""
+    def _identity(self, dimension: int) -> ModelIdentity:
+        """What the file records (or must record) for this store's embedding: a LangChain
+        model's dimension is the one given (learned from its vectors, or the file's)."""
         if isinstance(self._embedding, LocalEmbeddings):
             return self._embedding.embedder.identity
-        if dimension is None:
-            dimension = Index.recorded_identity(self.path).dimension
         return langchain_identity(self._embedding, dimension)
 
-    def _open(self) -> Index:
-        """The existing file, read-only: the model key must match (another variant warns)."""
-        return Index.open(self.path, self._identity())
-
-    def _reader(self) -> Index | None:
-        """The open index (call with ``self._lock`` held); None while there is no file."""
-        if self._index is None and self.path.is_file():
-            self._index = self._open()
-        return self._index
-
-    def _refuse_agent_managed(self) -> None:
-        index = self._index
-        if index is not None and index.managed_by == "agent":
-            msg = (
-                f"{self.path} is managed by the lokal agent: LangChain may search it, not "
-                "write it. Add to an index of your own (another path)."
-            )
-            raise IndexReadOnly(msg)
-
-    def _writer(self, dimension: int | None) -> Index | None:
-        """The index open for writing (call with ``self._lock`` held). The file is created on
-        the first add; an existing one is reopened writable on the first write, which is when
-        the core refuses another variant of the model (ModelMismatch) or a file this user may
-        not write (IndexReadOnly). None: no file and nothing to create it with."""
-        index = self._reader()
-        if index is None:
-            if dimension is None:
-                return None
-            index = Index.open_or_create(
-                self.path, self._identity(dimension), quantization=self.quantization
-            )
-        elif not index.writable:
-            self._refuse_agent_managed()
-            writer = Index.open(self.path, self._identity(index.dimension), writable=True)
-            index.close()
-            index = writer
-        self._index = index
-        return index
+    def _query_vector(self, query: str) -> Any:
+        """The query's vector: lokal's own model's float32 array as it is (no round trip
+        through a list of floats), another model's list."""
+        if isinstance(self._embedding, LocalEmbeddings):
+            return self._embedding.embedder.embed_query(query)
+        return self._embedding.embed_query(query)
 
     def _check_dimension(self, dimension: int, index: Index) -> None:
         if dimension != index.dimension:
@@ -312,8 +252,8 @@ class LokalVectorStore(VectorStore):
         if not texts:
             return []
         with self._lock:
-            self._reader()
-            self._refuse_agent_managed()  # before any embedding work
+            self._handle.reader()
+            self._handle.refuse_agent_managed()  # before any embedding work
         vectors = self._embedding.embed_documents(texts)
         if len(vectors) != len(texts) or not vectors:
             name = type(self._embedding).__name__
@@ -327,7 +267,7 @@ class LokalVectorStore(VectorStore):
             for text, meta, chunk_id in zip(texts, metas, chunk_ids, strict=True)
         ]
         with self._lock:
-            index = self._writer(len(vectors[0]))
+            index = self._handle.writer(len(vectors[0]))
             assert index is not None
             self._check_dimension(len(vectors[0]), index)
             return index.upsert(chunks, vectors)
@@ -355,7 +295,7 @@ class LokalVectorStore(VectorStore):
             msg = "delete needs ids or a filter (lokal never reads 'no ids' as 'delete all')"
             raise ValueError(msg)
         with self._lock:
-            index = self._writer(None)
+            index = self._handle.writer(None)
             if index is None:
                 return True
             if ids is not None:
@@ -369,16 +309,16 @@ class LokalVectorStore(VectorStore):
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """The documents with these ids, in the order given; missing ids are skipped."""
         with self._lock:
-            index = self._reader()
+            index = self._handle.reader()
             return [] if index is None else [_document(r) for r in index.get_by_ids(list(ids))]
 
     def _has_file(self) -> bool:
         with self._lock:
-            return self._reader() is not None
+            return self._handle.reader() is not None
 
     def _search(
         self,
-        vector: list[float],
+        vector: Sequence[float] | np.ndarray,
         k: int,
         *,
         hybrid_text: str | None = None,
@@ -387,14 +327,15 @@ class LokalVectorStore(VectorStore):
     ) -> list[tuple[Document, float]]:
         """Vector search, or hybrid search (vector + full text of ``hybrid_text``)."""
         with self._lock:
-            index = self._reader()
+            index = self._handle.reader()
             if index is None:
                 return []
             self._check_dimension(len(vector), index)
-            if hybrid_text is not None:
-                hits = index.hybrid_search(vector, hybrid_text, k, filter=filter)
-            else:
-                hits = index.search(vector, k, filter=filter)
+            found = retrieve(
+                index, hybrid_text or "", k, vector=vector, hybrid=hybrid_text is not None,
+                filter=filter,
+            )  # fmt: skip
+        hits: list[Hit] = [r.hit for r in found]
         return [
             (_document(h), h.score)
             for h in hits
@@ -417,7 +358,7 @@ class LokalVectorStore(VectorStore):
         _no_options("similarity_search", kwargs, "k, filter, hybrid, score_threshold")
         if not self._has_file():
             return []
-        vector = self._embedding.embed_query(query)
+        vector = self._query_vector(query)
         return self._search(
             vector,
             k,
@@ -493,7 +434,7 @@ class LokalVectorStore(VectorStore):
         if not self._has_file():
             return []
         return self.max_marginal_relevance_search_by_vector(
-            self._embedding.embed_query(query), k, fetch_k, lambda_mult, filter=filter
+            self._query_vector(query), k, fetch_k, lambda_mult, filter=filter
         )
 
     def max_marginal_relevance_search_by_vector(
@@ -508,7 +449,7 @@ class LokalVectorStore(VectorStore):
     ) -> list[Document]:
         _no_options("max_marginal_relevance_search_by_vector", kwargs, _MMR_OPTIONS)
         with self._lock:
-            index = self._reader()
+            index = self._handle.reader()
             if index is None:
                 return []
             self._check_dimension(len(embedding), index)
@@ -575,24 +516,15 @@ def _document(record: Record) -> Document:
 def langchain_identity(embedding: Embeddings, dimension: int) -> ModelIdentity:
     """The identity lokal records for vectors from a LangChain ``Embeddings`` it does not load
     itself: its class and model name (``model`` / ``model_name``) and the dimension."""
-    model_name = next(
-        (
-            value
-            for value in (getattr(embedding, a, None) for a in ("model", "model_name"))
-            if isinstance(value, str) and value
-        ),
-        None,
-    )
-    return ModelIdentity.external("langchain", type(embedding).__name__, model_name, dimension)
+    return external_identity("langchain", embedding, dimension, ("model", "model_name"))
 
 
 def recorded_embeddings(path: str | os.PathLike[str]) -> LocalEmbeddings:
     """LocalEmbeddings for the model an index file records (see
-    :func:`lokal.embedder.options_for`); ModelNotFound says how to bring the model."""
-    identity = Index.recorded_identity(path)
-    embedding = LocalEmbeddings(**options_for(identity, str(path)))
-    log.info("%s: loading its recorded model %s", path, identity.describe())
-    return embedding
+    :func:`lokal.retrieval.open_recorded`); ModelNotFound says how to bring the model."""
+    index, embedder = open_recorded(path)
+    index.close()
+    return LocalEmbeddings.from_embedder(embedder)
 
 
 # ---- reranker ----------------------------------------------------------------------------------
@@ -601,7 +533,7 @@ def recorded_embeddings(path: str | os.PathLike[str]) -> LocalEmbeddings:
 RELEVANCE_SCORE_KEY = "relevance_score"
 
 
-class LocalReranker(BaseDocumentCompressor):
+class LocalReranker(RerankerSettings, BaseDocumentCompressor):
     """Reranks retrieved documents with a local cross-encoder; keeps the best ``top_n``.
 
     >>> from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -617,36 +549,12 @@ class LocalReranker(BaseDocumentCompressor):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    model: str = Field(
-        description="A cross-encoder directory, a packed .gguf, a name in lokal's model "
-        "cache, or a hub id (offline first)."
-    )
     top_n: int | None = Field(3, ge=0, description="Documents to keep; None keeps all.")
-    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
-    truncation: str = Field(
-        "warn", description='Pairs longer than the context: "warn" (cut the document) or "error".'
-    )
-    batch_size: int = Field(32, gt=0, description="Pairs per forward pass / sequences per decode.")
-    device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda", "mps".')
-    n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
-    n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
-    profile: dict[str, Any] | None = Field(
-        None, description="Overrides: {'context_length': 512, 'activation': 'identity'}."
-    )
 
     _reranker: Reranker = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._reranker = Reranker(
-            self.model,
-            backend=self.backend,
-            truncation=self.truncation,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            device=self.device,
-            n_gpu_layers=self.n_gpu_layers,
-            n_threads=self.n_threads,
-            profile=self.profile,
-        )
+        self._reranker = self.make_reranker()
 
     @property
     def reranker(self) -> Reranker:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,42 +52,32 @@ except ImportError as exc:  # pragma: no cover - exercised in a bare environment
 
 from lokal.embedder import Embedder
 from lokal.identity import ModelIdentity
-from lokal.index import Chunk, Hit, Index, Record
+from lokal.index import Chunk, Hit, Index, IndexHandle, Record
+from lokal.integrations import shared
+from lokal.integrations.shared import (
+    EmbedderSettings,
+    HandleOwner,
+    RerankerSettings,
+    vectors_as_lists,
+)
 from lokal.reranker import Reranker
+from lokal.retrieval import retrieve
 
 log = logging.getLogger(__name__)
 
 
-class LocalEmbedding(BaseEmbedding):
+class LocalEmbedding(EmbedderSettings, BaseEmbedding):
     """Local embeddings for LlamaIndex (``Settings.embed_model``, ``VectorStoreIndex``).
 
     Query and text embeddings use the model's own prefixes; over-long text follows
     ``truncation``; the model loads on first use, once per process. ``embed_batch_size``
-    (LlamaIndex's name; ``batch_size`` is accepted too) sets texts per forward pass.
+    (LlamaIndex's name; ``batch_size`` is accepted too) sets texts per forward pass. The other
+    settings are :class:`lokal.integrations.shared.EmbedderSettings`' fields.
     """
 
     model_config = ConfigDict(
         protected_namespaces=("pydantic_model_",), arbitrary_types_allowed=True, extra="forbid"
     )
-
-    model: str | None = Field(
-        None,
-        description="None for the embedded default (all-MiniLM-L6-v2), a .gguf path, a "
-        "sentence-transformers directory, a name in lokal's model cache, or a hub id.",
-    )
-    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
-    query_prefix: str | None = Field(None, description="Override the query prefix; '' disables.")
-    document_prefix: str | None = Field(
-        None, description="Override the document prefix; '' disables."
-    )
-    truncation: str = Field("warn", description='"warn" (cut and warn) or "error".')
-    normalize: bool = Field(True, description="L2-normalize the vectors.")
-    dimensions: int | None = Field(None, gt=0, description="Matryoshka output dimension.")
-    force_dimensions: bool = Field(False, description="Allow any dimensions (quality may drop).")
-    device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda".')
-    n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
-    n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
-    profile: dict[str, Any] | None = Field(None, description="Overrides for profile fields.")
 
     _embedder: Embedder = PrivateAttr()
 
@@ -102,21 +90,7 @@ class LocalEmbedding(BaseEmbedding):
         return data
 
     def model_post_init(self, context: Any, /) -> None:
-        self._embedder = Embedder(
-            self.model,
-            backend=self.backend,
-            query_prefix=self.query_prefix,
-            document_prefix=self.document_prefix,
-            truncation=self.truncation,  # type: ignore[arg-type]
-            normalize=self.normalize,
-            dimensions=self.dimensions,
-            force_dimensions=self.force_dimensions,
-            batch_size=self.embed_batch_size,
-            device=self.device,
-            n_gpu_layers=self.n_gpu_layers,
-            n_threads=self.n_threads,
-            profile=self.profile,
-        )
+        self._embedder = self.make_embedder(self.embed_batch_size, context)
         if self.model_name == "unknown":
             self.model_name = self._embedder.profile.name
 
@@ -130,10 +104,10 @@ class LocalEmbedding(BaseEmbedding):
         return self._embedder
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.embed_query(query).tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists(self._embedder.embed_queries([query]).vectors)[0]
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return (await self._embedder.aembed_queries([query])).vectors[0].tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists((await self._embedder.aembed_queries([query])).vectors)[0]
 
     def _get_text_embedding(self, text: str) -> list[float]:
         return self._get_text_embeddings([text])[0]
@@ -142,10 +116,10 @@ class LocalEmbedding(BaseEmbedding):
         return (await self._aget_text_embeddings([text]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.embed_documents(texts).vectors.tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists(self._embedder.embed_documents(texts).vectors)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return (await self._embedder.aembed_documents(texts)).vectors.tolist()  # type: ignore[no-any-return]
+        return vectors_as_lists((await self._embedder.aembed_documents(texts)).vectors)
 
     def __repr__(self) -> str:
         return f"LocalEmbedding({self._embedder!r})"
@@ -226,9 +200,7 @@ def external_identity(embed_model: Any, dimension: int) -> ModelIdentity:
     """The identity lokal records for vectors from an embedding model it does not load itself:
     its class and model name (``model_name`` / ``model``; LlamaIndex's placeholder "unknown"
     counts as none) and the dimension."""
-    names = (getattr(embed_model, attr, None) for attr in ("model_name", "model"))
-    model_name = next((n for n in names if isinstance(n, str) and n and n != "unknown"), None)
-    return ModelIdentity.external("llama_index", type(embed_model).__name__, model_name, dimension)
+    return shared.external_identity("llama_index", embed_model, dimension, placeholder="unknown")
 
 
 def _chunk(node: BaseNode) -> Chunk:
@@ -273,7 +245,7 @@ def _both(*filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
-class LokalVectorStore(BasePydanticVectorStore):
+class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
     """A LlamaIndex vector store over a lokal index file (the file ``lokal agent`` keeps).
 
     Text stays text and metadata stays metadata, so the same file serves LangChain, LlamaIndex
@@ -297,10 +269,9 @@ class LokalVectorStore(BasePydanticVectorStore):
         "float", description='Search copy of the vectors for a new file: "float", "int8", "bit".'
     )
 
-    _index: Index | None = PrivateAttr(None)
-    _identity: ModelIdentity | None = PrivateAttr(None)
+    _handle: IndexHandle = PrivateAttr()
+    _fixed: ModelIdentity | None = PrivateAttr(None)
     _external: Any = PrivateAttr(None)
-    _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
 
     def __init__(
         self,
@@ -311,19 +282,18 @@ class LokalVectorStore(BasePydanticVectorStore):
         **kwargs: Any,
     ) -> None:
         super().__init__(path=os.fspath(path), **kwargs)  # type: ignore[call-arg]
-        exists = Path(self.path).exists()
         if identity is None and isinstance(embed_model, LocalEmbedding):
             identity = embed_model.embedder.identity
         elif identity is None and embed_model is not None:
             self._external = embed_model
-            if exists:
-                recorded = Index.recorded_identity(self.path)
-                identity = external_identity(embed_model, recorded.dimension)
-        self._identity = identity
-        if exists:
-            self._index = Index.open(self.path, identity)
-        elif identity is not None:
-            self._index = Index.create(self.path, identity, quantization=self.quantization)
+        self._fixed = identity
+        self._handle = IndexHandle(
+            self.path, self._identity, quantization=self.quantization, who="LlamaIndex"
+        )
+        if self._handle.reader() is not None:
+            return
+        if identity is not None:
+            self._handle.create(identity.dimension)  # race-free: another creator's file is used
         elif embed_model is None:
             msg = (
                 f"no index file at {self.path}; pass embed_model= (or identity=) to create one "
@@ -331,6 +301,12 @@ class LokalVectorStore(BasePydanticVectorStore):
             )
             raise IndexFileError(msg)
         # else: an external model of unknown dimension; the file is created at the first add.
+
+    def _identity(self, dimension: int) -> ModelIdentity | None:
+        """The model to check the file against (None: the one it records)."""
+        if self._fixed is None and self._external is not None:
+            return external_identity(self._external, dimension)
+        return self._fixed
 
     @classmethod
     def class_name(cls) -> str:
@@ -340,18 +316,6 @@ class LokalVectorStore(BasePydanticVectorStore):
     def client(self) -> Index | None:
         """The core :class:`lokal.index.Index` (None until an external model's first add)."""
         return self._index
-
-    def close(self) -> None:
-        """Close the index file (the store cannot be used after this)."""
-        with self._lock:
-            if self._index is not None:
-                self._index.close()
-
-    def __enter__(self) -> LokalVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (
@@ -363,24 +327,18 @@ class LokalVectorStore(BasePydanticVectorStore):
     # ---- writing ------------------------------------------------------------------------------
 
     def _writer(self, dimension: int | None = None) -> Index | None:
-        """The index open for writing: opened writable on first write, which is when the core
-        refuses agent-managed files (IndexReadOnly) and other variants (ModelMismatch)."""
+        """The index open for writing: created race-free on an external model's first add,
+        opened writable on first write, which is when the core refuses agent-managed files
+        (IndexReadOnly) and other variants (ModelMismatch)."""
         with self._lock:
-            index = self._index
+            index = self._handle.reader()
+            if index is None and dimension is not None:
+                index = self._handle.create(dimension)
             if index is None:
-                if dimension is None:
-                    return None
-                self._identity = external_identity(self._external, dimension)
-                index = self._index = Index.create(
-                    self.path, self._identity, quantization=self.quantization
-                )
+                return None
             if dimension is not None:
                 self._check_dimension(index, dimension, "node embeddings")
-            if not index.writable:
-                writer = Index.open(self.path, self._identity, writable=True)
-                index.close()
-                index = self._index = writer
-            return index
+            return self._handle.writer(dimension)
 
     @staticmethod
     def _check_dimension(index: Index, dimension: int, what: str) -> None:
@@ -446,7 +404,7 @@ class LokalVectorStore(BasePydanticVectorStore):
         with neither."""
         flt = to_lokal_filter(filters)
         with self._lock:  # a first write may swap in a writable connection
-            index = self._index
+            index = self._handle.reader()
             if index is None:
                 return []
             if node_ids is None:
@@ -463,9 +421,10 @@ class LokalVectorStore(BasePydanticVectorStore):
         (and ``query.doc_ids``). ``mmr`` reads ``mmr_threshold`` (0..1, 1 = relevance only),
         ``mmr_prefetch_k`` or ``mmr_prefetch_factor`` from the query or keyword arguments."""
         with self._lock:  # a first write may swap in a writable connection
-            if self._index is None:
+            index = self._handle.reader()
+            if index is None:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            hits = self._search(self._index, query, **kwargs)
+            hits = self._search(index, query, **kwargs)
         return VectorStoreQueryResult(
             nodes=[_node(h) for h in hits],
             similarities=[h.score for h in hits],
@@ -487,7 +446,7 @@ class LokalVectorStore(BasePydanticVectorStore):
         flt = _both(to_lokal_filter(query.filters), doc_ids)
         vector, k, mode = query.query_embedding, query.similarity_top_k, query.mode
         if mode == VectorStoreQueryMode.DEFAULT:
-            hits = index.search(vector, k, filter=flt)
+            hits = [r.hit for r in retrieve(index, "", k, vector=vector, filter=flt)]
         elif mode == VectorStoreQueryMode.HYBRID:
             if not query.query_str:
                 msg = "hybrid mode needs query.query_str for the full-text half"
@@ -500,7 +459,11 @@ class LokalVectorStore(BasePydanticVectorStore):
                 )
             k = query.hybrid_top_k or k
             fetch_k = max(query.sparse_top_k, k) if query.sparse_top_k else None
-            hits = index.hybrid_search(vector, query.query_str, k, filter=flt, fetch_k=fetch_k)
+            found = retrieve(
+                index, query.query_str, k, vector=vector, hybrid=True, filter=flt,
+                fetch_k=fetch_k,
+            )  # fmt: skip
+            hits = [r.hit for r in found]
         elif mode == VectorStoreQueryMode.MMR:
             threshold = query.mmr_threshold
             if threshold is None:
@@ -554,7 +517,7 @@ class LokalVectorStore(BasePydanticVectorStore):
 # ---- reranker ----------------------------------------------------------------------------------
 
 
-class LocalRerank(BaseNodePostprocessor):
+class LocalRerank(RerankerSettings, BaseNodePostprocessor):
     """Reranks retrieved nodes with a local cross-encoder; keeps the best ``top_n``.
 
     >>> rerank = LocalRerank(model="BAAI/bge-reranker-base", top_n=3)
@@ -570,18 +533,7 @@ class LocalRerank(BaseNodePostprocessor):
         protected_namespaces=("pydantic_model_",), arbitrary_types_allowed=True, extra="forbid"
     )
 
-    model: str = Field(
-        description="A cross-encoder directory, a packed .gguf, a name in lokal's model "
-        "cache, or a hub id (offline first)."
-    )
     top_n: int | None = Field(2, ge=0, description="Nodes to keep; None keeps all.")
-    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
-    truncation: str = Field("warn", description='"warn" (cut the node text) or "error".')
-    batch_size: int = Field(32, gt=0, description="Pairs per forward pass / sequences per decode.")
-    device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda".')
-    n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
-    n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
-    profile: dict[str, Any] | None = Field(None, description="Reranker profile overrides.")
     keep_retrieval_score: bool = Field(
         False, description="Copy each node and keep its retrieval score in its metadata."
     )
@@ -589,16 +541,7 @@ class LocalRerank(BaseNodePostprocessor):
     _reranker: Reranker = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._reranker = Reranker(
-            self.model,
-            backend=self.backend,
-            truncation=self.truncation,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            device=self.device,
-            n_gpu_layers=self.n_gpu_layers,
-            n_threads=self.n_threads,
-            profile=self.profile,
-        )
+        self._reranker = self.make_reranker()
 
     @classmethod
     def class_name(cls) -> str:

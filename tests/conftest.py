@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
@@ -94,6 +95,24 @@ def _no_leaked_threads() -> Iterator[None]:
         t.join(timeout=5)
     leaked = [t.name for t in leaked if t.is_alive()]
     assert not leaked, f"test leaked threads: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_indexes() -> Iterator[None]:
+    """Fail a test that leaves an index connection open (an Index it opened, still reachable
+    and not closed once the test is over). Indexes of wider-scoped fixtures were opened before
+    and are not counted."""
+    from lokal.index import open_indexes
+
+    before = {id(i) for i in open_indexes()}
+    yield
+    leaked = [i for i in open_indexes() if id(i) not in before]
+    if leaked:
+        gc.collect()
+        leaked = [i for i in open_indexes() if id(i) not in before]
+    for index in leaked:
+        index.close()
+    assert not leaked, f"test leaked open indexes: {[repr(i) for i in leaked]}"
 
 
 def build_cross_encoder(out: Path) -> Path:

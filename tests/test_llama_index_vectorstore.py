@@ -600,3 +600,38 @@ def test_agent_managed_file_is_read_only(tmp_path: Path, embed: LocalEmbedding) 
             with pytest.raises(IndexReadOnly, match="managed by the lokal agent"):
                 write()
         assert [n.node_id for n in store.get_nodes()] == ["a"]
+
+
+def test_stores_created_at_once_share_one_file(tmp_path: Path) -> None:
+    """Creating is race-free, as in the LangChain store: stores opened side by side on a path
+    that does not exist yet all end up on the one file (a plain Index.create made the losers
+    fail with 'already exists')."""
+    import threading
+
+    from lokal.identity import ModelIdentity
+
+    path = tmp_path / "raced.db"
+    ident = ModelIdentity.external("t", "T", "m", 4)
+    barrier = threading.Barrier(6)
+    stores: list[LokalVectorStore] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            stores.append(LokalVectorStore(path, identity=ident))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        stores[0].add([TextNode(id_="a", text="a", embedding=[1.0, 0.0, 0.0, 0.0])])
+        assert all(len(s.get_nodes()) == 1 for s in stores)
+    finally:
+        for s in stores:
+            s.close()

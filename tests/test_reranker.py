@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -227,6 +228,22 @@ def test_bad_inputs(st_reranker: Reranker) -> None:
         st_reranker.rank("q", ["a"], top_n=-1)
     with pytest.raises(ProfileError, match="truncation"):
         Reranker(str(st_reranker.resolved.path), truncation="cut")  # type: ignore[arg-type]
+
+
+def test_nul_does_not_cut_the_document(
+    any_reranker: Reranker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedder's policy, for the reranker too: a NUL becomes U+FFFD (llama.cpp reads C
+    strings, so everything after a NUL would vanish) and the call logs how many texts changed."""
+    doc = "pump manual\x00 reset by holding the red button for five seconds"
+    with caplog.at_level(logging.WARNING, logger="lokal.loading"):
+        got = any_reranker.score("how do I reset the pump?", [doc])
+    same = any_reranker.score("how do I reset the pump?", [doc.replace("\x00", "\ufffd")])
+    cut = any_reranker.score("how do I reset the pump?", ["pump manual"])
+    assert got.token_counts == same.token_counts
+    assert got.token_counts[0] > cut.token_counts[0] + 5
+    assert abs(float(got.scores[0]) - float(same.scores[0])) < 1e-5
+    assert "1 of 1 documents held NUL characters" in caplog.text
 
 
 # ---- length: never silent, never a crash ----------------------------------------------------

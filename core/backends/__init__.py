@@ -25,6 +25,8 @@ class Backend(Protocol):
     max_tokens: int
     #: "f32", "q8_0", ...
     quantization: str
+    #: Calls that can run side by side (llama.cpp contexts; 1 for PyTorch).
+    contexts: int
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text with the model's own tokenizer, special tokens included, uncut."""

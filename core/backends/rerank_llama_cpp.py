@@ -29,7 +29,6 @@ import logging
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 from lokal import gguf, profiles
 from lokal.backends.llama_cpp import MIN_UBATCH, default_threads
 from lokal.errors import MissingDependency, ModelLoadError
+from lokal.gguf import TensorInfo, read_tensor_table
 
 log = logging.getLogger(__name__)
 
@@ -47,38 +47,6 @@ LLAMA_POOLING_TYPE_RANK = profiles.RANK_POOLING
 class SegmentWarning(UserWarning):
     """A BERT cross-encoder runs on llama.cpp without segment-B token types: scores may differ
     from PyTorch (the ranking usually stays close)."""
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    #: ggml order: dims[0] is the row length.
-    dims: tuple[int, ...]
-    ggml_type: int
-    #: Absolute offset of the data in the file.
-    offset: int
-
-
-def read_tensor_table(path: str | Path) -> dict[str, TensorInfo]:
-    """Name, shape, type and file offset of every tensor in a GGUF (no data is read)."""
-    p = Path(path)
-    with p.open("rb") as fh:
-        r = gguf._Reader(fh, p)
-        _version, n_tensors, n_kv = gguf._header(r)
-        alignment = gguf.DEFAULT_ALIGNMENT
-        for _ in range(n_kv):
-            key = r.string()
-            value = r.value(r.scalar("<I"))
-            if key == "general.alignment":
-                alignment = int(value)
-        raw = []
-        for _ in range(n_tensors):
-            name = r.string()
-            n_dims = r.scalar("<I")
-            dims = tuple(int(r.scalar("<Q")) for _ in range(n_dims))
-            raw.append((name, dims, int(r.scalar("<I")), int(r.scalar("<Q"))))
-        data_start = -(-fh.tell() // alignment) * alignment
-    return {n: TensorInfo(n, d, t, data_start + o) for n, d, t, o in raw}
 
 
 # ggml types whose rows numpy decodes here: f32, f16, q8_0 (blocks of 32: f16 scale, 32 int8), bf16

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 class SentenceTransformersBackend:
     name = "sentence-transformers"
     quantization = "f32"
+    #: PyTorch runs one call on all its threads: two calls would fight for them.
+    contexts = 1
 
     def __init__(
         self, location: str | Path, *, local: bool, device: str | None = None, batch_size: int = 32

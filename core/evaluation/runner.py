@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lokal import models
+from lokal import models, retrieval
 from lokal.embedder import Embedder, TruncationWarning
 from lokal.errors import ModelNotFound, ProfileError
 from lokal.evaluation import metrics
@@ -255,15 +255,15 @@ def corpus_index(
     itself when it records exactly this model, else the cached one (built when missing)."""
     identity = embedder.identity
     if evalset.index_path is not None:
-        recorded = Index.recorded_identity(evalset.index_path)
-        if recorded.compare(identity) == "same":
-            index = Index.open(evalset.index_path, identity)
+        index = Index.open(evalset.index_path)  # once: its recorded model decides
+        if index.identity.compare(identity) == "same":
             tokens = sum(u.tokens or 0 for u in index.get())
             stats = CorpusStats(
                 len(evalset.units), tokens, 0, embedder.context_length, 0.0, "index",
                 str(evalset.index_path),
             )  # fmt: skip
             return index, stats
+        index.close()
     folder = cache_dir() / evalset.fingerprint()[:24]
     path = folder / f"{identity.key[:16]}-{identity.variant[:16]}.db"
     if path.is_file():
@@ -338,10 +338,8 @@ def _retrieve(
     """At least ``want`` distinct documents' worth of hits (or all ``total`` chunks)."""
     fetch = min(want, total)
     while True:
-        if setup.search == "hybrid":
-            hits = index.hybrid_search(vector, text, fetch, fetch_k=fetch)
-        else:
-            hits = index.search(vector, fetch)
+        hybrid = setup.search == "hybrid"
+        hits = retrieval.search(index, vector, text, fetch, hybrid=hybrid, fetch_k=fetch)
         docs = {h.document or h.id for h in hits}
         if len(docs) >= want or fetch >= total:
             return hits
@@ -385,7 +383,8 @@ def run_setup(
                     docs = [texts.get(h.id, h.text) for h in head]
                     scored = reranker.score(evalset.queries[qid], docs)
                 rerank_cut += len(scored.truncated)
-                head = [replace(head[r.index], score=r.score) for r in scored.ranked()]
+                reranked = retrieval.rerank(head, scored.ranked())
+                head = [replace(r.hit, score=r.score) for r in reranked]
                 hits = head + list(hits[setup.candidates :])
                 rerank_s += time.perf_counter() - t0
             ranked = _documents(hits, owner)[: metrics.DEPTH]

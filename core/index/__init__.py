@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 from lokal.index.filters import compile_filter, matches
-from lokal.index.store import Chunk, DocumentRecord, Hit, Index, Record
+from lokal.index.handle import IndexHandle
+from lokal.index.store import Chunk, DocumentRecord, Hit, Index, Record, open_indexes
 from lokal.index.upkeep import CheckReport
 
 __all__ = [
@@ -22,7 +23,9 @@ __all__ = [
     "DocumentRecord",
     "Hit",
     "Index",
+    "IndexHandle",
     "Record",
     "compile_filter",
     "matches",
+    "open_indexes",
 ]

@@ -26,6 +26,19 @@ QUANTIZATIONS = ("float", "int8", "bit")
 OVERSAMPLE = {"float": 1, "int8": 4, "bit": 40}
 #: Reciprocal rank fusion constant (Cormack et al. 2009).
 RRF_K = 60
+
+#: The candidate depth for ``k`` results, ``max(4 * k, 20)``: what a reranker reorders by
+#: default (:func:`lokal.retrieval.candidate_depth`) and what hybrid search takes from each of
+#: the two rankings it fuses.
+CANDIDATE_FACTOR = 4
+CANDIDATE_MIN = 20
+
+
+def candidate_depth(k: int, candidates: int | None = None) -> int:
+    """``candidates`` when given, else ``max(4 * k, 20)``; never fewer than ``k``."""
+    return max(k, candidates or max(CANDIDATE_FACTOR * k, CANDIDATE_MIN))
+
+
 _BLOCK = 65_536
 _LOAD_ROWS = 8_192
 #: A stored vector of a normalizing model is unit length to float32 rounding; this is generous.

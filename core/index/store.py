@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,17 @@ log = logging.getLogger(__name__)
 
 #: Writes that deleted rows between two looks at the file's waste (see Index.compact).
 COMPACT_CHECK_EVERY = 16
+
+# Every Index object alive in this process (weak), for open_indexes().
+_INSTANCES: weakref.WeakSet[Index] = weakref.WeakSet()
+
+
+def open_indexes() -> list[Index]:
+    """The Index objects of this process that are still open (not closed, not yet freed):
+    what a test checks to catch a leaked connection."""
+    return [index for index in list(_INSTANCES) if not index.closed]
+
+
 #: Filters whose matching rows an open index remembers (until the file changes).
 _FILTER_CACHE_SIZE = 16
 
@@ -185,6 +197,7 @@ class Index:
         self.quantization = meta.get("quantization", "float")
         self.managed_by = meta.get("managed_by", "app")
         self.settings: dict[str, Any] = json.loads(meta.get("settings", "{}"))
+        _INSTANCES.add(self)
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -340,6 +353,11 @@ class Index:
         with Index.open(path) as index:
             return index.identity
 
+    def check_identity(self, identity: ModelIdentity) -> None:
+        """Check a reader's model against the recorded one, as :meth:`open` does for
+        ``identity``: another model raises ModelMismatch, another variant warns."""
+        self._check_identity(identity, writing=False)
+
     def _check_identity(self, identity: ModelIdentity, *, writing: bool) -> None:
         same = self.identity.compare(identity)
         if same == "different":
@@ -370,6 +388,10 @@ class Index:
                     sqlite.leave_wal(self._conn)  # group members read it while it is stopped
                 self._conn.close()
                 self._conn = None
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
 
     def __enter__(self) -> Index:
         return self
@@ -718,6 +740,12 @@ class Index:
             return int(self._reader().execute("SELECT count(*) FROM chunks").fetchone()[0])
 
     @_reading
+    def document_count(self) -> int:
+        """Documents (files) the index holds."""
+        with self._lock:
+            return int(self._reader().execute("SELECT count(*) FROM documents").fetchone()[0])
+
+    @_reading
     def get_by_ids(self, ids: Sequence[str]) -> list[Record]:
         """The chunks with these ids, in the order given; missing ids are skipped."""
         with self._lock:
@@ -969,7 +997,7 @@ class Index:
         """Vector and full-text (BM25) rankings fused by reciprocal rank fusion. ``score`` is
         the fused score divided by its maximum (first in both lists = 1.0)."""
         q = self._query(vector)
-        fetch = fetch_k or max(4 * k, 20)
+        fetch = fetch_k or search.candidate_depth(k)
         with self._lock, sqlite.read(self._reader()):
             nearest = self._nearest(q, fetch, filter)
             lexical = self._text_ranks(text, fetch, filter)

@@ -1,0 +1,443 @@
+"""Embedding-model profiles: what you must know to use an embedding model right.
+
+A profile holds a model's query prefix (or instruction), document prefix, context length in
+tokens, output dimension, pooling, whether its output is normalized, and the Matryoshka
+dimensions it was trained for. Forgetting the prefixes of an E5 or Nomic model, or cutting text
+at the wrong length, costs retrieval quality silently; the profile makes it explicit.
+
+Where a profile comes from, highest priority first:
+
+1. the user's overrides (any field);
+2. lokal's own metadata in a GGUF packed by ``lokal models pack``;
+3. a sentence-transformers directory's config (``prompts``, ``max_seq_length``, pooling,
+   ``Normalize``), or a GGUF's standard metadata (context, dimension, pooling);
+4. the built-in family table below, matched on the model's name;
+5. nothing known: no prefixes, and ``profile.known`` is False and ``profile.source`` says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lokal.errors import ProfileError
+from lokal.profiles.sources import (
+    HF,
+    LOKAL_KEY_PREFIX,
+    gguf_name,
+    guess_name,
+    read_json,
+    read_object,
+)
+
+BGE_EN_QUERY = "Represent this sentence for searching relevant passages: "
+E5_INSTRUCT_QUERY = (
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
+)
+
+#: Fields a user may override, with their types.
+FIELDS = (
+    "family",
+    "query_prefix",
+    "document_prefix",
+    "context_length",
+    "dimension",
+    "pooling",
+    "normalize",
+    "matryoshka_dims",
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How to use one embedding model. Immutable; derive variants with :meth:`replace`."""
+
+    name: str
+    family: str = "unknown"
+    query_prefix: str = ""
+    document_prefix: str = ""
+    context_length: int | None = None
+    dimension: int | None = None
+    pooling: str | None = None
+    normalize: bool = True
+    matryoshka_dims: tuple[int, ...] = ()
+    known: bool = False
+    #: Where the facts came from: a model card URL, a config file, GGUF metadata.
+    source: str = "unknown model: no prefixes applied"
+    #: Fields the user set explicitly.
+    overridden: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> Profile:
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Profile:
+        """Apply user overrides; ``None`` values mean "keep the detected value"."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - set(FIELDS))
+        if unknown:
+            msg = f"unknown profile field(s) {unknown}; known fields: {list(FIELDS)}"
+            raise ProfileError(msg)
+        if "matryoshka_dims" in given:
+            given["matryoshka_dims"] = tuple(int(d) for d in given["matryoshka_dims"])
+        for key in ("context_length", "dimension"):
+            if key in given and (not isinstance(given[key], int) or given[key] <= 0):
+                msg = f"{key} must be a positive integer, got {given[key]!r}"
+                raise ProfileError(msg)
+        if not given:
+            return self
+        return dataclasses.replace(
+            self, **given, overridden=tuple(sorted(set(self.overridden) | set(given)))
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["matryoshka_dims"] = list(self.matryoshka_dims)
+        d["overridden"] = list(self.overridden)
+        return d
+
+    def describe(self) -> str:
+        """One line a user can read: what lokal will do with this model."""
+        q = repr(self.query_prefix) if self.query_prefix else "none"
+        d = repr(self.document_prefix) if self.document_prefix else "none"
+        ctx = self.context_length if self.context_length else "?"
+        state = "" if self.known else " (UNKNOWN model: no prefixes; set them if the card asks)"
+        return (
+            f"{self.name}: family={self.family} query_prefix={q} document_prefix={d} "
+            f"context={ctx}{state}"
+        )
+
+
+@dataclass(frozen=True)
+class FamilyRule:
+    """A built-in profile for models whose name matches ``pattern`` (case-insensitive)."""
+
+    pattern: str
+    family: str
+    source: str
+    query_prefix: str = ""
+    document_prefix: str = ""
+    context_length: int | None = None
+    dimension: int | None = None
+    pooling: str | None = None
+    normalize: bool = True
+    matryoshka_dims: tuple[int, ...] = field(default=())
+
+    def matches(self, name: str) -> bool:
+        return re.search(self.pattern, name, re.IGNORECASE) is not None
+
+
+# Order matters: the first matching rule wins, so specific patterns come before general ones.
+FAMILIES: tuple[FamilyRule, ...] = (
+    FamilyRule(
+        r"bge-m3", "bge-m3", HF + "BAAI/bge-m3", context_length=8192, dimension=1024, pooling="cls"
+    ),
+    FamilyRule(
+        r"bge-small-en",
+        "bge",
+        HF + "BAAI/bge-small-en-v1.5",
+        BGE_EN_QUERY,
+        context_length=512,
+        dimension=384,
+        pooling="cls",
+    ),
+    FamilyRule(
+        r"bge-base-en",
+        "bge",
+        HF + "BAAI/bge-base-en-v1.5",
+        BGE_EN_QUERY,
+        context_length=512,
+        dimension=768,
+        pooling="cls",
+    ),
+    FamilyRule(
+        r"bge-large-en",
+        "bge",
+        HF + "BAAI/bge-large-en-v1.5",
+        BGE_EN_QUERY,
+        context_length=512,
+        dimension=1024,
+        pooling="cls",
+    ),
+    FamilyRule(
+        r"multilingual-e5-[a-z]+-instruct",
+        "e5-instruct",
+        HF + "intfloat/multilingual-e5-large-instruct",
+        E5_INSTRUCT_QUERY,
+        context_length=512,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"multilingual-e5-small",
+        "multilingual-e5",
+        HF + "intfloat/multilingual-e5-small",
+        "query: ",
+        "passage: ",
+        context_length=512,
+        dimension=384,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"multilingual-e5-base",
+        "multilingual-e5",
+        HF + "intfloat/multilingual-e5-base",
+        "query: ",
+        "passage: ",
+        context_length=512,
+        dimension=768,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"multilingual-e5-large",
+        "multilingual-e5",
+        HF + "intfloat/multilingual-e5-large",
+        "query: ",
+        "passage: ",
+        context_length=512,
+        dimension=1024,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"(^|[/_-])e5-(small|base|large)",
+        "e5",
+        HF + "intfloat/e5-base-v2",
+        "query: ",
+        "passage: ",
+        context_length=512,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"nomic-embed-text-v1\.5",
+        "nomic",
+        HF + "nomic-ai/nomic-embed-text-v1.5",
+        "search_query: ",
+        "search_document: ",
+        context_length=8192,
+        dimension=768,
+        pooling="mean",
+        matryoshka_dims=(768, 512, 256, 128, 64),
+    ),
+    FamilyRule(
+        r"nomic-embed-text",
+        "nomic",
+        HF + "nomic-ai/nomic-embed-text-v1",
+        "search_query: ",
+        "search_document: ",
+        context_length=8192,
+        dimension=768,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"gte-[a-z]+-en-v1\.5",
+        "gte",
+        HF + "Alibaba-NLP/gte-base-en-v1.5",
+        context_length=8192,
+        pooling="cls",
+    ),
+    FamilyRule(
+        r"gte-(small|base|large)",
+        "gte",
+        HF + "thenlper/gte-small",
+        context_length=512,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"arctic-embed-[a-z]+-v2",
+        "arctic",
+        HF + "Snowflake/snowflake-arctic-embed-m-v2.0",
+        "query: ",
+        context_length=8192,
+        pooling="cls",
+    ),
+    FamilyRule(
+        r"arctic-embed-m-v1\.5",
+        "arctic",
+        HF + "Snowflake/snowflake-arctic-embed-m-v1.5",
+        BGE_EN_QUERY,
+        context_length=512,
+        dimension=768,
+        pooling="cls",
+        matryoshka_dims=(768, 256),
+    ),
+    FamilyRule(
+        r"arctic-embed",
+        "arctic",
+        HF + "Snowflake/snowflake-arctic-embed-m",
+        BGE_EN_QUERY,
+        context_length=512,
+        pooling="cls",
+    ),
+    FamilyRule(
+        r"mxbai-embed-large",
+        "mxbai",
+        HF + "mixedbread-ai/mxbai-embed-large-v1",
+        BGE_EN_QUERY,
+        context_length=512,
+        dimension=1024,
+        pooling="cls",
+        matryoshka_dims=(1024, 512, 256, 128, 64),
+    ),
+    FamilyRule(
+        r"all-minilm-l6-v2",
+        "minilm",
+        HF + "sentence-transformers/all-MiniLM-L6-v2",
+        context_length=256,
+        dimension=384,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"all-minilm-l12-v2",
+        "minilm",
+        HF + "sentence-transformers/all-MiniLM-L12-v2",
+        context_length=128,
+        dimension=384,
+        pooling="mean",
+    ),
+    FamilyRule(
+        r"all-mpnet-base-v2",
+        "mpnet",
+        HF + "sentence-transformers/all-mpnet-base-v2",
+        context_length=384,
+        dimension=768,
+        pooling="mean",
+    ),
+)
+
+
+def from_name(name: str) -> Profile:
+    """The built-in profile whose pattern matches ``name``, or an unknown profile."""
+    for rule in FAMILIES:
+        if rule.matches(name):
+            return Profile(
+                name=name,
+                family=rule.family,
+                query_prefix=rule.query_prefix,
+                document_prefix=rule.document_prefix,
+                context_length=rule.context_length,
+                dimension=rule.dimension,
+                pooling=rule.pooling,
+                normalize=rule.normalize,
+                matryoshka_dims=rule.matryoshka_dims,
+                known=True,
+                source=f"built-in profile ({rule.source})",
+            )
+    return Profile(name=name)
+
+
+# Prompt names sentence-transformers models use for the two sides of retrieval.
+_QUERY_PROMPTS = ("query", "search_query", "retrieval.query", "retrieval_query")
+_DOCUMENT_PROMPTS = ("document", "passage", "search_document", "retrieval.passage", "corpus")
+
+
+def from_sentence_transformers_dir(path: str | Path, name: str | None = None) -> Profile:
+    """Profile of a sentence-transformers model directory, read from its config files only.
+
+    No torch import: this reads ``config_sentence_transformers.json`` (``prompts``),
+    ``sentence_bert_config.json`` (``max_seq_length``), ``modules.json`` (pooling, Normalize,
+    Dense) and ``config.json`` (hidden size, name). The built-in table fills what the configs
+    leave open.
+    """
+    root = Path(path)
+    st_config = read_object(root / "config_sentence_transformers.json")
+    bert_config = read_object(root / "sentence_bert_config.json")
+    hf_config = read_object(root / "config.json")
+    modules = read_json(root / "modules.json")
+    modules = modules if isinstance(modules, list) else []
+
+    if name is None:
+        name = guess_name(root, hf_config, lambda n: from_name(n).known)
+    profile = from_name(name)
+    changes: dict[str, Any] = {}
+    sources = []
+
+    prompts = st_config.get("prompts") or {}
+    if isinstance(prompts, dict) and prompts:
+        query = next((prompts[k] for k in _QUERY_PROMPTS if k in prompts), None)
+        doc = next((prompts[k] for k in _DOCUMENT_PROMPTS if k in prompts), None)
+        if query is not None or doc is not None:
+            changes["query_prefix"] = query or ""
+            changes["document_prefix"] = doc or ""
+            changes["known"] = True
+            sources.append("prompts in config_sentence_transformers.json")
+    if isinstance(bert_config.get("max_seq_length"), int):
+        changes["context_length"] = bert_config["max_seq_length"]
+        sources.append("max_seq_length in sentence_bert_config.json")
+
+    dimension = hf_config.get("hidden_size") or hf_config.get("d_model")
+    normalize = False
+    for module in modules:
+        kind = str(module.get("type", ""))
+        module_dir = root / str(module.get("path", ""))
+        if kind.endswith("Pooling"):
+            pooling_cfg = read_object(module_dir / "config.json")
+            mode = _pooling_mode(pooling_cfg)
+            if mode:
+                changes["pooling"] = mode
+            dimension = pooling_cfg.get("word_embedding_dimension", dimension)
+        elif kind.endswith("Dense"):
+            dimension = read_object(module_dir / "config.json").get("out_features", dimension)
+        elif kind.endswith("Normalize"):
+            normalize = True
+    if modules:
+        changes["normalize"] = normalize or profile.normalize
+        sources.append("modules.json")
+    if isinstance(dimension, int):
+        changes["dimension"] = dimension
+    if sources:
+        base = profile.source if profile.known else "no built-in profile"
+        changes["source"] = f"{', '.join(sources)} at {root}; {base}"
+    return profile.replace(**changes)
+
+
+def _pooling_mode(cfg: Mapping[str, Any]) -> str | None:
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    if cfg.get("pooling_mode_lasttoken"):
+        return "lasttoken"
+    if cfg.get("pooling_mode_mean_tokens"):
+        return "mean"
+    mode = cfg.get("pooling_mode")
+    return str(mode) if mode else None
+
+
+# GGUF pooling type numbers (llama.cpp's enum llama_pooling_type).
+_GGUF_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
+def from_gguf_metadata(metadata: Mapping[str, Any], fallback_name: str) -> Profile:
+    """Profile of a GGUF model from its metadata (see :mod:`lokal.gguf`)."""
+    arch = str(metadata.get("general.architecture", ""))
+    name = gguf_name(metadata, fallback_name)
+    profile = from_name(name)
+    if not profile.known and from_name(fallback_name).known:
+        profile = from_name(fallback_name).replace(name=name)
+    changes: dict[str, Any] = {}
+    ctx = metadata.get(f"{arch}.context_length")
+    if isinstance(ctx, int) and (profile.context_length is None or ctx < profile.context_length):
+        changes["context_length"] = ctx
+    dim = metadata.get(f"{arch}.embedding_length")
+    if isinstance(dim, int):
+        changes["dimension"] = dim
+    pooling = metadata.get(f"{arch}.pooling_type")
+    if isinstance(pooling, int) and pooling in _GGUF_POOLING:
+        changes["pooling"] = _GGUF_POOLING[pooling]
+    packed = metadata.get(LOKAL_KEY_PREFIX + "profile")
+    if isinstance(packed, str):
+        try:
+            stored = json.loads(packed)
+        except ValueError:
+            stored = {}
+        for key in FIELDS:
+            if key in stored and stored[key] is not None:
+                changes[key] = tuple(stored[key]) if key == "matryoshka_dims" else stored[key]
+        changes["known"] = bool(stored.get("known", True))
+        changes["source"] = (
+            f"lokal profile in GGUF metadata (packed from {stored.get('source', '?')})"
+        )
+    elif changes and profile.known:
+        changes["source"] = f"{profile.source}; GGUF metadata"
+    return profile.replace(**changes)
