@@ -594,13 +594,14 @@ def check_cmd(index_path: Path, as_json: bool) -> None:
 def _check(index_path: Path, as_json: bool) -> None:
     import hashlib
 
+    from lokal.agent.ingest import path_of
     from lokal.index import Index
 
     with _friendly_errors(), Index.open(index_path) as index:
         report = index.check()
         stale = []
         for doc in index.documents():
-            path = Path(doc.uri)
+            path = path_of(doc.uri)
             if doc.status != "indexed":
                 continue
             try:

@@ -1,4 +1,4 @@
-"""One pass over directories: bring the index in step with the files on disk.
+r"""One pass over directories: bring the index in step with the files on disk.
 
 For each regular file under the roots: its size, mtime_ns, ctime_ns and inode are compared with
 what the index recorded; only files that differ are read and hashed, and only files whose
@@ -6,6 +6,11 @@ content (sha256) differs are parsed, chunked and embedded. Each file's chunks ar
 one transaction. Files gone from disk are removed from the index — except under a root that
 is itself missing (an unmounted disk is not an empty one). A file that cannot be read or
 parsed is recorded with its reason and retried when it changes; it never stops the pass.
+
+A document's URI is its absolute path as text (:func:`uri_of`). A file name that is not valid
+UTF-8 (``caf\xe9.txt`` from a Latin-1 share) is indexed too: its undecodable bytes are written
+``\xNN`` and a backslash ``\\``, so every URI is printable, valid UTF-8, and leads back to
+the file's exact bytes (:func:`path_of`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,37 @@ INDEX_SUFFIXES = (
     *("", "-wal", "-shm", "-journal", ".tmp", ".lock", ".status.json", ".status.json.tmp"),
     *(".rebuild", ".rebuild-wal", ".rebuild-shm", ".rebuild-journal"),
 )
+
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
+
+
+def uri_of(path: Path) -> str:
+    r"""The document URI of ``path``: its text when the name is valid UTF-8 with no backslash
+    (almost always), else its bytes with ``\\`` for a backslash and ``\xNN`` for each byte
+    that is not UTF-8. Distinct paths get distinct URIs; the directory's URI prefixes its
+    files' URIs."""
+    raw = os.fsencode(path)
+    if b"\\" not in raw:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
+
+
+def path_of(uri: str) -> Path:
+    """The path a URI from :func:`uri_of` names (the inverse)."""
+    if "\\" not in uri:
+        return Path(uri)
+    raw = _ESCAPE.sub(
+        lambda m: b"\\" if m[1] == b"\\" else bytes([int(m[1][1:], 16)]), uri.encode()
+    )
+    return Path(os.fsdecode(raw))
+
+
+def _inside(uri: str, root_uri: str) -> bool:
+    return uri == root_uri or uri.startswith(root_uri.rstrip("/") + "/")
 
 
 @dataclass(frozen=True)
@@ -294,19 +330,21 @@ class Ingest:
             root = root.resolve()
             why = self.root_unavailable(root)
             if why:
-                summary.missing_roots.append(str(root))
-                log.warning("root %s is not available (%s): its documents are kept", root, why)
+                summary.missing_roots.append(uri_of(root))
+                log.warning(
+                    "root %s is not available (%s): its documents are kept", uri_of(root), why
+                )
                 continue
             live_roots.append(root)
 
             def problem(path: Path, reason: str) -> None:
-                summary.problems.append({"path": str(path), "reason": reason})
+                summary.problems.append({"path": uri_of(path), "reason": reason})
 
             for state in scan(root, self.settings, self._skip, problem):
                 if self.should_stop():
                     break
                 summary.seen += 1
-                uri = str(state.path)
+                uri = uri_of(state.path)
                 present.add(uri)
                 if progress is not None:
                     progress(state.path)
@@ -316,7 +354,7 @@ class Ingest:
             summary.interrupted = True
             return summary  # the next pass finishes the work: nothing is removed on a partial scan
         for uri in known:
-            inside = any(Path(uri).is_relative_to(r) for r in live_roots)
+            inside = any(_inside(uri, uri_of(r)) for r in live_roots)
             if inside and uri not in present:
                 self.index.delete_document(uri)
                 summary.removed += 1
@@ -342,7 +380,7 @@ class Ingest:
             return "not a directory"
         except OSError as exc:
             return f"cannot list it: {exc.strerror or exc}"
-        if empty and next(self.index.documents(under=str(root)), None) is not None:
+        if empty and next(self.index.documents(under=uri_of(root)), None) is not None:
             return "empty, but documents from it are indexed (not mounted?)"
         return None
 
@@ -354,7 +392,7 @@ class Ingest:
         exclude, include = Patterns(self.settings.exclude), Patterns(self.settings.include)
 
         def problem(path: Path, reason: str) -> None:
-            summary.problems.append({"path": str(path), "reason": reason})
+            summary.problems.append({"path": uri_of(path), "reason": reason})
 
         for path in paths:
             root = next((r for r in roots if path.is_relative_to(r)), None)
@@ -370,11 +408,11 @@ class Ingest:
                 present = set()
                 for state in scan(root, self.settings, self._skip, problem, start=path):
                     summary.seen += 1
-                    present.add(str(state.path))
-                    self._visit(state, self.index.document(str(state.path)), False, summary)
+                    present.add(uri_of(state.path))
+                    self._visit(state, self.index.document(uri_of(state.path)), False, summary)
                 self._flush(summary)
                 gone = [
-                    d.uri for d in self.index.documents(under=str(path)) if d.uri not in present
+                    d.uri for d in self.index.documents(under=uri_of(path)) if d.uri not in present
                 ]
             elif lst is not None and path != root:
                 rel = path.relative_to(root).as_posix()
@@ -390,12 +428,12 @@ class Ingest:
                     )
                 if state is not None:
                     summary.seen += 1
-                    self._visit(state, self.index.document(str(path)), False, summary)
+                    self._visit(state, self.index.document(uri_of(path)), False, summary)
                     gone = []
                 else:  # now excluded, or no longer a regular file
-                    gone = [str(path)] if self.index.document(str(path)) else []
+                    gone = [uri_of(path)] if self.index.document(uri_of(path)) else []
             elif lst is None:
-                gone = [d.uri for d in self.index.documents(under=str(path))]
+                gone = [d.uri for d in self.index.documents(under=uri_of(path))]
             else:  # the root itself: a full pass
                 self._flush(summary)
                 part = self.run([root])
@@ -423,7 +461,7 @@ class Ingest:
             # indexed and untouched; or skipped/failed and not changed since (retried when it is)
             summary.unchanged += 1
             return
-        uri = str(state.path)
+        uri = uri_of(state.path)
         if state.size > self.settings.max_file_bytes:
             self._record(
                 uri,
@@ -512,7 +550,7 @@ class Ingest:
             part = vectors[offset : offset + len(chunks)]
             offset += len(chunks)
             self.index.replace_document(
-                str(state.path), chunks, part, content_hash=digest, **state.stat_fields()
+                uri_of(state.path), chunks, part, content_hash=digest, **state.stat_fields()
             )
             summary.indexed += 1
             summary.chunks += len(chunks)
