@@ -105,12 +105,14 @@ class Chunker:
         spans = self._spans(text, 0, len(text), 0)
         groups = self._pack(text, spans)
         out: list[TextChunk] = []
+        line_start, counted = 1, 0  # lines before ``counted``: counted once, left to right
         for start, end in self._fit(text, groups):
             start, end = _trim(text, start, end)
             if start >= end:
                 continue
             piece = text[start:end]
-            line_start = text.count("\n", 0, start) + 1
+            line_start += text.count("\n", counted, start)
+            counted = start
             out.append(
                 TextChunk(
                     piece, len(out), start, end, line_start, line_start + piece.count("\n"), 0
@@ -124,13 +126,20 @@ class Chunker:
 
     # ---- splitting ---------------------------------------------------------------------------
 
-    def _spans(self, text: str, start: int, end: int, level: int) -> list[tuple[int, int, int]]:
-        """(start, end, tokens) pieces of ``text[start:end]``, each within the budget."""
+    def _spans(
+        self, text: str, start: int, end: int, level: int, total: int | None = None
+    ) -> list[tuple[int, int, int]]:
+        """(start, end, tokens) pieces of ``text[start:end]``, each within the budget.
+        ``total``: the piece's measured count (prefix and special tokens included), if known.
+
+        Linear in the piece's length: each level measures its pieces in one batch, and only
+        the pieces that do not fit go down a level."""
         if start >= end:
             return []
-        fits, n = self._measure(text[start:end])
-        if fits:
-            return [(start, end, n)]
+        if total is None:
+            total = self._count([self.prefix + text[start:end]])[0]
+        if total <= self.limit:
+            return [(start, end, total - self._prefix_tokens - self.specials)]
         while level < len(SEPARATORS):
             cuts = [
                 m.end()
@@ -140,28 +149,59 @@ class Chunker:
             if cuts:
                 bounds = [start, *(start + c for c in cuts), end]
                 pieces = [(a, b) for a, b in itertools.pairwise(bounds) if a < b]
+                counts = self._count([self.prefix + text[a:b] for a, b in pieces])
                 out: list[tuple[int, int, int]] = []
-                for a, b in pieces:
-                    out.extend(self._spans(text, a, b, level + 1))
+                for (a, b), n in zip(pieces, counts, strict=True):
+                    out.extend(self._spans(text, a, b, level + 1, n))
                 return out
             level += 1
-        return self._by_characters(text, start, end)
+        return self._by_characters(text, start, end, total)
 
-    def _by_characters(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
-        """Cut a piece with no usable separator (CJK, a long identifier) by length."""
+    def _by_characters(
+        self, text: str, start: int, end: int, total: int
+    ) -> list[tuple[int, int, int]]:
+        """Cut a piece with no usable separator (CJK, a long identifier, base64) by length.
+
+        Each cut is the longest prefix that fits, searched outward from a guess (the last
+        cut's length; at first the piece's characters per token times the budget), so one cut
+        costs a few measures of about one chunk's length, whatever the piece's length: linear
+        overall (a search over the whole remaining piece made a 200k-character line cost 88 s).
+        """
         out = []
+        guess = max(1, (end - start) * self.budget // max(total, 1))
         while start < end:
-            lo, hi = 1, end - start
-            while lo < hi:  # the longest prefix of text[start:end] that fits
-                mid = (lo + hi + 1) // 2
-                if self._measure(text[start : start + mid])[0]:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            n = self._measure(text[start : start + lo])[1]
-            out.append((start, start + lo, n))
-            start += lo
+            size, n = self._longest_fit(text, start, end - start, guess)
+            out.append((start, start + size, n))
+            start += size
+            guess = size
         return out
+
+    def _longest_fit(self, text: str, start: int, room: int, guess: int) -> tuple[int, int]:
+        """A longest ``k`` in 1..room with ``text[start:start + k]`` fitting (1 if none does),
+        and its tokens. Interpolates on characters per token from ``guess`` (one or two
+        measures on text of an even shape), then bisects what is left: at most a few dozen
+        measures, each of about ``k`` characters."""
+        target = self.limit - self._prefix_tokens - self.specials  # text tokens that fit
+        lo, lo_n, hi = 0, 0, room + 1  # text[:lo] fits (0: none known), text[:hi] does not
+        k = max(1, min(room, guess))
+        for probe in itertools.count():
+            ok, n = self._measure(text[start : start + k])
+            if ok:
+                lo, lo_n = k, n
+                if n >= target or k == room:
+                    break  # full, or the whole rest fits
+            else:
+                hi = k
+            if hi - lo <= 1:
+                break
+            if probe < 4:  # the next guess: where the text's own density says target falls
+                k = round(k + (target - n) * k / max(n, 1))
+            else:
+                k = (lo + hi) // 2
+            k = min(max(k, lo + 1), hi - 1)
+        if lo == 0:  # not even one character fits (never, with the room the context leaves)
+            return 1, self._measure(text[start : start + 1])[1]
+        return lo, lo_n
 
     # ---- packing -----------------------------------------------------------------------------
 
