@@ -60,6 +60,8 @@ INDEX_SUFFIXES = (
 )
 
 
+#: Files this large are named in the log when their reading starts.
+_LARGE_FILE = 1024 * 1024
 _ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
 
 
@@ -96,7 +98,7 @@ class Settings:
     chunk_tokens: int | None = None
     overlap: int = 32
     max_file_bytes: int = 20 * 1024 * 1024
-    #: paged formats (PDF) still unread after this long are recorded as failed
+    #: a file not parsed, chunked and embedded within this long is recorded as failed
     max_file_seconds: float = 60.0
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     include: tuple[str, ...] = ()
@@ -308,7 +310,7 @@ class Ingest:
         )
         self.chunk_settings = {**self.chunker.settings(), "parsers": parsers.VERSION}
         self._skip = {Path(f"{index.path}{s}").resolve() for s in INDEX_SUFFIXES}
-        self._pending: list[tuple[FileState, str, list[Chunk]]] = []
+        self._pending: list[_Pending] = []
         #: Checked between files: when it returns True, a pass writes what it has and returns.
         self.should_stop: Callable[[], bool] = lambda: False
 
@@ -489,13 +491,28 @@ class Ingest:
             )
             summary.unchanged += 1
             return
+        limit = self.settings.max_file_seconds
+        deadline = time.monotonic() + limit
+        if state.size >= _LARGE_FILE:
+            log.info("large file: %s (%d bytes)", uri, state.size)
+
+        def check() -> None:
+            if self.should_stop():
+                raise _Stopped
+            if time.monotonic() > deadline:
+                msg = f"not parsed and chunked within {limit:g} s (max_file_seconds)"
+                raise parsers.TooSlow(msg)
+
         try:
-            parsed = parsers.parse(state.path, data, max_seconds=self.settings.max_file_seconds)
-            pieces = self.chunker.chunks(parsed.text)
+            parsed = parsers.parse(state.path, data, max_seconds=limit, check=check)
+            check()
+            pieces = self.chunker.chunks(parsed.text, check)
+        except _Stopped:
+            return  # not recorded: the next pass reads it again
         except parsers.Unsupported as exc:
             self._record(uri, state, "skipped", str(exc), digest, summary)
             return
-        except parsers.TooSlow as exc:
+        except (parsers.TooSlow, parsers.TooLarge) as exc:
             self._record(uri, state, "failed", str(exc), digest, summary)
             return
         except Exception as exc:  # a parser bug on one file must not stop the agent
@@ -516,8 +533,15 @@ class Ingest:
             )
             for p in pieces
         ]
-        self._pending.append((state, digest, chunks))
-        if sum(len(c) for _, _, c in self._pending) >= self.settings.batch_chunks:
+        about: dict[str, Any] = {"kind": parsed.kind}
+        if parsed.encoding:
+            about["encoding"] = parsed.encoding
+        if parsed.warning:
+            about["warning"] = parsed.warning
+            log.warning("%s: %s", uri, parsed.warning)
+            summary.problems.append({"path": uri, "reason": parsed.warning})
+        self._pending.append(_Pending(state, digest, chunks, deadline, about))
+        if sum(len(p.chunks) for p in self._pending) >= self.settings.batch_chunks:
             self._flush(summary)
 
     def _record(
@@ -539,20 +563,73 @@ class Ingest:
             summary.skipped += 1
 
     def _flush(self, summary: Summary) -> None:
-        """Embed the pending files' chunks together, then write each file in its own
-        transaction."""
-        if not self._pending:
-            return
-        texts = [c.text for _, _, chunks in self._pending for c in chunks]
-        vectors = self.embedder.embed_documents(texts).vectors
-        offset = 0
-        for state, digest, chunks in self._pending:
-            part = vectors[offset : offset + len(chunks)]
-            offset += len(chunks)
-            self.index.replace_document(
-                uri_of(state.path), chunks, part, content_hash=digest, **state.stat_fields()
-            )
-            summary.indexed += 1
-            summary.chunks += len(chunks)
-            summary.tokens += sum(c.tokens or 0 for c in chunks)
-        self._pending = []
+        """Embed the pending files' chunks together, ``batch_chunks`` at a time, and write each
+        file in its own transaction as soon as all its chunks are embedded. Between batches: a
+        stop request ends the flush (files not complete are read again by the next pass), and
+        a file still embedding past its deadline is recorded as failed."""
+        pending, self._pending = self._pending, []
+        queue = [(i, c.text) for i, p in enumerate(pending) for c in p.chunks]
+        parts: list[list[Any]] = [[] for _ in pending]
+        over: set[int] = set()
+        written = 0
+        step = max(1, self.settings.batch_chunks)
+        pos = 0
+        while True:
+            while written < len(pending):  # write complete files, in order
+                p = pending[written]
+                if written not in over and len(parts[written]) < len(p.chunks):
+                    break
+                if written not in over:
+                    self._write(p, parts[written], summary)
+                parts[written] = []
+                written += 1
+            if pos >= len(queue) or self.should_stop():
+                return
+            batch = [(i, t) for i, t in queue[pos : pos + step] if i not in over]
+            pos += step
+            if batch:
+                vectors = self.embedder.embed_documents([t for _, t in batch]).vectors
+                for (i, _), v in zip(batch, vectors, strict=True):
+                    parts[i].append(v)
+            now = time.monotonic()
+            for i in sorted({i for i, _ in batch}):
+                p = pending[i]
+                if len(parts[i]) < len(p.chunks) and now > p.deadline:
+                    over.add(i)
+                    reason = (
+                        f"not embedded within {self.settings.max_file_seconds:g} s "
+                        f"(max_file_seconds): {len(parts[i])} of {len(p.chunks)} chunks done"
+                    )
+                    self._record(uri_of(p.state.path), p.state, "failed", reason, p.digest, summary)
+
+    def _write(self, p: _Pending, vectors: list[Any], summary: Summary) -> None:
+        import numpy as np
+
+        arr = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), self.index.dimension)
+        self.index.replace_document(
+            uri_of(p.state.path),
+            p.chunks,
+            arr,
+            content_hash=p.digest,
+            metadata=p.about,
+            **p.state.stat_fields(),
+        )
+        summary.indexed += 1
+        summary.chunks += len(p.chunks)
+        summary.tokens += sum(c.tokens or 0 for c in p.chunks)
+
+
+@dataclass
+class _Pending:
+    """A file parsed and chunked, waiting for its vectors."""
+
+    state: FileState
+    digest: str
+    chunks: list[Chunk]
+    deadline: float
+    #: the document's record (documents.metadata): kind, encoding, warning
+    about: dict[str, Any]
+
+
+class _Stopped(Exception):
+    """The agent was asked to stop while a file was being read."""
