@@ -594,7 +594,7 @@ def check_cmd(index_path: Path, as_json: bool) -> None:
 def _check(index_path: Path, as_json: bool) -> None:
     import hashlib
 
-    from lokal.agent.ingest import path_of
+    from lokal.agent.filenames import path_of
     from lokal.index import Index
 
     with _friendly_errors(), Index.open(index_path) as index:

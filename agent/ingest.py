@@ -7,10 +7,8 @@ one transaction. Files gone from disk are removed from the index — except unde
 is itself missing (an unmounted disk is not an empty one). A file that cannot be read or
 parsed is recorded with its reason and retried when it changes; it never stops the pass.
 
-A document's URI is its absolute path as text (:func:`uri_of`). A file name that is not valid
-UTF-8 (``caf\xe9.txt`` from a Latin-1 share) is indexed too: its undecodable bytes are written
-``\xNN`` and a backslash ``\\``, so every URI is printable, valid UTF-8, and leads back to
-the file's exact bytes (:func:`path_of`).
+A document's URI is its absolute path as text; a file name that is not valid UTF-8 is indexed
+too, under a URI that leads back to its bytes (:mod:`lokal.agent.filenames`).
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lokal.agent import parsers
+from lokal.agent.filenames import inside, uri_of
 from lokal.chunking import Chunker
 from lokal.embedder import Embedder
 from lokal.errors import LokalError
@@ -62,35 +61,6 @@ INDEX_SUFFIXES = (
 
 #: Files this large are named in the log when their reading starts.
 _LARGE_FILE = 1024 * 1024
-_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
-
-
-def uri_of(path: Path) -> str:
-    r"""The document URI of ``path``: its text when the name is valid UTF-8 with no backslash
-    (almost always), else its bytes with ``\\`` for a backslash and ``\xNN`` for each byte
-    that is not UTF-8. Distinct paths get distinct URIs; the directory's URI prefixes its
-    files' URIs."""
-    raw = os.fsencode(path)
-    if b"\\" not in raw:
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
-
-
-def path_of(uri: str) -> Path:
-    """The path a URI from :func:`uri_of` names (the inverse)."""
-    if "\\" not in uri:
-        return Path(uri)
-    raw = _ESCAPE.sub(
-        lambda m: b"\\" if m[1] == b"\\" else bytes([int(m[1][1:], 16)]), uri.encode()
-    )
-    return Path(os.fsdecode(raw))
-
-
-def _inside(uri: str, root_uri: str) -> bool:
-    return uri == root_uri or uri.startswith(root_uri.rstrip("/") + "/")
 
 
 @dataclass(frozen=True)
@@ -356,8 +326,8 @@ class Ingest:
             summary.interrupted = True
             return summary  # the next pass finishes the work: nothing is removed on a partial scan
         for uri in known:
-            inside = any(_inside(uri, uri_of(r)) for r in live_roots)
-            if inside and uri not in present:
+            under_root = any(inside(uri, uri_of(r)) for r in live_roots)
+            if under_root and uri not in present:
                 self.index.delete_document(uri)
                 summary.removed += 1
         if rechunk:

@@ -18,6 +18,7 @@ import base64
 import json
 import platform
 import random
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,7 @@ def main() -> None:
         spec = importlib.util.spec_from_file_location("chunking_before", args.chunker_file)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # for its dataclasses
         spec.loader.exec_module(module)
         Chunker = module.Chunker
 

@@ -12,11 +12,25 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from lokal.agent.filenames import inside, path_of, uri_of
 from lokal.index import Index
 
 from .test_agent_cli import LOKAL, index_json, lokal
 from .test_agent_daemon import TOPICS, AgentProcess, write_config
 from .test_parsers import docx_bomb
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"/d/caf\xe9.txt", b"/d/ok.txt", b"/d/a\\b.txt", b"/d/caf\\xe9.txt", b"/d\xff/\\x\xc3\xa9"],
+)
+def test_uris_are_utf8_distinct_and_lead_back_to_the_bytes(raw: bytes) -> None:
+    uri = uri_of(Path(os.fsdecode(raw)))
+    uri.encode("utf-8")  # storable, printable
+    assert os.fsencode(path_of(uri)) == raw
+    assert inside(uri, uri_of(Path(os.fsdecode(raw.rsplit(b"/", 1)[0]))))
 
 
 def _bytes_path(directory: Path, name: bytes) -> bytes:
