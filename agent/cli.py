@@ -387,6 +387,13 @@ def index_option(f: F) -> F:
     is_flag=True,
     help="Follow symlinks inside the roots (loops are cut; nothing outside the roots is read).",
 )
+@click.option(
+    "--max-file-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="A file not parsed, chunked and embedded within this long is recorded as failed.",
+)
 @json_option
 def index_cmd(
     paths: tuple[Path, ...],
@@ -396,6 +403,7 @@ def index_cmd(
     overlap: int,
     exclude: tuple[str, ...],
     follow_symlinks: bool,
+    max_file_seconds: float,
     as_json: bool,
 ) -> None:
     """Index PATHS once into an index file, then exit.
@@ -418,6 +426,7 @@ def index_cmd(
         overlap=overlap,
         exclude=DEFAULT_EXCLUDE + exclude,
         follow_symlinks=follow_symlinks,
+        max_file_seconds=max_file_seconds,
     )
     with _friendly_errors():
         embedder = Embedder(model)
