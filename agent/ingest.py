@@ -379,10 +379,14 @@ class Ingest:
             if lst is not None and stat.S_ISDIR(lst.st_mode) and path != root:
                 present = set()
                 for state in scan(root, self.settings, self._skip, problem, start=path):
+                    if self.should_stop():
+                        break
                     summary.seen += 1
                     present.add(uri_of(state.path))
                     self._visit(state, self.index.document(uri_of(state.path)), False, summary)
                 self._flush(summary)
+                if self.should_stop():
+                    break  # a partial listing: nothing is removed from it
                 gone = [
                     d.uri for d in self.index.documents(under=uri_of(path)) if d.uri not in present
                 ]
