@@ -380,6 +380,13 @@ def index_option(f: F) -> F:
     is_flag=True,
     help="Follow symlinks inside the roots (loops are cut; nothing outside the roots is read).",
 )
+@click.option(
+    "--max-file-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="A file not parsed, chunked and embedded within this long is recorded as failed.",
+)
 @json_option
 def index_cmd(
     paths: tuple[Path, ...],
@@ -389,6 +396,7 @@ def index_cmd(
     overlap: int,
     exclude: tuple[str, ...],
     follow_symlinks: bool,
+    max_file_seconds: float,
     as_json: bool,
 ) -> None:
     """Index PATHS once into an index file, then exit.
@@ -412,6 +420,7 @@ def index_cmd(
         overlap=overlap,
         exclude=DEFAULT_EXCLUDE + exclude,
         follow_symlinks=follow_symlinks,
+        max_file_seconds=max_file_seconds,
     )
     with _friendly_errors():
         embedder = Embedder(model)
@@ -599,6 +608,7 @@ def check_cmd(index_path: Path, as_json: bool) -> None:
 def _check(index_path: Path, as_json: bool) -> None:
     import hashlib
 
+    from lokal.agent.filenames import path_of
     from lokal.index import Index
 
     with _friendly_errors(), Index.open(index_path) as index:
@@ -610,7 +620,7 @@ def _check(index_path: Path, as_json: bool) -> None:
             documents = []
             report.problems.append(f"documents: {exc}")
         for doc in documents:
-            path = Path(doc.uri)
+            path = path_of(doc.uri)
             if doc.status != "indexed":
                 continue
             try:

@@ -31,7 +31,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "chunk_tokens": ((int,), "tokens per chunk, prefix included (default: the context)"),
     "overlap": ((int,), "tokens shared by neighbouring chunks"),
     "max_file_bytes": ((int,), "files larger than this are recorded as skipped"),
-    "max_file_seconds": ((int, float), "paged formats (PDF) still unread after this are failed"),
+    "max_file_seconds": ((int, float), "files not parsed, chunked and embedded by then fail"),
     "follow_symlinks": ((bool,), "follow symbolic links (loops cut; never outside the roots)"),
     "polling": ((str, bool), "'auto', true (always poll) or false (never poll)"),
     "poll_interval": ((int, float), "seconds between polls when polling"),

@@ -1,4 +1,4 @@
-"""One pass over directories: bring the index in step with the files on disk.
+r"""One pass over directories: bring the index in step with the files on disk.
 
 For each regular file under the roots: its size, mtime_ns, ctime_ns and inode are compared with
 what the index recorded; only files that differ are read and hashed, and only files whose
@@ -6,6 +6,9 @@ content (sha256) differs are parsed, chunked and embedded. Each file's chunks ar
 one transaction. Files gone from disk are removed from the index — except under a root that
 is itself missing (an unmounted disk is not an empty one). A file that cannot be read or
 parsed is recorded with its reason and retried when it changes; it never stops the pass.
+
+A document's URI is its absolute path as text; a file name that is not valid UTF-8 is indexed
+too, under a URI that leads back to its bytes (:mod:`lokal.agent.filenames`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lokal.agent import parsers
+from lokal.agent.filenames import inside, uri_of
 from lokal.chunking import Chunker
 from lokal.embedder import Embedder
 from lokal.errors import LokalError
@@ -56,13 +60,17 @@ INDEX_SUFFIXES = (
 )
 
 
+#: Files this large are named in the log when their reading starts.
+_LARGE_FILE = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     chunk_tokens: int | None = None
     overlap: int = 32
     max_file_bytes: int = 20 * 1024 * 1024
-    #: paged formats (PDF) still unread after this long are recorded as failed
-    max_file_seconds: float = 60.0
+    #: a file not parsed, chunked and embedded within this long is recorded as failed
+    max_file_seconds: float = 600.0
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     include: tuple[str, ...] = ()
     follow_symlinks: bool = False
@@ -279,7 +287,7 @@ class Ingest:
             json.dumps(self.chunk_settings, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         self._skip = {Path(f"{index.path}{s}").resolve() for s in INDEX_SUFFIXES}
-        self._pending: list[tuple[FileState, str, list[Chunk]]] = []
+        self._pending: list[_Pending] = []
         #: Checked between files: when it returns True, a pass writes what it has and returns.
         self.should_stop: Callable[[], bool] = lambda: False
 
@@ -301,19 +309,21 @@ class Ingest:
             root = root.resolve()
             why = self.root_unavailable(root)
             if why:
-                summary.missing_roots.append(str(root))
-                log.warning("root %s is not available (%s): its documents are kept", root, why)
+                summary.missing_roots.append(uri_of(root))
+                log.warning(
+                    "root %s is not available (%s): its documents are kept", uri_of(root), why
+                )
                 continue
             live_roots.append(root)
 
             def problem(path: Path, reason: str) -> None:
-                summary.problems.append({"path": str(path), "reason": reason})
+                summary.problems.append({"path": uri_of(path), "reason": reason})
 
             for state in scan(root, self.settings, self._skip, problem):
                 if self.should_stop():
                     break
                 summary.seen += 1
-                uri = str(state.path)
+                uri = uri_of(state.path)
                 present.add(uri)
                 if progress is not None:
                     progress(state.path)
@@ -323,8 +333,8 @@ class Ingest:
             summary.interrupted = True
             return summary  # the next pass finishes the work: nothing is removed on a partial scan
         for uri in known:
-            inside = any(Path(uri).is_relative_to(r) for r in live_roots)
-            if inside and uri not in present:
+            under_root = any(inside(uri, uri_of(r)) for r in live_roots)
+            if under_root and uri not in present:
                 self.index.delete_document(uri)
                 summary.removed += 1
         if rechunk:
@@ -349,7 +359,7 @@ class Ingest:
             return "not a directory"
         except OSError as exc:
             return f"cannot list it: {exc.strerror or exc}"
-        if empty and next(self.index.documents(under=str(root)), None) is not None:
+        if empty and next(self.index.documents(under=uri_of(root)), None) is not None:
             return "empty, but documents from it are indexed (not mounted?)"
         return None
 
@@ -361,7 +371,7 @@ class Ingest:
         exclude, include = Patterns(self.settings.exclude), Patterns(self.settings.include)
 
         def problem(path: Path, reason: str) -> None:
-            summary.problems.append({"path": str(path), "reason": reason})
+            summary.problems.append({"path": uri_of(path), "reason": reason})
 
         for path in paths:
             root = next((r for r in roots if path.is_relative_to(r)), None)
@@ -376,12 +386,16 @@ class Ingest:
             if lst is not None and stat.S_ISDIR(lst.st_mode) and path != root:
                 present = set()
                 for state in scan(root, self.settings, self._skip, problem, start=path):
+                    if self.should_stop():
+                        break
                     summary.seen += 1
-                    present.add(str(state.path))
-                    self._visit(state, self.index.document(str(state.path)), False, summary)
+                    present.add(uri_of(state.path))
+                    self._visit(state, self.index.document(uri_of(state.path)), False, summary)
                 self._flush(summary)
+                if self.should_stop():
+                    break  # a partial listing: nothing is removed from it
                 gone = [
-                    d.uri for d in self.index.documents(under=str(path)) if d.uri not in present
+                    d.uri for d in self.index.documents(under=uri_of(path)) if d.uri not in present
                 ]
             elif lst is not None and path != root:
                 rel = path.relative_to(root).as_posix()
@@ -397,12 +411,12 @@ class Ingest:
                     )
                 if state is not None:
                     summary.seen += 1
-                    self._visit(state, self.index.document(str(path)), False, summary)
+                    self._visit(state, self.index.document(uri_of(path)), False, summary)
                     gone = []
                 else:  # now excluded, or no longer a regular file
-                    gone = [str(path)] if self.index.document(str(path)) else []
+                    gone = [uri_of(path)] if self.index.document(uri_of(path)) else []
             elif lst is None:
-                gone = [d.uri for d in self.index.documents(under=str(path))]
+                gone = [d.uri for d in self.index.documents(under=uri_of(path))]
             else:  # the root itself: a full pass
                 self._flush(summary)
                 part = self.run([root])
@@ -432,7 +446,7 @@ class Ingest:
             # indexed and untouched; or skipped/failed and not changed since (retried when it is)
             summary.unchanged += 1
             return
-        uri = str(state.path)
+        uri = uri_of(state.path)
         if state.size > self.settings.max_file_bytes:
             self._record(
                 uri,
@@ -460,13 +474,28 @@ class Ingest:
             )
             summary.unchanged += 1
             return
+        limit = self.settings.max_file_seconds
+        deadline = time.monotonic() + limit
+        if state.size >= _LARGE_FILE:
+            log.info("large file: %s (%d bytes)", uri, state.size)
+
+        def check() -> None:
+            if self.should_stop():
+                raise _Stopped
+            if time.monotonic() > deadline:
+                msg = f"not parsed and chunked within {limit:g} s (max_file_seconds)"
+                raise parsers.TooSlow(msg)
+
         try:
-            parsed = parsers.parse(state.path, data, max_seconds=self.settings.max_file_seconds)
-            pieces = self.chunker.chunks(parsed.text)
+            parsed = parsers.parse(state.path, data, max_seconds=limit, check=check)
+            check()
+            pieces = self.chunker.chunks(parsed.text, check)
+        except _Stopped:
+            return  # not recorded: the next pass reads it again
         except parsers.Unsupported as exc:
             self._record(uri, state, "skipped", str(exc), digest, summary)
             return
-        except parsers.TooSlow as exc:
+        except (parsers.TooSlow, parsers.TooLarge) as exc:
             self._record(uri, state, "failed", str(exc), digest, summary)
             return
         except Exception as exc:  # a parser bug on one file must not stop the agent
@@ -487,8 +516,15 @@ class Ingest:
             )
             for p in pieces
         ]
-        self._pending.append((state, digest, chunks))
-        if sum(len(c) for _, _, c in self._pending) >= self.settings.batch_chunks:
+        about: dict[str, Any] = {"kind": parsed.kind}
+        if parsed.encoding:
+            about["encoding"] = parsed.encoding
+        if parsed.warning:
+            about["warning"] = parsed.warning
+            log.warning("%s: %s", uri, parsed.warning)
+            summary.problems.append({"path": uri, "reason": parsed.warning})
+        self._pending.append(_Pending(state, digest, chunks, deadline, about))
+        if sum(len(p.chunks) for p in self._pending) >= self.settings.batch_chunks:
             self._flush(summary)
 
     def _record(
@@ -510,25 +546,73 @@ class Ingest:
             summary.skipped += 1
 
     def _flush(self, summary: Summary) -> None:
-        """Embed the pending files' chunks together, then write each file in its own
-        transaction."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []  # files not written are found by a rescan
-        texts = [c.text for _, _, chunks in pending for c in chunks]
-        vectors = self.embedder.embed_documents(texts).vectors
-        offset = 0
-        for state, digest, chunks in pending:
-            part = vectors[offset : offset + len(chunks)]
-            offset += len(chunks)
-            self.index.replace_document(
-                str(state.path),
-                chunks,
-                part,
-                content_hash=digest,
-                metadata={"chunking": self.chunking},
-                **state.stat_fields(),
-            )
-            summary.indexed += 1
-            summary.chunks += len(chunks)
-            summary.tokens += sum(c.tokens or 0 for c in chunks)
+        """Embed the pending files' chunks together, ``batch_chunks`` at a time, and write each
+        file in its own transaction as soon as all its chunks are embedded. Between batches: a
+        stop request ends the flush (files not complete are read again by the next pass), and
+        a file still embedding past its deadline is recorded as failed."""
+        pending, self._pending = self._pending, []
+        queue = [(i, c.text) for i, p in enumerate(pending) for c in p.chunks]
+        parts: list[list[Any]] = [[] for _ in pending]
+        over: set[int] = set()
+        written = 0
+        step = max(1, self.settings.batch_chunks)
+        pos = 0
+        while True:
+            while written < len(pending):  # write complete files, in order
+                p = pending[written]
+                if written not in over and len(parts[written]) < len(p.chunks):
+                    break
+                if written not in over:
+                    self._write(p, parts[written], summary)
+                parts[written] = []
+                written += 1
+            if pos >= len(queue) or self.should_stop():
+                return
+            batch = [(i, t) for i, t in queue[pos : pos + step] if i not in over]
+            pos += step
+            if batch:
+                vectors = self.embedder.embed_documents([t for _, t in batch]).vectors
+                for (i, _), v in zip(batch, vectors, strict=True):
+                    parts[i].append(v)
+            now = time.monotonic()
+            for i in sorted({i for i, _ in batch}):
+                p = pending[i]
+                if len(parts[i]) < len(p.chunks) and now > p.deadline:
+                    over.add(i)
+                    reason = (
+                        f"not embedded within {self.settings.max_file_seconds:g} s "
+                        f"(max_file_seconds): {len(parts[i])} of {len(p.chunks)} chunks done"
+                    )
+                    self._record(uri_of(p.state.path), p.state, "failed", reason, p.digest, summary)
+
+    def _write(self, p: _Pending, vectors: list[Any], summary: Summary) -> None:
+        import numpy as np
+
+        arr = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), self.index.dimension)
+        self.index.replace_document(
+            uri_of(p.state.path),
+            p.chunks,
+            arr,
+            content_hash=p.digest,
+            metadata={**p.about, "chunking": self.chunking},
+            **p.state.stat_fields(),
+        )
+        summary.indexed += 1
+        summary.chunks += len(p.chunks)
+        summary.tokens += sum(c.tokens or 0 for c in p.chunks)
+
+
+@dataclass
+class _Pending:
+    """A file parsed and chunked, waiting for its vectors."""
+
+    state: FileState
+    digest: str
+    chunks: list[Chunk]
+    deadline: float
+    #: the document's record (documents.metadata): kind, encoding, warning
+    about: dict[str, Any]
+
+
+class _Stopped(Exception):
+    """The agent was asked to stop while a file was being read."""

@@ -99,8 +99,9 @@ def read_status(config: AgentConfig) -> dict[str, Any]:
             out["chunks"] = len(ix)
             for doc in ix.documents():
                 out["documents"][doc.status] = out["documents"].get(doc.status, 0) + 1
-                if doc.status != "indexed" and len(out["problems"]) < 100:
-                    out["problems"].append(
-                        {"path": doc.uri, "status": doc.status, "reason": doc.error}
-                    )
+                # failed and skipped files, and files indexed with a warning (bad bytes)
+                reason = doc.error if doc.status != "indexed" else doc.metadata.get("warning")
+                if reason and len(out["problems"]) < 100:
+                    problem = {"path": doc.uri, "status": doc.status, "reason": reason}
+                    out["problems"].append(problem)
     return out

@@ -35,6 +35,11 @@ VERSION = "lokal-structure-1"
 _HEADING = re.compile(r"#{1,6}\s")
 #: A chunk smaller than this (a heading line, a title) is not closed at the next heading.
 _MIN_SECTION_TOKENS = 16
+#: A piece longer than this many characters per token of the limit is split without being
+#: measured whole (a 5 MB line would be one long tokenizer call no check can interrupt).
+_MAX_CHARS_PER_TOKEN = 64
+#: The most characters handed to the tokenizer in one call by ``_count_all``.
+_CALL_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Chunker:
             msg = f"overlap must be in 0..{self.budget - 1} tokens, got {overlap}"
             raise ValueError(msg)
         self.overlap = overlap
+        self._check: Callable[[], None] = _nothing
 
     def settings(self) -> dict[str, object]:
         return {
@@ -96,27 +102,53 @@ class Chunker:
             "prefix": self.prefix,
         }
 
+    def _count_all(self, texts: list[str]) -> list[int]:
+        """Counts of many texts, in calls of at most :data:`_CALL_CHARS` characters, with a
+        check between calls."""
+        out: list[int] = []
+        i = 0
+        while i < len(texts):
+            self._check()
+            j, size = i, 0
+            while j < len(texts) and (j == i or size + len(texts[j]) <= _CALL_CHARS):
+                size += len(texts[j])
+                j += 1
+            out.extend(self._count(texts[i:j]))
+            i = j
+        return out
+
     def _measure(self, piece: str) -> tuple[bool, int]:
         """Whether ``prefix + piece`` fits (exactly, by the tokenizer), and the piece's tokens."""
         n = self._count([self.prefix + piece])[0]
         return n <= self.limit, n - self._prefix_tokens - self.specials
 
-    def chunks(self, text: str) -> list[TextChunk]:
+    def chunks(self, text: str, check: Callable[[], None] | None = None) -> list[TextChunk]:
+        """The chunks of ``text``. ``check`` is called every few thousand characters of work;
+        what it raises (a time limit, a stop request) ends the call."""
+        self._check = check or _nothing
+        try:
+            return self._chunks(text)
+        finally:
+            self._check = _nothing
+
+    def _chunks(self, text: str) -> list[TextChunk]:
         spans = self._spans(text, 0, len(text), 0)
         groups = self._pack(text, spans)
         out: list[TextChunk] = []
+        line_start, counted = 1, 0  # lines before ``counted``: counted once, left to right
         for start, end in self._fit(text, groups):
             start, end = _trim(text, start, end)
             if start >= end:
                 continue
             piece = text[start:end]
-            line_start = text.count("\n", 0, start) + 1
+            line_start += text.count("\n", counted, start)
+            counted = start
             out.append(
                 TextChunk(
                     piece, len(out), start, end, line_start, line_start + piece.count("\n"), 0
                 )
             )
-        counts = self._count([self.prefix + c.text for c in out]) if out else []
+        counts = self._count_all([self.prefix + c.text for c in out])
         return [
             TextChunk(c.text, c.ordinal, c.char_start, c.char_end, c.line_start, c.line_end, n)
             for c, n in zip(out, counts, strict=True)
@@ -124,13 +156,22 @@ class Chunker:
 
     # ---- splitting ---------------------------------------------------------------------------
 
-    def _spans(self, text: str, start: int, end: int, level: int) -> list[tuple[int, int, int]]:
-        """(start, end, tokens) pieces of ``text[start:end]``, each within the budget."""
+    def _spans(
+        self, text: str, start: int, end: int, level: int, total: int | None = None
+    ) -> list[tuple[int, int, int]]:
+        """(start, end, tokens) pieces of ``text[start:end]``, each within the budget.
+        ``total``: the piece's measured count (prefix and special tokens included), if known;
+        a piece of more than :data:`_MAX_CHARS_PER_TOKEN` characters per token of the limit is
+        split without being measured whole.
+
+        Linear in the piece's length: each level measures its pieces in one batch, and only
+        the pieces that do not fit go down a level."""
         if start >= end:
             return []
-        fits, n = self._measure(text[start:end])
-        if fits:
-            return [(start, end, n)]
+        if total is None and end - start <= self.limit * _MAX_CHARS_PER_TOKEN:
+            total = self._count_all([self.prefix + text[start:end]])[0]
+        if total is not None and total <= self.limit:
+            return [(start, end, total - self._prefix_tokens - self.specials)]
         while level < len(SEPARATORS):
             cuts = [
                 m.end()
@@ -141,27 +182,65 @@ class Chunker:
                 bounds = [start, *(start + c for c in cuts), end]
                 pieces = [(a, b) for a, b in itertools.pairwise(bounds) if a < b]
                 out: list[tuple[int, int, int]] = []
-                for a, b in pieces:
-                    out.extend(self._spans(text, a, b, level + 1))
+                for (a, b), n in zip(pieces, self._counts_of(text, pieces), strict=True):
+                    out.extend(self._spans(text, a, b, level + 1, n))
                 return out
             level += 1
-        return self._by_characters(text, start, end)
+        return self._by_characters(text, start, end, total)
 
-    def _by_characters(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
-        """Cut a piece with no usable separator (CJK, a long identifier) by length."""
+    def _counts_of(self, text: str, pieces: list[tuple[int, int]]) -> list[int | None]:
+        """Measured counts of pieces; None for a piece too long to fit whatever its text."""
+        most = self.limit * _MAX_CHARS_PER_TOKEN
+        short = [(a, b) for a, b in pieces if b - a <= most]
+        counts = iter(self._count_all([self.prefix + text[a:b] for a, b in short]))
+        return [next(counts) if b - a <= most else None for a, b in pieces]
+
+    def _by_characters(
+        self, text: str, start: int, end: int, total: int | None
+    ) -> list[tuple[int, int, int]]:
+        """Cut a piece with no usable separator (CJK, a long identifier, base64) by length.
+
+        Each cut is the longest prefix that fits, searched outward from a guess (the last
+        cut's length; at first the piece's characters per token times the budget), so one cut
+        costs a few measures of about one chunk's length, whatever the piece's length: linear
+        overall (a search over the whole remaining piece made a 200k-character line cost 88 s).
+        """
         out = []
+        guess = max(1, (end - start) * self.budget // max(total or end - start, 1))
         while start < end:
-            lo, hi = 1, end - start
-            while lo < hi:  # the longest prefix of text[start:end] that fits
-                mid = (lo + hi + 1) // 2
-                if self._measure(text[start : start + mid])[0]:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            n = self._measure(text[start : start + lo])[1]
-            out.append((start, start + lo, n))
-            start += lo
+            self._check()
+            size, n = self._longest_fit(text, start, end - start, guess)
+            out.append((start, start + size, n))
+            start += size
+            guess = size
         return out
+
+    def _longest_fit(self, text: str, start: int, room: int, guess: int) -> tuple[int, int]:
+        """A longest ``k`` in 1..room with ``text[start:start + k]`` fitting (1 if none does),
+        and its tokens. Interpolates on characters per token from ``guess`` (one or two
+        measures on text of an even shape), then bisects what is left: at most a few dozen
+        measures, each of about ``k`` characters."""
+        target = self.limit - self._prefix_tokens - self.specials  # text tokens that fit
+        lo, lo_n, hi = 0, 0, room + 1  # text[:lo] fits (0: none known), text[:hi] does not
+        k = max(1, min(room, guess))
+        for probe in itertools.count():
+            ok, n = self._measure(text[start : start + k])
+            if ok:
+                lo, lo_n = k, n
+                if n >= target or k == room:
+                    break  # full, or the whole rest fits
+            else:
+                hi = k
+            if hi - lo <= 1:
+                break
+            if probe < 4:  # the next guess: where the text's own density says target falls
+                k = round(k + (target - n) * k / max(n, 1))
+            else:
+                k = (lo + hi) // 2
+            k = min(max(k, lo + 1), hi - 1)
+        if lo == 0:  # not even one character fits (never, with the room the context leaves)
+            return 1, self._measure(text[start : start + 1])[1]
+        return lo, lo_n
 
     # ---- packing -----------------------------------------------------------------------------
 
@@ -206,7 +285,7 @@ class Chunker:
         out: list[tuple[int, int]] = []
         pending = list(groups)
         while pending:
-            counts = self._count([self.prefix + text[g[0][0] : g[-1][1]] for g in pending])
+            counts = self._count_all([self.prefix + text[g[0][0] : g[-1][1]] for g in pending])
             nxt = []
             for group, n in zip(pending, counts, strict=True):
                 if n <= self.limit or len(group) == 1:  # one span was measured exactly
@@ -216,6 +295,10 @@ class Chunker:
                     nxt.extend([group[:half], group[half:]])
             pending = nxt
         return sorted(out)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import random
+from collections.abc import Sequence
 
 import pytest
 
@@ -87,3 +90,35 @@ def test_bad_settings(gguf_embedder: Embedder) -> None:
         Chunker(gguf_embedder.count_tokens, 256, overlap=300)
     with pytest.raises(ValueError, match="leaves"):
         Chunker(gguf_embedder.count_tokens, 256, prefix="word " * 300)
+
+
+def _work(embedder: Embedder, text: str) -> tuple[int, list]:
+    """Characters the chunker hands to the real tokenizer to chunk ``text``, and the chunks."""
+    handed = [0]
+
+    def count(texts: Sequence[str]) -> list[int]:
+        handed[0] += sum(len(t) for t in texts)
+        return embedder.count_tokens(texts)
+
+    chunks = Chunker(count, embedder.context_length, prefix="passage: ").chunks(text)
+    return handed[0], chunks
+
+
+@pytest.mark.parametrize("shape", ["base64 line", "one-line prose", "paragraphs", "cjk"])
+def test_chunking_work_is_linear_in_length(gguf_embedder: Embedder, shape: str) -> None:
+    # Issue 12: one 5 MB line of base64 took hours (50k chars 5.2 s, 100k 20.8 s: the search
+    # for each cut tokenized the whole rest of the line). The work, counted as characters
+    # handed to the tokenizer, must grow like the text: 4x the text, about 4x the work.
+    prose = " ".join(" ".join(_TOPICS[k] for k in sorted(_TOPICS)).split())
+    make = {
+        "base64 line": lambda n: base64.b64encode(random.Random(3).randbytes(n)).decode()[:n],
+        "one-line prose": lambda n: prose[:n],
+        "paragraphs": lambda n: "\n\n".join(_TOPICS[k] for k in sorted(_TOPICS))[:n],
+        "cjk": lambda n: ("東京は日本の首都です" * (n // 10 + 1))[:n],
+    }[shape]
+    small, large = make(10_000), make(40_000)
+    work_small, _ = _work(gguf_embedder, small)
+    work_large, chunks = _work(gguf_embedder, large)
+    assert work_large / work_small < 4 * 1.3, (work_small, work_large)
+    assert work_large / len(large) < 12  # a few measures of each chunk, not of the rest
+    assert all(large[c.char_start : c.char_end] == c.text for c in chunks)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lokal.agent.parsers import TooSlow, Unsupported, decode, parse
+from lokal.agent.parsers import TooLarge, TooSlow, Unsupported, decode, parse
 
 SAMPLES = [
     ("Crème brûlée à la française, très bon.", "cp1252"),
@@ -78,3 +78,78 @@ def test_pdf_time_limit_is_checked_between_pages() -> None:
     assert parsed.kind == "pdf" and parsed.metadata["pages"] == 3
     with pytest.raises(TooSlow, match="stopped at page 0 of 3"):
         parse(Path("three.pdf"), buf.getvalue(), max_seconds=-1)  # a deadline already past
+
+
+def docx_bomb(inflated: int) -> bytes:
+    """A real DOCX (python-docx) whose word/document.xml is replaced by ``inflated`` bytes of
+    highly compressible XML, written in 1 MB blocks (the test's memory stays small)."""
+    import zipfile
+
+    import docx
+
+    buffer = io.BytesIO()
+    document = docx.Document()
+    document.add_paragraph("A real document.")
+    document.save(buffer)
+    block = (b"<w:p><w:r><w:t>" + b"A" * 1000 + b"</w:t></w:r></w:p>") * 1000
+    out = io.BytesIO()
+    with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            if info.filename != "word/document.xml":
+                dst.writestr(info, src.read(info.filename))
+                continue
+            member = zipfile.ZipInfo("word/document.xml")
+            member.compress_type = zipfile.ZIP_DEFLATED
+            member._compresslevel = 1  # type: ignore[attr-defined]  # fast; still > 100x
+            with dst.open(member, "w", force_zip64=True) as f:
+                for _ in range(inflated // len(block)):
+                    f.write(block)
+    return out.getvalue()
+
+
+def test_docx_zip_bomb_is_refused_before_inflating() -> None:
+    data = docx_bomb(256 * 1024 * 1024)
+    assert len(data) < 3_000_000
+    with pytest.raises(TooLarge, match=r"word/document.xml would inflate .* a zip bomb"):
+        parse(Path("bomb.docx"), data)
+
+
+def test_zip_limits_total_and_members() -> None:
+    import zipfile
+
+    from lokal.agent import parsers
+
+    out = io.BytesIO()
+    one_mib = bytes(1024 * 1024)  # members this small are not held to the ratio: the total is
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(parsers.MAX_INFLATED_BYTES // len(one_mib) + 1):
+            z.writestr(f"media/{i}.bin", one_mib)
+    with pytest.raises(TooLarge, match=r"would inflate to .* MAX_INFLATED_BYTES"):
+        parsers.zip_guard(out.getvalue(), "DOCX")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for i in range(parsers.MAX_ZIP_MEMBERS + 1):
+            z.writestr(f"{i}", b"")
+    with pytest.raises(TooLarge, match="zip members"):
+        parse(Path("many.docx"), out.getvalue())
+
+
+def test_mostly_utf8_with_a_few_bad_bytes_stays_utf8() -> None:
+    # Issue 12: 4 bad bytes made the whole file ISO-8859-2 ("café" stored as "cafĂŠ")
+    good = "Le café est prêt à 8 h. Crème brûlée, déjà vu, naïve, Grüße, Øre.\n" * 30
+    data = good.encode() + b"broken: \xe9\xff\x80\xfe end\n"
+    text, encoding = decode(data)
+    assert text.startswith(good)
+    assert text.count("\ufffd") == 4 and "end" in text
+    assert encoding == "utf-8 (4 invalid byte sequences replaced)"
+    parsed = parse(Path("notes.txt"), data)
+    assert parsed.warning == "not valid UTF-8: 4 invalid byte sequences replaced with U+FFFD"
+    assert parse(Path("ok.txt"), good.encode()).warning is None
+
+
+@pytest.mark.parametrize(("text", "encoding"), SAMPLES)
+def test_legacy_encodings_are_not_taken_for_broken_utf8(text: str, encoding: str) -> None:
+    # a legacy file with one UTF-8 character pasted into it is still read in its code page
+    data = text.encode(encoding) + " née".encode()
+    decoded, found = decode(data)
+    assert not found.startswith("utf-8") and "\ufffd" not in decoded
