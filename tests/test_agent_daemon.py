@@ -75,8 +75,19 @@ class AgentProcess:
                     raise AssertionError(f"no line matching {pattern!r} in:\n{self.log()}")
                 self._cond.wait(left)
 
-    def idle_after(self, mark: int) -> None:
-        self.wait_for(r"INFO idle:", after=mark)
+    def idle_after(self, mark: int, until: Callable[[], bool] | None = None) -> None:
+        """Wait for the agent to go idle after ``mark``; with ``until``, for the first idle line
+        after which ``until()`` holds (an idle line already on its way when the test acted, for
+        work done before, does not count)."""
+        deadline = time.monotonic() + 180
+        while True:
+            self.wait_for(r"INFO idle:", after=mark, timeout=max(1.0, deadline - time.monotonic()))
+            if until is None or until():
+                return
+            with self._cond:
+                mark = max(
+                    i + 1 for i, line in enumerate(self.lines) if "INFO idle:" in line
+                )
 
     def log(self) -> str:
         return "\n".join(self.lines)
@@ -185,7 +196,7 @@ def test_agent_follows_changes_and_restarts(setup: tuple[Path, Path, Path], tmp_
         m = agent.mark()
         (docs / "pump.md.tmp").write_text("# Pump P-101\n\nHold the GREEN button instead.\n")
         os.replace(docs / "pump.md.tmp", docs / "pump.md")
-        agent.idle_after(m)
+        agent.idle_after(m, until=lambda: "GREEN" in indexed(db).get(str(docs / "pump.md"), ""))
         now = indexed(db)
         assert "GREEN" in now[str(docs / "pump.md")]
         assert not any(u.endswith(".tmp") for u in now)

@@ -251,6 +251,8 @@ def _compare_search_copy(
             f"{len(missing)} only stored"
         )
         return
+    if not len(rowids):
+        return  # an empty index: nothing to compare
     want = search.encode(search.normalize(vectors), index.quantization)
     differ = np.flatnonzero((cache.data != want).reshape(len(want), -1).any(axis=1))
     if len(differ):
