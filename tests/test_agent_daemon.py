@@ -85,9 +85,7 @@ class AgentProcess:
             if until is None or until():
                 return
             with self._cond:
-                mark = max(
-                    i + 1 for i, line in enumerate(self.lines) if "INFO idle:" in line
-                )
+                mark = max(i + 1 for i, line in enumerate(self.lines) if "INFO idle:" in line)
 
     def log(self) -> str:
         return "\n".join(self.lines)
