@@ -119,3 +119,37 @@ def build_cross_encoder(out: Path) -> Path:
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
     return out
+
+
+# PostgreSQL
+#
+# One private PostgreSQL 16 + pgvector server (the ``pgserver`` package) for the whole run,
+# started on first use and stopped at the end; ``pg_dsn`` gives each test a fresh database, so
+# tests never see each other's rows. As root, pgserver runs the server as a ``pgserver`` user.
+
+
+@pytest.fixture(scope="session")
+def _pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (pgserver's lock path)
+        warnings.simplefilter("ignore")
+        pgserver = pytest.importorskip("pgserver")
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_dsn(_pg_server: object, request: pytest.FixtureRequest) -> str:
+    """A ``postgresql://`` URL of a fresh, empty database (pgvector available) on the shared
+    server, as the superuser ``postgres``."""
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    name += "_" + os.urandom(3).hex()
+    admin = _pg_server.get_uri()  # type: ignore[attr-defined]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return str(_pg_server.get_uri(database=name))  # type: ignore[attr-defined]
