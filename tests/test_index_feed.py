@@ -124,7 +124,9 @@ def test_an_existing_file_upgrades_in_place(
     with monkeypatch.context() as m:
         m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
         with Index.create(path, IDENTITY) as old:
-            old.replace_document("a.txt", [Chunk("one", ordinal=0), Chunk("two", ordinal=1)], vecs(2))
+            old.replace_document(
+                "a.txt", [Chunk("one", ordinal=0), Chunk("two", ordinal=1)], vecs(2)
+            )
             old.upsert([Chunk("loose", id="loose")], vecs(1))
     with Index.open(path) as reader, pytest.raises(IndexFileError, match="predates"):
         reader.changes()

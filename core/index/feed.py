@@ -81,6 +81,13 @@ def last_seq(conn: Any, path: object) -> int:
     return int(row[0]) if row else 0
 
 
+def count_after(conn: Any, path: object, after: int) -> int:
+    _require_feed(conn, path)
+    return int(
+        conn.execute("SELECT count(*) FROM changes WHERE seq > ?", (int(after),)).fetchone()[0]
+    )
+
+
 def changes(conn: Any, path: object, dimension: int, after: int, limit: int) -> list[Change]:
     """Up to ``limit`` changes with ``seq > after``, in order. The caller holds a read
     transaction, so rows and vectors come from one snapshot."""

@@ -116,9 +116,7 @@ def _m003_change_feed(conn: Any, ctx: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO changes (chunk_id, op) SELECT chunk_id, 'upsert' FROM chunks ORDER BY id"
     )
-    conn.execute(
-        "INSERT OR IGNORE INTO lokal_meta VALUES ('generation', ?)", (uuid.uuid4().hex,)
-    )
+    conn.execute("INSERT OR IGNORE INTO lokal_meta VALUES ('generation', ?)", (uuid.uuid4().hex,))
 
 
 MIGRATIONS: list[Migration] = [

@@ -669,6 +669,18 @@ class Index:
         with self._lock, sqlite.read(self._reader()) as conn:
             return feed.changes(conn, self.path, self.dimension, after, limit)
 
+    def continues(self, seq: int, tag: str | None) -> bool:
+        """Whether this file's history continues one a reader applied up to ``seq`` (last
+        change ``tag``): False for a copy restored from before it (see
+        :func:`lokal.index.feed.continues`)."""
+        with self._lock:
+            return feed.continues(self._reader(), self.path, seq, tag)
+
+    def count_changes(self, after: int = 0) -> int:
+        """How many changes (chunks changed, tombstones included) follow ``after``."""
+        with self._lock:
+            return feed.count_after(self._reader(), self.path, after)
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._reader().execute("SELECT count(*) FROM chunks").fetchone()[0])

@@ -1,0 +1,175 @@
+"""`lokal sync` to a real PostgreSQL + pgvector (pgserver): the central schema and its rights,
+incremental and resumable batches, new generations, bundles, the real CLI killed at random."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lokal.errors import BundleError, CentralError, ModelMismatch, ModelVariantWarning
+from lokal.identity import ModelIdentity
+from lokal.index import Chunk, Index
+
+psycopg = pytest.importorskip("psycopg")
+
+from lokal.central import schema  # noqa: E402
+from lokal.central.sync import sync  # noqa: E402
+
+LOKAL = str(Path(sys.executable).parent / "lokal")
+DIM = 8
+IDENTITY = ModelIdentity.external("test", "Hand", "hand-made", DIM)
+
+
+def vecs(n: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def make_index(path: Path, n: int, *, seed: int = 0, identity: ModelIdentity = IDENTITY) -> Index:
+    ix = Index.create(path, identity)
+    for d in range(0, n, 10):
+        chunks = [
+            Chunk(f"doc {d} chunk {i} seed {seed}", ordinal=i, metadata={"n": d + i, "seed": seed})
+            for i in range(min(10, n - d))
+        ]
+        ix.replace_document(f"/docs/{d}.txt", chunks, vecs(len(chunks), seed * 1000 + d))
+    return ix
+
+
+def central_rows(
+    dsn: str, site: str | None = None, s: str = "lokal"
+) -> dict[tuple[str, str], tuple]:
+    with psycopg.connect(dsn) as conn:
+        where = "" if site is None else " WHERE site = %s"
+        rows = conn.execute(
+            f"SELECT site, chunk_id, path, ordinal, text, metadata, embedding::text FROM {s}.chunks{where}",
+            () if site is None else (site,),
+        ).fetchall()
+    return {
+        (r[0], r[1]): (r[2], r[3], r[4], r[5], np.array(eval(r[6]), dtype=np.float32)) for r in rows
+    }
+
+
+def expected_rows(ix: Index, site: str) -> dict[tuple[str, str], tuple]:
+    out = {}
+    for c in ix.changes(0, 1_000_000):
+        if c.op == "upsert":
+            out[(site, c.chunk_id)] = (c.document, c.ordinal, c.text, c.metadata, c.vector)
+    return out
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        g = got[k]
+        assert g[:4] == w[:4], k
+        assert np.allclose(g[4], w[4], atol=1e-6), k
+
+
+def test_first_sync_then_incremental_with_deletes(tmp_path: Path, pg_dsn: str) -> None:
+    ix = make_index(tmp_path / "a.db", 35)
+    r = sync(ix, pg_dsn, "plant-a", batch_size=10)
+    assert r.sent == 35 and r.batches == 4 and not r.replaced
+    assert_same(central_rows(pg_dsn), expected_rows(ix, "plant-a"))
+    ix.replace_document("/docs/0.txt", [Chunk("rewritten", ordinal=0)], vecs(1, 99))
+    ix.delete_document("/docs/10.txt")
+    r = sync(ix, pg_dsn, "plant-a", batch_size=10)
+    assert r.sent == 20 and r.applied_seq == ix.last_seq
+    assert_same(central_rows(pg_dsn), expected_rows(ix, "plant-a"))
+    r = sync(ix, pg_dsn, "plant-a")
+    assert r.sent == 0 and r.batches == 0
+    ix.close()
+
+
+def as_role(dsn: str, role: str) -> str:
+    assert dsn.startswith("postgresql://postgres:@/")
+    return dsn.replace("postgresql://postgres:@/", f"postgresql://{role}@/", 1)
+
+
+def test_a_site_role_writes_only_its_own_rows(tmp_path: Path, pg_dsn: str) -> None:
+    """Row-level security, enforced by PostgreSQL itself: site a's role cannot see, change,
+    delete or add site b's rows, nor move b's sync state; syncing as b is refused."""
+    with psycopg.connect(pg_dsn) as admin:
+        role_a, password_a = schema.add_site(admin, "lokal", "a")
+        role_b, _ = schema.add_site(admin, "lokal", "b")
+    assert role_a == "lokal_site_a" and len(password_a) >= 24
+    ix_a = make_index(tmp_path / "a.db", 20, seed=1)
+    ix_b = make_index(tmp_path / "b.db", 20, seed=2)
+    # the first sync by a site role cannot create the collection: the owner does (init)
+    with pytest.raises(CentralError, match="needs migrating"):
+        sync(ix_a, as_role(pg_dsn, role_a), "a", password=password_a)
+    with psycopg.connect(pg_dsn) as admin:
+        schema.migrate(admin, "lokal", IDENTITY)
+    sync(ix_a, as_role(pg_dsn, role_a), "a", password=password_a)
+    sync(ix_b, as_role(pg_dsn, role_b), "b")
+    before_b = central_rows(pg_dsn, "b")
+    assert len(before_b) == 20
+
+    with psycopg.connect(as_role(pg_dsn, role_a), autocommit=True) as box:
+        assert box.execute("SELECT count(*) FROM lokal.chunks").fetchone()[0] == 20  # its own
+        assert box.execute("SELECT count(*) FROM lokal.sites").fetchone()[0] == 1
+        for sql in (
+            "UPDATE lokal.chunks SET text = 'x' WHERE site = 'b'",
+            "DELETE FROM lokal.chunks WHERE site = 'b'",
+            "UPDATE lokal.sites SET applied_seq = 0 WHERE site = 'b'",
+        ):
+            assert box.execute(sql).rowcount == 0, sql
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            box.execute(
+                "INSERT INTO lokal.chunks (site, chunk_id, text, embedding) "
+                "VALUES ('b', 'forged', 'x', %s::vector)",
+                (str([0.1] * DIM),),
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            box.execute("UPDATE lokal.chunks SET site = 'b' WHERE site = 'a'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            box.execute("UPDATE lokal.sites SET db_role = 'lokal_site_a' WHERE site = 'b'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            box.execute("DROP TABLE lokal.chunks")
+    with pytest.raises(CentralError, match="site 'b'"):
+        sync(ix_a, as_role(pg_dsn, role_a), "b")
+    assert_same(central_rows(pg_dsn, "b"), before_b)
+    assert_same(central_rows(pg_dsn, "a"), expected_rows(ix_a, "a"))
+    ix_a.close()
+    ix_b.close()
+
+
+def test_a_reader_role_reads_every_site_and_writes_nothing(tmp_path: Path, pg_dsn: str) -> None:
+    with make_index(tmp_path / "a.db", 10) as ix:
+        sync(ix, pg_dsn, "a")
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute("CREATE ROLE app_reader LOGIN IN ROLE lokal_reader")
+    with psycopg.connect(as_role(pg_dsn, "app_reader"), autocommit=True) as app:
+        assert app.execute("SELECT count(*) FROM lokal.chunks").fetchone()[0] == 10
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("DELETE FROM lokal.chunks")
+
+
+def test_another_model_key_is_refused_naming_both_a_variant_warns(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    with make_index(tmp_path / "a.db", 5) as ix:
+        sync(ix, pg_dsn, "a")
+    other = ModelIdentity.external("test", "Other", "other-model", DIM)
+    with make_index(tmp_path / "b.db", 5, identity=other) as ix:
+        with pytest.raises(ModelMismatch, match="hand-made.*other-model"):
+            sync(ix, pg_dsn, "b")
+    variant = dataclasses.replace(IDENTITY, quantization="q8_0")
+    assert variant.compare(IDENTITY) == "variant"
+    with make_index(tmp_path / "c.db", 5, identity=variant) as ix:
+        with pytest.warns(ModelVariantWarning, match="slightly different"):
+            r = sync(ix, pg_dsn, "c")
+    assert r.sent == 5
+    assert {k[0] for k in central_rows(pg_dsn)} == {"a", "c"}
