@@ -1236,6 +1236,13 @@ def bench_cmd(
     )
 
 
+# `lokal sync` and `lokal central` (the fleet) live in their own module
+from lokal.agent.sync_cli import central, sync_cmd  # noqa: E402
+
+cli.add_command(sync_cmd)
+cli.add_command(central)
+
+
 def main() -> None:
     cli(prog_name="lokal")
 

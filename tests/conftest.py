@@ -129,19 +129,23 @@ def build_cross_encoder(out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def _pg_server() -> Iterator[object]:
     import warnings
+
+    # not under pytest's tmp_path: its 0700 parents keep the server's own user out at teardown
+    pgdata = Path(tempfile.mkdtemp(prefix="lokal-test-pg-"))
 
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (pgserver's lock path)
         warnings.simplefilter("ignore")
         pgserver = pytest.importorskip("pgserver")
         try:
-            server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+            server = pgserver.get_server(pgdata / "1", cleanup_mode="stop")
         except Exception:  # pg_ctl's 10 s start timeout on a loaded machine: once more
-            server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+            server = pgserver.get_server(pgdata / "2", cleanup_mode="stop")
     yield server
     server.cleanup()
+    shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture

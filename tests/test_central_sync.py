@@ -173,3 +173,164 @@ def test_another_model_key_is_refused_naming_both_a_variant_warns(
             r = sync(ix, pg_dsn, "c")
     assert r.sent == 5
     assert {k[0] for k in central_rows(pg_dsn)} == {"a", "c"}
+
+
+def test_three_sites_sync_concurrently(tmp_path: Path, pg_dsn: str) -> None:
+    indexes = {f"s{i}": make_index(tmp_path / f"s{i}.db", 60, seed=i) for i in range(3)}
+    errors: list[BaseException] = []
+
+    def run(site: str) -> None:
+        try:
+            for _ in range(2):
+                sync(indexes[site], pg_dsn, site, batch_size=7)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(site,)) for site in indexes]
+    for t in threads:
+        t.start()
+    # the sites keep changing while they sync
+    for i, ix in enumerate(indexes.values()):
+        ix.delete_document("/docs/0.txt")
+        ix.replace_document("/docs/new.txt", [Chunk(f"new {i}")], vecs(1, 50 + i))
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for site, ix in indexes.items():
+        sync(ix, pg_dsn, site)
+    want: dict = {}
+    for site, ix in indexes.items():
+        want |= expected_rows(ix, site)
+    assert_same(central_rows(pg_dsn), want)
+    for ix in indexes.values():
+        ix.close()
+
+
+def test_a_batch_sent_twice_changes_nothing(tmp_path: Path, pg_dsn: str) -> None:
+    from lokal.central.connect import connect
+    from lokal.central.sync import apply_batch
+
+    ix = make_index(tmp_path / "a.db", 20)
+    sync(ix, pg_dsn, "a", batch_size=5)
+    first = ix.changes(0, 5)
+    ix.replace_document("/docs/0.txt", [Chunk("changed since", ordinal=0)], vecs(1, 7))
+    sync(ix, pg_dsn, "a")
+    before = central_rows(pg_dsn)
+    with connect(pg_dsn) as conn:  # a stale copy of the first batch arrives again
+        assert apply_batch(conn, "lokal", "a", "chunks", ix.generation, 0, first) == 0
+    assert_same(central_rows(pg_dsn), before)
+    assert_same(before, expected_rows(ix, "a"))
+    ix.close()
+
+
+def test_a_connection_cut_mid_batch_loses_nothing(tmp_path: Path, pg_dsn: str) -> None:
+    """The sync's backend is terminated (pg_terminate_backend) while its batch's transaction
+    waits on a row another session holds, after its COPY and deletes ran: nothing of the
+    batch is kept, the error says the connection was lost, the next run converges."""
+    from lokal.errors import CentralUnreachable
+
+    ix = make_index(tmp_path / "a.db", 30)
+    sync(ix, pg_dsn, "a")
+    ix.replace_document("/docs/10.txt", [Chunk("ten again", ordinal=0)], vecs(1, 3))
+    ix.delete_document("/docs/20.txt")
+    applied_before = central_rows(pg_dsn)
+    errors: list[BaseException] = []
+    with psycopg.connect(pg_dsn) as holder, psycopg.connect(pg_dsn, autocommit=True) as killer:
+        holder.execute("SELECT 1 FROM lokal.chunks WHERE chunk_id = '/docs/10.txt#0' FOR UPDATE")
+
+        def run() -> None:
+            try:
+                sync(ix, pg_dsn, "a")
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        pid = None
+        for _ in range(600):  # until the sync's upsert waits for the held row
+            row = killer.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'lokal' "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row:
+                pid = row[0]
+                break
+            time.sleep(0.05)
+        assert pid is not None, "the sync never waited on the held row"
+        killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        t.join()
+        holder.rollback()
+    assert len(errors) == 1 and isinstance(errors[0], CentralUnreachable), errors
+    assert "connection" in str(errors[0])
+    assert_same(central_rows(pg_dsn), applied_before)  # the batch left no trace
+    r = sync(ix, pg_dsn, "a")
+    assert r.sent == 20  # 10.txt: 1 upsert + 9 deletes; 20.txt: 10 deletes
+    assert_same(central_rows(pg_dsn), expected_rows(ix, "a"))
+    ix.close()
+
+
+def test_a_rebuilt_index_replaces_the_sites_rows_once_complete(tmp_path: Path, pg_dsn: str) -> None:
+    ix = make_index(tmp_path / "a.db", 30)
+    sync(ix, pg_dsn, "a")
+    ix.close()
+    (tmp_path / "a.db").unlink()
+    rebuilt = make_index(tmp_path / "a.db", 12, seed=5)
+    seen: list[int] = []
+
+    def progress(done: int, total: int) -> None:  # the old rows serve until the swap
+        seen.append(len(central_rows(pg_dsn, "a")))
+
+    r = sync(rebuilt, pg_dsn, "a", batch_size=5, progress=progress)
+    assert r.replaced and set(seen) == {30}
+    assert_same(central_rows(pg_dsn), expected_rows(rebuilt, "a"))
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM lokal.staging").fetchone()[0] == 0
+    rebuilt.close()
+
+
+def test_a_restored_old_snapshot_converges(tmp_path: Path, pg_dsn: str) -> None:
+    """The box's index is restored from a copy older than what the centre applied, then
+    written again: the sync sees the history does not continue and replaces the site's rows
+    with what the restored index holds."""
+    ix = make_index(tmp_path / "a.db", 20)
+    sync(ix, pg_dsn, "a")
+    ix.snapshot(tmp_path / "backup.db")
+    ix.replace_document("/docs/0.txt", [Chunk("after the backup", ordinal=0)], vecs(1, 8))
+    ix.replace_document("/docs/30.txt", [Chunk("new after the backup")], vecs(1, 9))
+    sync(ix, pg_dsn, "a")
+    ix.close()
+    os.replace(tmp_path / "backup.db", tmp_path / "a.db")  # the restore
+    restored = Index.open(tmp_path / "a.db", IDENTITY, writable=True)
+    assert restored.last_seq < 22
+    r = sync(restored, pg_dsn, "a")  # behind what the centre applied
+    assert r.replaced
+    assert_same(central_rows(pg_dsn), expected_rows(restored, "a"))
+    sync(restored, pg_dsn, "a")
+    for i in range(4):  # written again past the applied seq: its changes there differ
+        restored.replace_document(f"/docs/r{i}.txt", [Chunk(f"r{i}")], vecs(1, 20 + i))
+    r = sync(restored, pg_dsn, "a")
+    assert not r.replaced and r.sent == 4
+    assert_same(central_rows(pg_dsn), expected_rows(restored, "a"))
+    restored.close()
+
+
+def test_the_cli_refuses_a_password_in_the_url(tmp_path: Path) -> None:
+    with make_index(tmp_path / "a.db", 1):
+        pass
+    proc = subprocess.run(
+        [
+            LOKAL,
+            "sync",
+            "--index",
+            str(tmp_path / "a.db"),
+            "--site",
+            "a",
+            "--to",
+            "postgresql://box:secret@central/fleet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "contains a password" in proc.stderr and "Traceback" not in proc.stderr

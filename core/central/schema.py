@@ -222,11 +222,19 @@ MIGRATIONS = [
 ]
 
 
+def table_exists(cur: Any, s: str, table: str) -> bool:
+    # pg_tables, not to_regclass: a catalog query sees what other sessions committed since
+    # this transaction began (another migrator, just before the advisory lock was ours)
+    cur.execute(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s", (s, table)
+    )
+    return cur.fetchone() is not None
+
+
 def _applied(cur: Any, s: str) -> set[int] | None:
     """The migrations applied to schema ``s`` (None: no such schema)."""
     sql = sql_module()
-    cur.execute("SELECT to_regclass(%s)", (f"{s}.migrations",))
-    if cur.fetchone()[0] is None:
+    if not table_exists(cur, s, "migrations"):
         return None
     cur.execute(sql.SQL("SELECT number FROM {}.migrations").format(sql.Identifier(s)))
     return {r[0] for r in cur.fetchall()}
@@ -235,8 +243,7 @@ def _applied(cur: Any, s: str) -> set[int] | None:
 def recorded_identity(conn: Any, s: str) -> ModelIdentity | None:
     sql = sql_module()
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s)", (f"{s}.meta",))
-        if cur.fetchone()[0] is None:
+        if not table_exists(cur, s, "meta"):
             return None
         cur.execute(
             sql.SQL("SELECT value FROM {}.meta WHERE key = 'identity'").format(sql.Identifier(s))
@@ -417,8 +424,7 @@ def add_site(
                 sql.SQL(", ").join(sql.Identifier(c) for c in SITE_COLUMNS_A_BOX_UPDATES), q, r
             )
         )
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.chunks",))
-        if cur.fetchone()[0]:
+        if table_exists(cur, s, "chunks"):
             grant_collection(cur, s, role)
         cur.execute(
             sql.SQL(
@@ -460,8 +466,7 @@ def remove_site(conn: Any, s: str, site: str) -> int:
     q = sql.Identifier(s)
     with conn.transaction(), conn.cursor() as cur:
         n = 0
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.chunks",))
-        if cur.fetchone()[0]:
+        if table_exists(cur, s, "chunks"):
             cur.execute(sql.SQL("DELETE FROM {}.chunks WHERE site = %s").format(q), (site,))
             n = cur.rowcount
             cur.execute(sql.SQL("DELETE FROM {}.staging WHERE site = %s").format(q), (site,))

@@ -483,8 +483,7 @@ def site_status(
     conn = connect(url, password=password, vector=False)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.chunks",))
-            has_chunks = cur.fetchone()[0]
+            has_chunks = schema.table_exists(cur, s, "chunks")
             count = (
                 sql.SQL("(SELECT count(*) FROM {}.chunks c WHERE c.site = t.site)").format(q)
                 if has_chunks
