@@ -4,6 +4,7 @@ incremental and resumable batches, new generations, bundles, the real CLI killed
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import signal
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +334,198 @@ def test_the_cli_refuses_a_password_in_the_url(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "contains a password" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bundles_applied_twice_and_out_of_order(tmp_path: Path, pg_dsn: str) -> None:
+    from lokal.central.bundle import apply_bundle, write_bundle
+
+    ix = make_index(tmp_path / "a.db", 20)
+    b1 = write_bundle(ix, tmp_path / "1.lokalbundle", "a")
+    assert b1 is not None and b1.replace and b1.number == 1 and b1.count == 20
+    assert write_bundle(ix, tmp_path / "none.lokalbundle", "a") is None  # nothing new
+    assert not (tmp_path / "none.lokalbundle").exists()
+    ix.replace_document("/docs/0.txt", [Chunk("two", ordinal=0)], vecs(1, 2))
+    b2 = write_bundle(ix, tmp_path / "2.lokalbundle", "a")
+    ix.delete_document("/docs/10.txt")
+    b3 = write_bundle(ix, tmp_path / "3.lokalbundle", "a")
+    assert b2 and b3 and not b2.replace and b3.after == b2.last and b2.after == b1.last
+
+    with pytest.raises(BundleError, match=rf"holds nothing.*changes 1-{b2.after} are missing"):
+        apply_bundle(tmp_path / "2.lokalbundle", pg_dsn)
+    assert apply_bundle(tmp_path / "1.lokalbundle", pg_dsn).status == "applied"
+    with pytest.raises(BundleError, match=rf"changes {b1.last + 1}-{b2.last} are missing"):
+        apply_bundle(tmp_path / "3.lokalbundle", pg_dsn)
+    assert apply_bundle(tmp_path / "2.lokalbundle", pg_dsn).status == "applied"
+    assert apply_bundle(tmp_path / "3.lokalbundle", pg_dsn).status == "applied"
+    rows = central_rows(pg_dsn)
+    for name in ("1", "2", "3", "1"):  # again: no-ops
+        r = apply_bundle(tmp_path / f"{name}.lokalbundle", pg_dsn)
+        assert (r.status, r.applied) == ("already applied", 0)
+    assert_same(central_rows(pg_dsn), rows)
+    assert_same(rows, expected_rows(ix, "a"))
+
+    # a damaged bundle is refused before anything is applied
+    data = bytearray((tmp_path / "3.lokalbundle").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.lokalbundle").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="damaged|not a lokal bundle"):
+        apply_bundle(tmp_path / "bad.lokalbundle", pg_dsn)
+    ix.close()
+
+
+def test_a_bundle_from_a_restored_copy_is_a_new_generation(tmp_path: Path, pg_dsn: str) -> None:
+    from lokal.central.bundle import apply_bundle, write_bundle
+
+    ix = make_index(tmp_path / "a.db", 10)
+    ix.snapshot(tmp_path / "backup.db")
+    write_bundle(ix, tmp_path / "1.lokalbundle", "a")
+    ix.replace_document("/docs/new.txt", [Chunk("new")], vecs(1, 4))
+    write_bundle(ix, tmp_path / "2.lokalbundle", "a")
+    for n in (1, 2):
+        apply_bundle(tmp_path / f"{n}.lokalbundle", pg_dsn)
+    generation = ix.generation
+    ix.close()
+    os.replace(tmp_path / "backup.db", tmp_path / "a.db")
+    with Index.open(tmp_path / "a.db", IDENTITY, writable=True) as restored:
+        restored.replace_document("/docs/other.txt", [Chunk("other")], vecs(1, 5))
+        b3 = write_bundle(restored, tmp_path / "3.lokalbundle", "a")
+        assert b3 is not None and b3.replace and b3.after == 0
+        assert restored.generation == b3.generation != generation
+        assert apply_bundle(tmp_path / "3.lokalbundle", pg_dsn).status == "applied"
+        assert_same(central_rows(pg_dsn), expected_rows(restored, "a"))
+    # the old generation's bundles are obsolete now
+    assert apply_bundle(tmp_path / "2.lokalbundle", pg_dsn).status == "obsolete"
+    assert apply_bundle(tmp_path / "1.lokalbundle", pg_dsn).status == "obsolete"
+
+
+def _run_sync_and_kill(args: list[str], rng: random.Random) -> int | None:
+    """Start the real `lokal sync`, kill -9 it after a random number of its progress lines
+    (0: before its first batch) and a random few milliseconds; None if it finished first."""
+    proc = subprocess.Popen(
+        [LOKAL, "sync", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    wanted = rng.randint(0, 4)
+    seen = 0
+    killed = False
+    for line in proc.stderr:
+        if '"progress"' in line:
+            seen += 1
+            if seen > wanted:
+                time.sleep(rng.uniform(0, 0.03))
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+    proc.stderr.close()
+    code = proc.wait()
+    return code if not killed else None
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_convergence(tmp_path: Path, pg_dsn: str) -> None:
+    """20 runs of the real `lokal sync` killed with SIGKILL at random moments (seeded), over
+    three sites whose indexes change between runs (one is rebuilt: a new generation, staged
+    and swapped); then one full run per site: the centre holds, row for row, the union of
+    the sites' indexes."""
+    rng = random.Random(1414)
+    sites = {f"k{i}": make_index(tmp_path / f"k{i}.db", 120, seed=i) for i in range(3)}
+    kills = 0
+    for round_ in range(20):
+        site = rng.choice(sorted(sites))
+        ix = sites[site]
+        if round_ == 9:  # a rebuild: a new file, a new generation
+            ix.close()
+            (tmp_path / f"{site}.db").unlink()
+            ix = sites[site] = make_index(tmp_path / f"{site}.db", 90, seed=40)
+        else:
+            d = rng.randrange(0, 120, 10)
+            n = rng.randint(0, 12)
+            ix.replace_document(
+                f"/docs/{d}.txt",
+                [Chunk(f"round {round_} {i}", ordinal=i) for i in range(n)],
+                vecs(n, 100 + round_),
+            )
+        args = ["--index", str(ix.path), "--site", site, "--to", pg_dsn, "--batch-size", "8"]
+        if _run_sync_and_kill(args, rng) is None:
+            kills += 1
+    assert kills >= 15
+    for site, ix in sites.items():
+        done = subprocess.run(
+            [LOKAL, "sync", "--index", str(ix.path), "--site", site, "--to", pg_dsn, "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    want: dict = {}
+    for site, ix in sites.items():
+        want |= expected_rows(ix, site)
+    assert_same(central_rows(pg_dsn), want)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM lokal.staging").fetchone()[0] == 0
+    for ix in sites.values():
+        ix.close()
+
+
+@pytest.mark.slow
+def test_an_index_built_by_lokal_index_syncs_with_the_cli_and_searches_centrally(
+    tmp_path: Path, pg_dsn: str, packed_gguf: Path, gguf_embedder: Any
+) -> None:
+    """The whole path with real embeddings: `lokal index` builds the index, the admin runs
+    `lokal central init` and `add-site`, the box runs `lokal sync` with the role and password
+    file it was given; a nearest-neighbour query at the centre finds the right document."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pump.md").write_text(
+        "# Pump P-101\n\nTo reset the pump after a trip, close the discharge valve, press the "
+        "reset button for five seconds and restart the motor from the panel.\n"
+    )
+    (docs / "valve.txt").write_text(
+        "Valve V-7 inspection: check the packing for leaks every month and grease the stem.\n"
+    )
+    db = tmp_path / "index.db"
+
+    def lokal(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([LOKAL, *args], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    lokal("index", str(docs), "--index", str(db), "--json")
+    lokal("central", "init", pg_dsn, "--index", str(db))
+    out = lokal(
+        "central", "add-site", "plant-a", "--url", pg_dsn, "--password-out", str(tmp_path / "pw")
+    ).stdout
+    assert "lokal_site_plant-a" in out and (tmp_path / "pw").stat().st_mode & 0o077 == 0
+    box_url = as_role(pg_dsn, "lokal_site_plant-a")
+    synced = lokal(
+        "sync",
+        "--index",
+        str(db),
+        "--site",
+        "plant-a",
+        "--to",
+        box_url,
+        "--password-file",
+        str(tmp_path / "pw"),
+        "--json",
+    )
+    result = json.loads(synced.stdout)
+    with Index.open(db) as ix:
+        assert result["sent"] == len(ix) > 0 and result["applied_seq"] == ix.last_seq
+        assert_same(central_rows(pg_dsn), expected_rows(ix, "plant-a"))
+    assert '"progress"' in synced.stderr  # piped: progress as JSON lines
+    q = gguf_embedder.embed_query("how do I reset the pump?")
+    with psycopg.connect(pg_dsn) as conn:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        path = conn.execute(
+            "SELECT path FROM lokal.chunks ORDER BY embedding <=> %s LIMIT 1", (np.asarray(q),)
+        ).fetchone()[0]
+        config = conn.execute(
+            "SELECT value FROM lokal.meta WHERE key = 'text_search_config'"
+        ).fetchone()[0]
+    assert path == str(docs / "pump.md")
+    assert config == "english"
+    status = json.loads(lokal("central", "status", "--url", pg_dsn, "--json").stdout)
+    assert [(s["site"], s["chunks"]) for s in status] == [("plant-a", result["sent"])]
