@@ -54,7 +54,8 @@ def central_rows(
     with psycopg.connect(dsn) as conn:
         where = "" if site is None else " WHERE site = %s"
         rows = conn.execute(
-            f"SELECT site, chunk_id, path, ordinal, text, metadata, embedding::text FROM {s}.chunks{where}",
+            "SELECT site, chunk_id, path, ordinal, text, metadata, embedding::text "
+            f"FROM {s}.chunks{where}",
             () if site is None else (site,),
         ).fetchall()
     return {
@@ -164,7 +165,7 @@ def test_another_model_key_is_refused_naming_both_a_variant_warns(
         sync(ix, pg_dsn, "a")
     other = ModelIdentity.external("test", "Other", "other-model", DIM)
     with make_index(tmp_path / "b.db", 5, identity=other) as ix:
-        with pytest.raises(ModelMismatch, match="hand-made.*other-model"):
+        with pytest.raises(ModelMismatch, match=r"hand-made.*other-model"):
             sync(ix, pg_dsn, "b")
     variant = dataclasses.replace(IDENTITY, quantization="q8_0")
     assert variant.compare(IDENTITY) == "variant"
@@ -368,7 +369,7 @@ def test_bundles_applied_twice_and_out_of_order(tmp_path: Path, pg_dsn: str) -> 
     data = bytearray((tmp_path / "3.lokalbundle").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tmp_path / "bad.lokalbundle").write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="damaged|not a lokal bundle"):
+    with pytest.raises(BundleError, match=r"damaged|not a lokal bundle"):
         apply_bundle(tmp_path / "bad.lokalbundle", pg_dsn)
     ix.close()
 

@@ -101,7 +101,7 @@ def test_changes_are_paged_in_order(ix: Index) -> None:
         pages.append([c.chunk_id for c in page])
         after = page[-1].seq
     assert [len(p) for p in pages] == [10, 10, 5]
-    assert sum(pages, []) == [str(i) for i in range(25)]
+    assert [i for p in pages for i in p] == [str(i) for i in range(25)]
     with pytest.raises(ValueError, match="positive"):
         ix.changes(0, 0)
 
