@@ -731,6 +731,10 @@ def agent_status(config_path: Path, as_json: bool) -> None:
             click.echo(f"last scan: {status['last_scan']}")
         for p in status["problems"]:
             click.echo(f"  {p['status']}: {p['path']}: {p['reason']}")
+        if "sync" in status:
+            from lokal.agent.sync_cli import sync_status_line
+
+            click.echo(sync_status_line(status["sync"]))
     if not status["running"]:
         sys.exit(1)
 

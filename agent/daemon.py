@@ -33,6 +33,7 @@ from typing import Any
 
 from watchdog.events import FileSystemEventHandler
 
+from lokal.agent import pusher as pushing
 from lokal.agent.config import AgentConfig
 from lokal.agent.ingest import Ingest, Summary, writer_lock
 
@@ -142,7 +143,13 @@ class Agent:
                 _share_with_group(cfg.index, cfg.group)
                 self.ingest = Ingest(index, embedder, cfg.settings)
                 self.ingest.should_stop = self._stop.is_set
-                self._loop()
+                pusher = pushing.start(cfg.index, cfg.sync, self._stop)  # [sync], if any
+                try:
+                    self._loop()
+                finally:
+                    if pusher is not None:
+                        self._stop.set()
+                        pusher.join()
             self._state = "stopped"
             self._write_status(force=True)
         self._stop_watching()
@@ -543,7 +550,8 @@ def agent_pid(index: Path) -> int | None:
 
 
 def read_status(config: AgentConfig) -> dict[str, Any]:
-    """What ``lokal agent status`` shows: the index's own counts, and the agent's last word."""
+    """What ``lokal agent status`` shows: the index's own counts, the agent's last word, and
+    the ``[sync]`` lag."""
     from lokal.index import Index
 
     index = config.index
@@ -586,4 +594,12 @@ def read_status(config: AgentConfig) -> dict[str, Any]:
                     out["problems"].append(
                         {"path": doc.uri, "status": doc.status, "reason": doc.error}
                     )
+    if config.sync is not None:
+        out["sync"] = pushing.read_status(index) or {
+            "url": config.sync.url,
+            "site": config.sync.site,
+            "last_success": None,
+            "last_error": None,
+            "behind": None,
+        }
     return out

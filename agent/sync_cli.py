@@ -394,3 +394,21 @@ def central_status(url: str, schema_name: str, password_file: Path | None, as_js
         ],
         ["site", "generation", "applied", "chunks", "synced at", "role"],
     )
+
+
+def sync_status_line(sync: dict[str, Any]) -> str:
+    """``lokal agent status``'s line about the [sync] section."""
+    import time
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+
+    behind = sync.get("behind")
+    lag = "lag unknown" if behind is None else f"{behind} changes behind"
+    line = (
+        f"sync: site {sync.get('site')} -> {sync.get('url')}: {lag}; "
+        f"last success {when(sync.get('last_success'))}"
+    )
+    if sync.get("last_error"):
+        line += f"; last error: {sync['last_error']}"
+    return line

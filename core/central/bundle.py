@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lokal.central import schema
-from lokal.central.connect import connect, psycopg_module, register_vector
+from lokal.central.connect import connect, one_line, psycopg_module, register_vector
 from lokal.central.sync import apply_changes, read_state, register_site
 from lokal.errors import BundleError, CentralError, CentralUnreachable
 from lokal.identity import ModelIdentity
@@ -326,7 +326,7 @@ def apply_bundle(
         finally:
             source.close()
     except psycopg.OperationalError as exc:
-        msg = f"the connection to the central store was lost: {str(exc).strip()}"
+        msg = f"the connection to the central store was lost: {one_line(exc)}"
         raise CentralUnreachable(msg) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
         msg = f"the central store refused: {exc.diag.message_primary}"

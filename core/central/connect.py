@@ -37,6 +37,17 @@ def is_url(target: str) -> bool:
     return bool(_URL.match(target))
 
 
+def url_has_password(url: str) -> bool:
+    """Whether a ``postgresql://`` URL carries a password (``user:pw@`` or ``password=``)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return bool(parts.password) or any(k.lower() == "password" for k in parse_qs(parts.query))
+
+
 def check_url(url: str, where: str = "the URL") -> None:
     """Refuse a URL that is not ``postgresql://...`` or that carries a password."""
     if not is_url(url):
@@ -48,7 +59,7 @@ def check_url(url: str, where: str = "the URL") -> None:
     except psycopg.ProgrammingError as exc:
         msg = f"{where} is not a valid PostgreSQL URL: {exc}"
         raise CentralError(msg) from exc
-    if params.get("password"):
+    if params.get("password") or url_has_password(url):
         msg = (
             f"{where} contains a password: put it in a file (--password-file, password_file) "
             "or in the PGPASSWORD environment variable instead"
@@ -99,7 +110,7 @@ def connect(
     try:
         conn = psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as exc:
-        msg = f"cannot connect to {redact(url)}: {str(exc).strip()}"
+        msg = f"cannot connect to {redact(url)}: {one_line(exc)}"
         raise CentralUnreachable(msg) from exc
     if vector:
         register_vector(conn)
@@ -126,3 +137,8 @@ def register_vector(conn: Any) -> bool:
 def redact(url: str) -> str:
     """``url`` without a password, for messages."""
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (libpq's span several)."""
+    return " ".join(str(exc).split())

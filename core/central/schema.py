@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lokal.central.connect import one_line, psycopg_module
 from lokal.errors import CentralError, ModelMismatch, ModelVariantWarning
 from lokal.identity import ModelIdentity
 
@@ -357,7 +358,7 @@ def _ensure_vector_extension(cur: Any) -> None:
     except psycopg.Error as exc:
         msg = (
             "pgvector is not enabled in this database and this role cannot enable it: run "
-            f"CREATE EXTENSION vector; as a superuser ({str(exc).strip()})"
+            f"CREATE EXTENSION vector; as a superuser ({one_line(exc)})"
         )
         raise CentralError(msg) from exc
 
@@ -382,8 +383,6 @@ def check_identity(recorded: ModelIdentity, identity: ModelIdentity, s: str) -> 
 
 
 def _psycopg() -> Any:
-    from lokal.central.connect import psycopg_module
-
     return psycopg_module()
 
 

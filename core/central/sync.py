@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lokal.central import schema
-from lokal.central.connect import connect, psycopg_module
+from lokal.central.connect import connect, one_line, psycopg_module
 from lokal.errors import CentralError, CentralUnreachable
 from lokal.index.feed import Change
 
@@ -204,7 +204,7 @@ def sync(
     try:
         return _sync(conn, index, site, schema_name, batch_size, progress)
     except psycopg.OperationalError as exc:
-        msg = f"the connection to the central store was lost: {str(exc).strip()}"
+        msg = f"the connection to the central store was lost: {one_line(exc)}"
         raise CentralUnreachable(msg) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
         msg = f"the central store refused: {exc.diag.message_primary}"
