@@ -61,6 +61,9 @@ COLUMNS = (
     "metadata",
     "embedding",
 )
+#: their types, for binary COPY
+COLUMN_TYPES = ("text", "text", "text", "int4", "text", "int4", "int4", "int4", "int4", "int4")
+COLUMN_TYPES += ("jsonb", "vector")
 SITE_COLUMNS_A_BOX_UPDATES = (
     "generation",
     "applied_seq",
