@@ -108,8 +108,9 @@ class _Progress:
     "bundles",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="A bundle to apply (repeatable), instead of --index.",
+    help="Bundles to apply instead of --index (also: --from B1 B2 ..., e.g. a glob).",
 )
+@click.argument("more_bundles", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--to", "target", required=True, help="postgresql://... or a file ending .lokalbundle."
 )
@@ -121,6 +122,7 @@ class _Progress:
 def sync_cmd(
     index_path: Path | None,
     bundles: tuple[Path, ...],
+    more_bundles: tuple[Path, ...],
     target: str,
     site: str | None,
     schema_name: str,
@@ -138,11 +140,17 @@ def sync_cmd(
     Examples:
       lokal sync --index /var/lib/lokal/index.db --to postgresql://box@central/fleet --site plant-a
       lokal sync --index index.db --site plant-b --to /media/usb/plant-b-$(date +%F).lokalbundle
-      lokal sync --from /media/usb/plant-b-2026-12-01.lokalbundle --to postgresql://admin@central/fleet
+      lokal sync --to postgresql://admin@central/fleet --from /media/usb/plant-b-*.lokalbundle
+
+    Bundles are applied in the order of their numbers, whatever the order given.
     """
     from lokal.central.bundle import is_bundle_path
     from lokal.central.connect import is_url
 
+    if more_bundles and not bundles:
+        msg = f"unexpected arguments {' '.join(map(str, more_bundles))} (bundles go after --from)"
+        raise click.UsageError(msg)
+    bundles = (*bundles, *more_bundles)
     if bundles:
         if index_path is not None or not is_url(target):
             msg = "--from BUNDLE applies bundles to --to postgresql://...; leave out --index"
@@ -221,12 +229,13 @@ def _apply_bundles(
     password_file: Path | None,
     as_json: bool,
 ) -> None:
-    from lokal.central.bundle import apply_bundle
+    from lokal.central.bundle import apply_bundle, read_info
 
     results = []
     with _friendly_errors(), _warnings_to_stderr():
         password = _password(url, password_file)
-        for path in bundles:
+        infos = {path: read_info(path) for path in bundles}
+        for path in sorted(bundles, key=lambda p: (infos[p].site, infos[p].number)):
             r = apply_bundle(path, url, schema_name=schema_name, password=password)
             results.append({"path": str(path), **r.to_dict()})
             if not as_json:

@@ -530,3 +530,32 @@ def test_an_index_built_by_lokal_index_syncs_with_the_cli_and_searches_centrally
     assert config == "english"
     status = json.loads(lokal("central", "status", "--url", pg_dsn, "--json").stdout)
     assert [(s["site"], s["chunks"]) for s in status] == [("plant-a", result["sent"])]
+
+
+def test_bundles_through_the_cli_are_applied_in_their_order(tmp_path: Path, pg_dsn: str) -> None:
+    ix = make_index(tmp_path / "a.db", 10)
+
+    def lokal(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([LOKAL, *args], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    db = str(tmp_path / "a.db")
+    lokal("sync", "--index", db, "--site", "a", "--to", str(tmp_path / "x1.lokalbundle"))
+    ix.replace_document("/docs/0.txt", [Chunk("changed")], vecs(1, 1))
+    lokal("sync", "--index", db, "--site", "a", "--to", str(tmp_path / "x2.lokalbundle"))
+    out = lokal("sync", "--index", db, "--site", "a", "--to", str(tmp_path / "x3.lokalbundle"))
+    assert "nothing changed" in out.stdout and not (tmp_path / "x3.lokalbundle").exists()
+    applied = lokal(
+        "sync",
+        "--to",
+        pg_dsn,
+        "--json",
+        "--from",
+        str(tmp_path / "x2.lokalbundle"),
+        str(tmp_path / "x1.lokalbundle"),
+    )
+    statuses = [(Path(r["path"]).name, r["status"]) for r in json.loads(applied.stdout)]
+    assert statuses == [("x1.lokalbundle", "applied"), ("x2.lokalbundle", "applied")]
+    assert_same(central_rows(pg_dsn), expected_rows(ix, "a"))
+    ix.close()
