@@ -90,6 +90,9 @@ class Pusher(threading.Thread):
                 except _Stopped:
                     break
                 except Exception as exc:  # any failure: recorded, retried later, never fatal
+                    if index is not None:  # reopened next time (the file may have been replaced)
+                        index.close()
+                        index = None
                     self.failures += 1
                     pause = min(
                         FIRST_BACKOFF_S * 2 ** (self.failures - 1),

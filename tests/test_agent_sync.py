@@ -16,7 +16,7 @@ from .test_agent_daemon import AgentProcess, lokal
 
 pytest.importorskip("psycopg")
 
-from .test_central_sync import assert_same, central_rows, expected_rows  # noqa: E402
+from .test_central_sync import assert_same, central_rows, expected_rows
 
 
 def write_config(path: Path, sync: dict[str, object] | None, **values: object) -> Path:

@@ -559,3 +559,38 @@ def test_bundles_through_the_cli_are_applied_in_their_order(tmp_path: Path, pg_d
     assert statuses == [("x1.lokalbundle", "applied"), ("x2.lokalbundle", "applied")]
     assert_same(central_rows(pg_dsn), expected_rows(ix, "a"))
     ix.close()
+
+
+def test_a_bundle_never_overwrites_one_not_yet_carried(tmp_path: Path) -> None:
+    from lokal.central.bundle import write_bundle
+
+    with make_index(tmp_path / "a.db", 5) as ix:
+        write_bundle(ix, tmp_path / "b.lokalbundle", "a")
+        assert (tmp_path / "b.lokalbundle").stat().st_mode & 0o007 == 0  # not world-readable
+        ix.upsert([Chunk("more", id="more")], vecs(1))
+        with pytest.raises(BundleError, match="already exists"):
+            write_bundle(ix, tmp_path / "b.lokalbundle", "a")
+        again = write_bundle(ix, tmp_path / "c.lokalbundle", "a")
+        assert again is not None and again.number == 2 and again.count == 1
+
+
+def test_an_index_replaced_during_a_sync_is_never_mixed(tmp_path: Path, pg_dsn: str) -> None:
+    """The agent's rebuild renames a new file over the index while a sync reads it: the sync
+    notices the new generation before applying anything of it under the old one, and sends
+    the new file whole."""
+    make_index(tmp_path / "a.db", 40).close()
+    make_index(tmp_path / "new.db", 15, seed=9).close()
+    reader = Index.open(tmp_path / "a.db")
+    calls = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 2:  # after the first batch
+            os.replace(tmp_path / "new.db", tmp_path / "a.db")
+
+    r = sync(reader, pg_dsn, "a", batch_size=10, progress=progress)
+    assert r.replaced
+    with Index.open(tmp_path / "a.db") as now:
+        assert reader.generation == now.generation
+        assert_same(central_rows(pg_dsn), expected_rows(now, "a"))
+    reader.close()

@@ -36,6 +36,7 @@ from lokal.errors import BundleError, CentralError, CentralUnreachable
 from lokal.identity import ModelIdentity
 from lokal.index import feed, sqlite
 from lokal.index.feed import Change
+from lokal.index.store import FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,13 @@ def write_bundle(
     target = index.last_seq
     if not replace and after >= target:
         return None
+    if out.exists():  # never overwrite a bundle that may not have been carried yet
+        msg = f"{out} already exists: give the new bundle another name"
+        raise BundleError(msg)
     number = int(last["number"]) + 1 if last else 1
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))  # like the index
     conn = sqlite.sqlite_module().connect(str(tmp), isolation_level=None)
     h = hashlib.sha256()
     count, seq, tag = 0, after, ""
@@ -170,6 +175,9 @@ def write_bundle(
                 )
             count += len(page)
             seq, tag = page[-1].seq, page[-1].tag
+        if index.generation != generation:
+            msg = f"{index.path} was replaced while it was bundled (a rebuild?): run it again"
+            raise BundleError(msg)
         info = BundleInfo(
             site=site,
             generation=generation,
@@ -186,8 +194,11 @@ def write_bundle(
         header = {"format": FORMAT, **{k: json.dumps(v) for k, v in asdict(info).items()}}
         conn.executemany("INSERT INTO header VALUES (?, ?)", header.items())
         conn.execute("COMMIT")
-    finally:
+    except BaseException:
         conn.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    conn.close()
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     tmp.replace(out)

@@ -62,8 +62,8 @@ COLUMNS = (
     "embedding",
 )
 #: their types, for binary COPY
-COLUMN_TYPES = ("text", "text", "text", "int4", "text", "int4", "int4", "int4", "int4", "int4")
-COLUMN_TYPES += ("jsonb", "vector")
+COLUMN_TYPES: tuple[str, ...] = ("text", "text", "text", "int4", "text", "int4", "int4")
+COLUMN_TYPES += ("int4", "int4", "int4", "jsonb", "vector")
 SITE_COLUMNS_A_BOX_UPDATES = (
     "generation",
     "applied_seq",

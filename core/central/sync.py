@@ -422,6 +422,8 @@ def _send(
         progress(0, total)
     while after < target:
         changes = index.changes(after, batch_size)
+        if index.generation != generation:  # the file was replaced (the agent's rebuild)
+            raise _Moved
         if not changes:
             break
         applied = apply_batch(conn, s, site, table, generation, after, changes)
