@@ -214,11 +214,12 @@ def main() -> None:
             url, "lokal_hcopy", small, identity, hnsw=True
         )
         print("HNSW rows done", flush=True)
+        load = os.getloadavg()[0]
         build = sql(url, HNSW.format(s="lokal"))
         rows[f"HNSW build over {len(ix)} rows"] = {
             "changes": len(ix),
             "seconds": build,
-            "busy": 0.0,
+            "load": load,
         }
         for share, seed in ((0.1, 1), (1.0, 2)):
             n = change(ix, share, seed)
