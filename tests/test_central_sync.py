@@ -594,3 +594,26 @@ def test_an_index_replaced_during_a_sync_is_never_mixed(tmp_path: Path, pg_dsn: 
         assert reader.generation == now.generation
         assert_same(central_rows(pg_dsn), expected_rows(now, "a"))
     reader.close()
+
+
+def test_a_rebuild_given_up_leaves_no_staged_rows(tmp_path: Path, pg_dsn: str) -> None:
+    a = make_index(tmp_path / "a.db", 20)
+    sync(a, pg_dsn, "s")
+    b = make_index(tmp_path / "b.db", 30, seed=3)  # a rebuild, interrupted after one batch
+
+    def interrupt(done: int, total: int) -> None:
+        if done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sync(b, pg_dsn, "s", batch_size=10, progress=interrupt)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM lokal.staging").fetchone()[0] == 10
+    a.upsert([Chunk("still the old file", id="old")], vecs(1))  # the old index is back in use
+    assert sync(a, pg_dsn, "s").sent == 1
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM lokal.staging").fetchone()[0] == 0
+        assert conn.execute("SELECT pending_generation FROM lokal.sites").fetchone()[0] is None
+    assert_same(central_rows(pg_dsn), expected_rows(a, "s"))
+    a.close()
+    b.close()

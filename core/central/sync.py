@@ -297,6 +297,8 @@ def _run(
     if state.generation == generation and _continues(
         index, state.applied_seq, state.applied_change
     ):
+        if state.pending_generation is not None:  # a rebuild staged, then given up
+            _drop_staging(conn, s, site, state)
         return _send(
             conn,
             index,
@@ -390,6 +392,22 @@ def _start_staging(conn: Any, s: str, site: str, generation: str, seen: SiteStat
                 "pending_change = NULL WHERE site = %s"
             ).format(q),
             (generation, site),
+        )
+
+
+def _drop_staging(conn: Any, s: str, site: str, seen: SiteState) -> None:
+    sql = schema.sql_module()
+    q = sql.Identifier(s)
+    with conn.transaction(), conn.cursor() as cur:
+        if read_state(cur, s, site, lock=True) != seen:
+            raise _Moved
+        cur.execute(sql.SQL("DELETE FROM {}.staging WHERE site = %s").format(q), (site,))
+        cur.execute(
+            sql.SQL(
+                "UPDATE {}.sites SET pending_generation = NULL, pending_seq = 0, "
+                "pending_change = NULL WHERE site = %s"
+            ).format(q),
+            (site,),
         )
 
 
