@@ -143,6 +143,13 @@ def _pg_server() -> Iterator[object]:
             server = pgserver.get_server(pgdata / "1", cleanup_mode="stop")
         except Exception:  # pg_ctl's 10 s start timeout on a loaded machine: once more
             server = pgserver.get_server(pgdata / "2", cleanup_mode="stop")
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        # a throwaway server: no waiting for the disk (its stop at the end checkpoints fast)
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
     yield server
     server.cleanup()
     shutil.rmtree(pgdata, ignore_errors=True)

@@ -380,7 +380,7 @@ def _apply(conn: Any, source: Any, s: str, info: BundleInfo, dimension: int) -> 
             )
         else:  # a whole generation replaces the site's rows
             cur.execute(sql.SQL("DELETE FROM {}.chunks WHERE site = %s").format(q), (site,))
-            applied = apply_changes(cur, s, site, "chunks", _changes(source, dimension))
+            applied = apply_changes(cur, s, site, "chunks", _changes(source, dimension), fresh=True)
             if state.generation and state.generation not in retired:
                 retired.append(state.generation)
         cur.execute(

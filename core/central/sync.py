@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -94,42 +95,74 @@ def _slices(changes: Iterable[Change], size: int) -> Iterator[list[Change]]:
         yield batch
 
 
-def apply_changes(cur: Any, s: str, site: str, table: str, changes: Iterable[Change]) -> int:
+def apply_changes(
+    cur: Any,
+    s: str,
+    site: str,
+    table: str,
+    changes: Iterable[Change],
+    *,
+    fresh: bool = False,
+) -> int:
     """Apply ``changes`` to ``table`` (``chunks`` or ``staging``) for ``site``, inside the
-    caller's transaction, a slice at a time: every changed chunk's row is deleted, then the
+    caller's transaction, a slice at a time: the changed chunks' rows are deleted, then the
     upserts are COPYed in (straight into the table for its owner; through a temporary table
-    and ``INSERT ... SELECT`` for a site's role, under row security). Returns how many."""
+    and ``INSERT ... SELECT`` for a site's role, under row security). ``fresh``: the site had
+    no rows in ``table`` when this run began (a first fill): the upserts are COPYed without
+    deleting first, and only a slice that meets an existing row (a chunk changed during the
+    fill) goes the slow way. Returns how many changes."""
+    psycopg = psycopg_module()
     sql = schema.sql_module()
     target = sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(table))
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in schema.COLUMNS)
     secured = _row_security(cur, s, table)
     if secured:
         _temp_table(cur, s)
     n = 0
     for part in _slices(changes, 2000):
         n += len(part)
+        upserts = [c for c in part if c.op == "upsert"]
+        gone = [c.chunk_id for c in part if c.op == "delete"]
+        if fresh and upserts:
+            if gone:
+                _delete(cur, target, site, gone)
+            try:
+                with cur.connection.transaction():  # a savepoint
+                    _insert(cur, s, target, site, upserts, secured)
+                continue
+            except psycopg.errors.UniqueViolation:
+                fresh = False  # rows exist after all: the careful way from here on
+                gone = []
+        _delete(cur, target, site, gone + [c.chunk_id for c in upserts])
+        if upserts:
+            _insert(cur, s, target, site, upserts, secured)
+    return n
+
+
+def _delete(cur: Any, target: Any, site: str, ids: list[str]) -> None:
+    if ids:
+        sql = schema.sql_module()
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE site = %s AND chunk_id = ANY(%s)").format(target),
-            (site, [c.chunk_id for c in part]),
+            (site, ids),
         )
-        upserts = [c for c in part if c.op == "upsert"]
-        if not upserts:
-            continue
-        into = sql.SQL("lokal_incoming") if secured else target
-        _copy(
-            cur,
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(into, columns),
-            site,
-            upserts,
-        )
-        if secured:
-            cur.execute(
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM lokal_incoming").format(
-                    target, columns, columns
-                )
+
+
+def _insert(
+    cur: Any, s: str, target: Any, site: str, upserts: Sequence[Change], secured: bool
+) -> None:
+    sql = schema.sql_module()
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in schema.COLUMNS)
+    into = sql.SQL("lokal_incoming") if secured else target
+    _copy(
+        cur, sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(into, columns), site, upserts
+    )
+    if secured:
+        cur.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM lokal_incoming").format(
+                target, columns, columns
             )
-            cur.execute("TRUNCATE lokal_incoming")
-    return n
+        )
+        cur.execute("TRUNCATE lokal_incoming")
 
 
 def _copy(cur: Any, statement: Any, site: str, upserts: Sequence[Change]) -> None:
@@ -460,22 +493,34 @@ def _send(
     batches: int = 0,
 ) -> SyncResult:
     total = index.count_changes(after) if progress else 0
+    fresh = after == 0  # a first fill of the table for this site (see apply_changes)
     done = 0
     if progress:
         progress(0, total)
-    while after < target:
+
+    def read(after: int) -> list[Change]:
         changes = index.changes(after, batch_size)
         if index.generation != generation:  # the file was replaced (the agent's rebuild)
             raise _Moved
-        if not changes:
-            break
-        applied = apply_batch(conn, s, site, table, generation, after, changes)
-        after = changes[-1].seq
-        done += len(changes)
-        sent += applied
-        batches += 1
-        if progress:
-            progress(min(done, total), total)
+        return list(changes)
+
+    # the next batch is read from the index while PostgreSQL applies this one
+    with ThreadPoolExecutor(1, thread_name_prefix="lokal-sync-read") as reader:
+        changes = read(after) if after < target else []
+        while changes:
+            ahead = reader.submit(read, changes[-1].seq) if changes[-1].seq < target else None
+            try:
+                sent += apply_batch(conn, s, site, table, generation, after, changes, fresh=fresh)
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                raise
+            after = changes[-1].seq
+            done += len(changes)
+            batches += 1
+            if progress:
+                progress(min(done, total), total)
+            changes = ahead.result() if ahead is not None else []
     return SyncResult(
         site=site,
         generation=generation,
@@ -496,6 +541,8 @@ def apply_batch(
     generation: str,
     after: int,
     changes: Sequence[Change],
+    *,
+    fresh: bool = False,
 ) -> int:
     """Apply one batch (the changes in ``(after, changes[-1].seq]``) in one transaction with
     the site's new sequence number, if the centre is where the batch starts or inside it.
@@ -505,6 +552,9 @@ def apply_batch(
     prefix = "pending_" if table == "staging" else "applied_"
     last = changes[-1]
     with conn.transaction(), conn.cursor() as cur:
+        # Not waiting for the WAL flush is safe here: a server crash can lose only whole
+        # batches, rows and applied_seq together, and the next sync sends them again.
+        cur.execute("SET LOCAL synchronous_commit = off")
         state = read_state(cur, s, site, lock=True)
         if state is None:
             raise _Moved
@@ -515,7 +565,7 @@ def apply_batch(
         if have_seq >= last.seq:
             return 0
         todo = [c for c in changes if c.seq > have_seq]
-        apply_changes(cur, s, site, table, todo)
+        apply_changes(cur, s, site, table, todo, fresh=fresh)
         cur.execute(
             sql.SQL(
                 "UPDATE {}.sites SET {} = %s, {} = %s, synced_at = now() WHERE site = %s"
