@@ -169,7 +169,7 @@ def write_bundle(
                     "INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         *(getattr(c, f) for f in _FIELDS[:-1]),
-                        json.dumps(c.metadata, ensure_ascii=False, default=str),
+                        c.metadata_json,
                         None if c.vector is None else np.asarray(c.vector, "<f4").tobytes(),
                     ),
                 )
@@ -309,7 +309,7 @@ def _changes(conn: Any, dimension: int, after: int = 0) -> Iterator[Change]:
             line_start=r[8],
             line_end=r[9],
             tokens=r[10],
-            metadata=json.loads(r[11]),
+            metadata_json=r[11],
             vector=vector,
         )
 

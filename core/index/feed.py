@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,8 +43,13 @@ class Change:
     line_start: int | None = None
     line_end: int | None = None
     tokens: int | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    #: the chunk's metadata as stored (JSON text): a sync passes it on without parsing it
+    metadata_json: str = "{}"
     vector: np.ndarray | None = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(json.loads(self.metadata_json))
 
     @property
     def tag(self) -> str:
@@ -123,7 +128,7 @@ def changes(conn: Any, path: object, dimension: int, after: int, limit: int) -> 
                 line_start=r[9],
                 line_end=r[10],
                 tokens=r[11],
-                metadata=json.loads(r[12]),
+                metadata_json=r[12],
                 vector=vectors[r[3]],
             )
         )
