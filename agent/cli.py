@@ -753,6 +753,10 @@ def agent_status(config_path: Path, as_json: bool) -> None:
             click.echo(f"last scan: {status['last_scan']}")
         for p in status["problems"]:
             click.echo(f"  {p['status']}: {p['path']}: {p['reason']}")
+        if "sync" in status:
+            from lokal.agent.sync_cli import sync_status_line
+
+            click.echo(sync_status_line(status["sync"]))
     if not status["running"]:
         sys.exit(1)
 
@@ -1382,6 +1386,13 @@ def bench_cmd(
         "load = the machine's 1-minute load average before/after (busy machines measure slower)",
         err=True,
     )
+
+
+# `lokal sync` and `lokal central` (the fleet) live in their own module
+from lokal.agent.sync_cli import central, sync_cmd  # noqa: E402
+
+cli.add_command(sync_cmd)
+cli.add_command(central)
 
 
 def main() -> None:

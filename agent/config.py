@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import tomllib
 
 from lokal.agent.ingest import DEFAULT_EXCLUDE, Settings
+from lokal.agent.pusher import SyncConfig
 from lokal.errors import LokalError
 
 
@@ -40,6 +41,18 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "threads": ((int,), "CPU threads for embedding (default: all cores)"),
     "batch_chunks": ((int,), "chunks embedded together before they are written"),
     "group": ((str,), "group given read access to the index (default 'lokal', if it exists)"),
+    "sync": ((dict,), "a [sync] table: push the index to a central PostgreSQL store"),
+}
+
+#: keys of the [sync] table
+SYNC_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "url": ((str,), "the central store, postgresql://user@host/db (no password in it)"),
+    "site": ((str,), "this box's site name (lower case)"),
+    "interval": ((int, float), "seconds between pushes"),
+    "password_file": ((str,), "file whose first line is the password"),
+    "password_env": ((str,), "environment variable holding the password"),
+    "schema": ((str,), "the central collection (PostgreSQL schema), default 'lokal'"),
+    "batch_size": ((int,), "changes per transaction at the centre"),
 }
 
 
@@ -55,6 +68,7 @@ class AgentConfig:
     quiet_period: float = 1.0
     threads: int | None = None
     group: str | None = "lokal"
+    sync: SyncConfig | None = None
     source: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +80,7 @@ class AgentConfig:
             "rescan_interval": self.rescan_interval,
             "quiet_period": self.quiet_period,
             "threads": self.threads,
+            "sync": self.sync.to_dict() if self.sync else None,
             "config": str(self.source) if self.source else None,
         }
 
@@ -165,5 +180,52 @@ def from_dict(data: dict[str, Any], *, base: Path, source: Path | None = None) -
         quiet_period=positive("quiet_period", 1.0, zero=True),
         threads=threads,
         group=data.get("group", "lokal"),
+        sync=_sync_section(data["sync"], path, bad) if "sync" in data else None,
         source=source,
+    )
+
+
+def _sync_section(data: dict[str, Any], path: Any, bad: Any) -> SyncConfig:
+    import re
+
+    from lokal.central.connect import url_has_password
+
+    if "password" in data:
+        bad(
+            "sync.password", "never put a password in the config: use password_file or password_env"
+        )
+    unknown = sorted(set(data) - set(SYNC_KEYS))
+    if unknown:
+        bad(f"sync.{unknown[0]}", f"unknown key (known keys: {', '.join(SYNC_KEYS)})")
+    for key, value in data.items():
+        types, what = SYNC_KEYS[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join(t.__name__ for t in types)
+            bad(f"sync.{key}", f"must be {names} ({what}), got {value!r}")
+    for key in ("url", "site"):
+        if key not in data:
+            bad(f"sync.{key}", f"missing: {SYNC_KEYS[key][1]}")
+    url = data["url"]
+    if not re.match(r"^postgres(ql)?://", url):
+        bad("sync.url", f"must start with postgresql://, got {url[:40]!r}")
+    if url_has_password(url):
+        bad("sync.url", "contains a password: use password_file or password_env instead")
+    if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,39}$", data["site"]):
+        bad("sync.site", f"must be lower case letters, digits, '_', '.', '-', got {data['site']!r}")
+    if "password_file" in data and "password_env" in data:
+        bad("sync.password_env", "give password_file or password_env, not both")
+    interval = data.get("interval", 60)
+    if interval <= 0:
+        bad("sync.interval", f"must be > 0, got {interval}")
+    batch = data.get("batch_size", 1000)
+    if batch < 1:
+        bad("sync.batch_size", f"must be >= 1, got {batch}")
+    return SyncConfig(
+        url=url,
+        site=data["site"],
+        interval=float(interval),
+        password_file=path(data["password_file"]) if "password_file" in data else None,
+        password_env=data.get("password_env"),
+        schema=data.get("schema", "lokal"),
+        batch_size=int(batch),
     )

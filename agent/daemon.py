@@ -37,6 +37,7 @@ from typing import Any
 from watchdog.events import FileSystemEventHandler
 
 from lokal.agent import access
+from lokal.agent import pusher as pushing
 from lokal.agent.config import AgentConfig
 from lokal.agent.ingest import Ingest, Summary, writer_lock
 from lokal.agent.status import atomic_write, status_path
@@ -145,21 +146,27 @@ class Agent:
                 None if cfg.model == "default" else cfg.model, n_threads=cfg.threads
             )
             log.info("model: %s", embedder.identity.describe())
-            delay = 0.0
-            while not self._stop.is_set():
-                try:
-                    self._run_index(embedder)
-                    break
-                except _IndexGone as exc:
-                    log.warning("%s: stopped writing to it; building the index again", exc)
-                    delay = 0.0
-                except Exception as exc:
-                    if not sqlite_disk_full(exc, cfg.index):
-                        raise
-                    delay = min(max(1.0, delay * 2), _disk_retry_max())
-                    self._disk_full(exc, delay)
-                finally:
-                    self.ingest = None
+            pusher = pushing.start(cfg.index, cfg.sync, self._stop)  # [sync], if any
+            try:
+                delay = 0.0
+                while not self._stop.is_set():
+                    try:
+                        self._run_index(embedder)
+                        break
+                    except _IndexGone as exc:
+                        log.warning("%s: stopped writing to it; building the index again", exc)
+                        delay = 0.0
+                    except Exception as exc:
+                        if not sqlite_disk_full(exc, cfg.index):
+                            raise
+                        delay = min(max(1.0, delay * 2), _disk_retry_max())
+                        self._disk_full(exc, delay)
+                    finally:
+                        self.ingest = None
+            finally:
+                if pusher is not None:
+                    self._stop.set()
+                    pusher.join()
             self._state = "stopped"
             self._write_status(force=True)
         self._stop_watching()

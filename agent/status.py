@@ -104,4 +104,14 @@ def read_status(config: AgentConfig) -> dict[str, Any]:
                 if reason and len(out["problems"]) < 100:
                     problem = {"path": doc.uri, "status": doc.status, "reason": reason}
                     out["problems"].append(problem)
+    if config.sync is not None:
+        from lokal.agent import pusher
+
+        out["sync"] = pusher.read_status(index) or {
+            "url": config.sync.url,
+            "site": config.sync.site,
+            "last_success": None,
+            "last_error": None,
+            "behind": None,
+        }
     return out

@@ -138,3 +138,51 @@ def build_cross_encoder(out: Path) -> Path:
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
     return out
+
+
+# PostgreSQL
+#
+# One private PostgreSQL 16 + pgvector server (the ``pgserver`` package) for the whole run,
+# started on first use and stopped at the end; ``pg_dsn`` gives each test a fresh database, so
+# tests never see each other's rows. As root, pgserver runs the server as a ``pgserver`` user.
+
+
+@pytest.fixture(scope="session")
+def _pg_server() -> Iterator[object]:
+    import warnings
+
+    # not under pytest's tmp_path: its 0700 parents keep the server's own user out at teardown
+    pgdata = Path(tempfile.mkdtemp(prefix="lokal-test-pg-"))
+
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (pgserver's lock path)
+        warnings.simplefilter("ignore")
+        pgserver = pytest.importorskip("pgserver")
+        try:
+            server = pgserver.get_server(pgdata / "1", cleanup_mode="stop")
+        except Exception:  # pg_ctl's 10 s start timeout on a loaded machine: once more
+            server = pgserver.get_server(pgdata / "2", cleanup_mode="stop")
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        # a throwaway server: no waiting for the disk (its stop at the end checkpoints fast)
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
+    yield server
+    server.cleanup()
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(_pg_server: object, request: pytest.FixtureRequest) -> str:
+    """A ``postgresql://`` URL of a fresh, empty database (pgvector available) on the shared
+    server, as the superuser ``postgres``."""
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    name += "_" + os.urandom(3).hex()
+    admin = _pg_server.get_uri()  # type: ignore[attr-defined]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return str(_pg_server.get_uri(database=name))  # type: ignore[attr-defined]

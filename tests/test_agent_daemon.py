@@ -438,6 +438,7 @@ def test_model_change_builds_a_new_index_and_swaps(
     q = gguf_embedder.embed_query("how do I reset the pump?")
     reader = Index.open(db)
     assert reader.search(q, k=1)[0].document == str(docs / "pump.md")
+    generation = reader.generation
 
     f16 = packing.pack("all-MiniLM-L6-v2", quantization="f16").path
     cfg.write_text(cfg.read_text().replace(str(packed_gguf), str(f16)))
@@ -461,6 +462,9 @@ def test_model_change_builds_a_new_index_and_swaps(
     with Index.open(db) as new:
         assert new.identity.quantization == "f16" and new.check().ok
         assert {Path(d.uri).name for d in new.documents()} == {"pump.md", "valve.txt", "after.md"}
+        # the swapped-in file is a new generation whose feed holds every chunk it has
+        assert new.generation != generation
+        assert {c.chunk_id for c in new.changes(0, 10_000)} == {r.id for r in new.get()}
     with pytest.warns(ModelVariantWarning, match="rebuilt with"):
         hits = reader.search(q, k=1)
     assert hits[0].document == str(docs / "pump.md")

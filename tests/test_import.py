@@ -12,6 +12,8 @@ HEAVY = (
     "transformers",
     "langchain_core",
     "llama_index",
+    "psycopg",
+    "pgvector",
 )
 
 
@@ -28,6 +30,13 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_import_lokal_is_light() -> None:
     assert _loaded_after("import lokal, lokal.embedder, lokal.models, lokal.packing") == []
+
+
+def test_the_fleet_modules_import_no_postgresql_driver() -> None:
+    code = (
+        "import lokal.central.sync, lokal.central.bundle, lokal.agent.sync_cli, lokal.agent.pusher"
+    )
+    assert _loaded_after(code) == []
 
 
 def test_cli_help_is_light() -> None:

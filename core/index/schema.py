@@ -11,7 +11,12 @@ Tables:
 - ``chunks_vec``: a sqlite-vec ``vec0`` table with the float32 vectors (cosine distance), in
   chunks of :data:`VEC_CHUNK_SIZE` rows;
 - ``chunks_fts``: an FTS5 full-text table over ``chunks.text`` (external content), and
-  ``chunks_fts_vocab`` (fts5vocab) with each term's document count.
+  ``chunks_fts_vocab`` (fts5vocab) with each term's document count;
+- ``changes``: the change feed, kept by triggers on ``chunks`` so that every write path records
+  itself: one row per chunk id with its latest operation (``upsert`` or ``delete``, a tombstone)
+  under a sequence number that only grows. A reader asks "what changed after N"
+  (:mod:`lokal.index.feed`). ``lokal_meta.generation`` names the file's history: a new file
+  (including the agent's rebuild on a model change) has a new one.
 
 Add a migration by appending to :data:`MIGRATIONS`; never edit one that has shipped.
 """
@@ -19,6 +24,7 @@ Add a migration by appending to :data:`MIGRATIONS`; never edit one that has ship
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -82,9 +88,41 @@ def _m002_metadata_index(conn: Any, ctx: dict[str, Any]) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS chunks_metadata ON chunks(metadata)")
 
 
+def _m003_change_feed(conn: Any, ctx: dict[str, Any]) -> None:
+    # One row per chunk id: a new operation on a chunk replaces its old row under a new, higher
+    # seq (AUTOINCREMENT: a seq is never reused, even after the highest row is replaced), so the
+    # feed stays as large as the set of chunk ids the file has held, tombstones included.
+    conn.execute("""
+        CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            chunk_id TEXT NOT NULL UNIQUE,
+            op TEXT NOT NULL CHECK (op IN ('upsert', 'delete'))
+        )""")
+    conn.execute("""
+        CREATE TRIGGER chunks_feed_insert AFTER INSERT ON chunks BEGIN
+            INSERT OR REPLACE INTO changes (chunk_id, op) VALUES (new.chunk_id, 'upsert');
+        END""")
+    conn.execute("""
+        CREATE TRIGGER chunks_feed_update AFTER UPDATE ON chunks BEGIN
+            INSERT OR REPLACE INTO changes (chunk_id, op)
+                SELECT old.chunk_id, 'delete' WHERE old.chunk_id <> new.chunk_id;
+            INSERT OR REPLACE INTO changes (chunk_id, op) VALUES (new.chunk_id, 'upsert');
+        END""")
+    conn.execute("""
+        CREATE TRIGGER chunks_feed_delete AFTER DELETE ON chunks BEGIN
+            INSERT OR REPLACE INTO changes (chunk_id, op) VALUES (old.chunk_id, 'delete');
+        END""")
+    # an existing file: what it holds is its first changes, under a generation of its own
+    conn.execute(
+        "INSERT INTO changes (chunk_id, op) SELECT chunk_id, 'upsert' FROM chunks ORDER BY id"
+    )
+    conn.execute("INSERT OR IGNORE INTO lokal_meta VALUES ('generation', ?)", (uuid.uuid4().hex,))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial: meta, documents, chunks, vectors (vec0), full text (fts5)", _m001_initial),
     (2, "covering index on chunk metadata for filters", _m002_metadata_index),
+    (3, "change feed: changes table kept by triggers on chunks; generation", _m003_change_feed),
 ]
 
 

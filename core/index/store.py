@@ -40,7 +40,7 @@ from lokal.errors import (
     ModelVariantWarning,
 )
 from lokal.identity import ModelIdentity
-from lokal.index import compaction, schema, search, sqlite, upkeep
+from lokal.index import compaction, feed, schema, search, sqlite, upkeep
 from lokal.index.filters import compile_filter
 from lokal.index.upkeep import CheckReport
 
@@ -733,6 +733,38 @@ class Index:
         self.quantization = fresh.quantization
         self.identity = fresh.identity
         log.info("%s was replaced by the agent: reading the new file", self.path)
+
+    # ---- the change feed (lokal.index.feed) --------------------------------------------------
+
+    @property
+    def generation(self) -> str:
+        """The id of this file's history: a new file (a rebuild) has a new one."""
+        with self._lock:
+            return feed.generation(self._reader(), self.path)
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the latest change (0 for a file never written)."""
+        with self._lock:
+            return feed.last_seq(self._reader(), self.path)
+
+    def changes(self, after: int = 0, limit: int = 1000) -> list[feed.Change]:
+        """Up to ``limit`` changes after sequence number ``after``, in order: each chunk
+        changed since, once, with its row and vector now (``upsert``) or a tombstone."""
+        with self._lock, sqlite.read(self._reader()) as conn:
+            return feed.changes(conn, self.path, self.dimension, after, limit)
+
+    def continues(self, seq: int, tag: str | None) -> bool:
+        """Whether this file's history continues one a reader applied up to ``seq`` (last
+        change ``tag``): False for a copy restored from before it (see
+        :func:`lokal.index.feed.continues`)."""
+        with self._lock:
+            return feed.continues(self._reader(), self.path, seq, tag)
+
+    def count_changes(self, after: int = 0) -> int:
+        """How many changes (chunks changed, tombstones included) follow ``after``."""
+        with self._lock:
+            return feed.count_after(self._reader(), self.path, after)
 
     @_reading
     def __len__(self) -> int:

@@ -1,0 +1,180 @@
+"""The index's change feed (migration 3): every write path records itself; tombstones stay
+bounded; old files upgrade in place; a restored copy is told apart from its continuation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lokal.errors import IndexFileError
+from lokal.identity import ModelIdentity
+from lokal.index import Chunk, Index, feed, schema, sqlite
+
+DIM = 8
+IDENTITY = ModelIdentity.external("test", "Hand", "hand-made", DIM)
+
+
+def vecs(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def feed_of(ix: Index, after: int = 0) -> dict[str, str]:
+    """chunk id -> latest op after ``after``."""
+    return {c.chunk_id: c.op for c in ix.changes(after, 10_000)}
+
+
+@pytest.fixture
+def ix(tmp_path: Path) -> Index:
+    return Index.create(tmp_path / "ix.db", IDENTITY)
+
+
+def test_every_write_path_appears_in_the_feed(ix: Index) -> None:
+    assert ix.last_seq == 0 and ix.changes(0, 10) == []
+    ix.upsert([Chunk("a", id="a", metadata={"k": 1}), Chunk("b", id="b")], vecs(2))
+    assert feed_of(ix) == {"a": "upsert", "b": "upsert"}
+    a = ix.changes(0, 10)[0]
+    assert a.text == "a" and a.metadata == {"k": 1} and a.vector is not None
+    assert np.allclose(a.vector, vecs(2)[0])
+
+    mark = ix.last_seq
+    ix.delete(["a"])
+    assert feed_of(ix, mark) == {"a": "delete"}
+
+    mark = ix.last_seq
+    ix.delete_where({"k": 1})  # nothing left matches: no change
+    ix.upsert([Chunk("c", id="c", metadata={"k": 2})], vecs(1))
+    ix.delete_where({"k": 2})
+    assert feed_of(ix, mark) == {"c": "delete"}
+
+    mark = ix.last_seq
+    ix.replace_document("doc.txt", [Chunk("one", ordinal=0), Chunk("two", ordinal=1)], vecs(2))
+    got = ix.changes(mark, 10)
+    assert [(c.chunk_id, c.op, c.document) for c in got] == [
+        ("doc.txt#0", "upsert", "doc.txt"),
+        ("doc.txt#1", "upsert", "doc.txt"),
+    ]
+    mark = ix.last_seq
+    ix.replace_document("doc.txt", [Chunk("one again", ordinal=0)], vecs(1, 1))
+    assert feed_of(ix, mark) == {"doc.txt#0": "upsert", "doc.txt#1": "delete"}
+
+    mark = ix.last_seq
+    ix.set_document("doc.txt", status="indexed")  # same content: chunks kept, no change
+    assert ix.last_seq == mark
+    ix.set_document("doc.txt", status="failed", error="parse error")
+    assert feed_of(ix, mark) == {"doc.txt#0": "delete"}
+
+    ix.replace_document("other.txt", [Chunk("x", ordinal=0)], vecs(1))
+    mark = ix.last_seq
+    assert ix.delete_document("other.txt") == 1
+    assert feed_of(ix, mark) == {"other.txt#0": "delete"}
+
+    ix.upsert([Chunk("d", id="d"), Chunk("e", id="e")], vecs(2))
+    mark = ix.last_seq
+    ix.clear()
+    assert feed_of(ix, mark) == {"b": "delete", "d": "delete", "e": "delete"}
+
+
+def test_seqs_only_grow_and_tombstones_stay_bounded(ix: Index) -> None:
+    """One row per chunk id, whatever number of writes: the feed is as large as the set of ids
+    the file has held, and a seq is never reused (even once the highest row is replaced)."""
+    seen = []
+    for i in range(50):
+        ix.upsert([Chunk(f"v{i}", id="same"), Chunk("other", id="other")], vecs(2, i))
+        seen.append(ix.last_seq)
+        ix.delete(["other"])
+        seen.append(ix.last_seq)
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+    rows = ix._conn.execute("SELECT count(*) FROM changes").fetchone()[0]
+    assert rows == 2
+    got = ix.changes(0, 10)
+    assert [(c.chunk_id, c.op) for c in got] == [("same", "upsert"), ("other", "delete")]
+    assert got[0].text == "v49" and got[-1].seq == ix.last_seq
+
+
+def test_changes_are_paged_in_order(ix: Index) -> None:
+    ix.upsert([Chunk(str(i), id=str(i)) for i in range(25)], vecs(25))
+    pages, after = [], 0
+    while page := ix.changes(after, 10):
+        pages.append([c.chunk_id for c in page])
+        after = page[-1].seq
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [i for p in pages for i in p] == [str(i) for i in range(25)]
+    with pytest.raises(ValueError, match="positive"):
+        ix.changes(0, 0)
+
+
+def test_each_new_file_has_its_own_generation(tmp_path: Path, ix: Index) -> None:
+    other = Index.create(tmp_path / "other.db", IDENTITY)
+    assert ix.generation != other.generation and len(ix.generation) == 32
+    reader = Index.open(ix.path)  # readers see the generation too
+    assert reader.generation == ix.generation
+    for i in (ix, other, reader):
+        i.close()
+
+
+def test_an_existing_file_upgrades_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file written before the change feed (migrations 1-2) gets it on the first writable
+    open: what it holds becomes its first changes, under a generation of its own."""
+    path = tmp_path / "old.db"
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+        with Index.create(path, IDENTITY) as old:
+            old.replace_document(
+                "a.txt", [Chunk("one", ordinal=0), Chunk("two", ordinal=1)], vecs(2)
+            )
+            old.upsert([Chunk("loose", id="loose")], vecs(1))
+    with Index.open(path) as reader, pytest.raises(IndexFileError, match="predates"):
+        reader.changes()
+    with Index.open(path, IDENTITY, writable=True) as ix:
+        assert schema.applied(ix._conn) == {1, 2, 3}
+        assert [(c.chunk_id, c.op) for c in ix.changes()] == [
+            ("a.txt#0", "upsert"),
+            ("a.txt#1", "upsert"),
+            ("loose", "upsert"),
+        ]
+        assert ix.last_seq == 3 and len(ix.generation) == 32
+        ix.delete(["loose"])
+        assert feed_of(ix, 3) == {"loose": "delete"}
+        assert ix.check().ok
+
+
+def test_a_restored_copy_does_not_continue_the_history_a_reader_applied(
+    tmp_path: Path, ix: Index
+) -> None:
+    """Same generation, but the sequence went back (behind what was applied), or the change at
+    the applied seq is another one (restored, then written again)."""
+    ix.upsert([Chunk(str(i), id=str(i)) for i in range(5)], vecs(5))
+    copy = tmp_path / "copy.db"
+    ix.snapshot(copy)
+    ix.upsert([Chunk("5", id="5"), Chunk("6", id="6")], vecs(2, 1))
+    applied = ix.changes(0, 100)[-1]  # a reader applied everything: seq 7, "upsert:6"
+    conn = ix._conn
+    assert feed.continues(conn, ix.path, applied.seq, applied.tag)
+    ix.upsert([Chunk("0 again", id="0")], vecs(1, 2))  # the applied change's row stays
+    assert feed.continues(conn, ix.path, applied.seq, applied.tag)
+    ix.upsert([Chunk("6 again", id="6")], vecs(1, 3))  # its row moves after the applied seq
+    assert feed.continues(conn, ix.path, applied.seq, applied.tag)
+
+    with Index.open(copy, IDENTITY, writable=True) as restored:
+        assert restored.generation == ix.generation and restored.last_seq == 5
+        rconn = restored._conn
+        assert not feed.continues(rconn, copy, applied.seq, applied.tag)  # behind
+        restored.upsert([Chunk("x", id="x"), Chunk("y", id="y"), Chunk("z", id="z")], vecs(3))
+        assert restored.last_seq >= applied.seq
+        assert not feed.continues(rconn, copy, applied.seq, applied.tag)  # another change
+        with sqlite.write(rconn):
+            new = feed.renew_generation(rconn)
+        assert restored.generation == new != ix.generation
+
+
+def test_a_copy_made_with_shutil_keeps_the_feed(tmp_path: Path, ix: Index) -> None:
+    ix.upsert([Chunk("a", id="a")], vecs(1))
+    ix.close()
+    shutil.copy(ix.path, tmp_path / "copy.db")
+    with Index.open(tmp_path / "copy.db") as c:
+        assert feed_of(c) == {"a": "upsert"} and c.last_seq == 1
