@@ -119,3 +119,41 @@ def build_cross_encoder(out: Path) -> Path:
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
     return out
+
+
+# PostgreSQL ----------------------------------------------------------------------------------
+# One private PostgreSQL 16 + pgvector server (pgserver) for the whole run, started on first
+# use and stopped at the end; each test module gets a fresh database of its own.
+
+_PG_DATABASES = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(scope="session")
+def _pg_server() -> Iterator[object]:
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI): harmless here
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        data = Path(tempfile.mkdtemp(prefix="lokal-test-pg-"))
+        server = pgserver.get_server(data, cleanup_mode="stop")
+    yield server
+    server.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_dsn(_pg_server: object) -> str:
+    """The DSN of a fresh database (with the vector extension) on the session's server."""
+    import psycopg
+
+    base = _pg_server.get_uri()  # type: ignore[attr-defined]
+    name = f"lokal_test_{next(_PG_DATABASES)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    dsn = base.replace("/postgres?", f"/{name}?", 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return dsn

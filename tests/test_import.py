@@ -12,6 +12,8 @@ HEAVY = (
     "transformers",
     "langchain_core",
     "llama_index",
+    "psycopg",
+    "pgvector",
 )
 
 
@@ -28,6 +30,10 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_import_lokal_is_light() -> None:
     assert _loaded_after("import lokal, lokal.embedder, lokal.models, lokal.packing") == []
+
+
+def test_import_central_store_is_light() -> None:
+    assert _loaded_after("import lokal.central.store, lokal.central.filters") == []
 
 
 def test_cli_help_is_light() -> None:
