@@ -16,6 +16,9 @@ type. The hierarchy is small and flat::
     │   ├── IndexReadOnly      a write to an index this process may only read
     │   ├── FilterError        a metadata filter that is malformed or unsafe
     │   └── SQLiteUnavailable  no SQLite library here can load sqlite-vec (names what to install)
+    ├── CentralError           the central PostgreSQL store refused or failed (``lokal.central``):
+    │   ├── CentralUnreachable cannot connect, or the connection was lost (retry later)
+    │   └── BundleError        a sync bundle is damaged or skips what the centre has not applied
 
 Warnings: ``TruncationWarning`` (lokal.embedder) and ``ModelVariantWarning`` (an index read
 with another variant of the same model: comparable vectors, slightly different values).
@@ -109,3 +112,17 @@ class SQLiteUnavailable(IndexFileError, MissingDependency):
 
 class ModelVariantWarning(UserWarning):
     """An index is read with another variant (backend, quantization) of its model."""
+
+
+class CentralError(LokalError):
+    """The central store (``lokal.central``, PostgreSQL) refused or failed an operation: a
+    schema it cannot migrate, a right the role lacks, a site it does not know."""
+
+
+class CentralUnreachable(CentralError, ConnectionError):
+    """The central store cannot be reached, or the connection was lost mid-way (retry later)."""
+
+
+class BundleError(CentralError, ValueError):
+    """A sync bundle is damaged, of another collection, or does not follow what the centre
+    applied (the message names the missing range)."""

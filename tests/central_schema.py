@@ -1,9 +1,12 @@
-"""Test helper: the central schema of the fleet contract (fleet-common.md), created here until
-``lokal.central.schema`` (fleet-sync's) is merged, and filled from real local indexes."""
+"""Test helper: the central schema of the fleet contract (fleet-common.md), made by
+``lokal.central.schema.migrate`` (fleet-sync's) where it exists, else by the contract's DDL
+here; and filled from real local indexes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -23,9 +26,17 @@ def create_collection(
     hnsw: bool = True,
 ) -> None:
     """The contract's tables and indexes in ``schema`` (dropped first if it exists)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    if importlib.util.find_spec("lokal.central.schema") and not os.environ.get("LOKAL_TEST_DDL"):
+        from lokal.central import schema as central_schema
+
+        with psycopg.connect(dsn) as conn:
+            central_schema.migrate(conn, schema, identity)
+        return
     d = identity.dimension
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         conn.execute(f"CREATE SCHEMA {schema}")
         conn.execute(f"CREATE TABLE {schema}.meta (key text PRIMARY KEY, value jsonb NOT NULL)")
         conn.execute(

@@ -121,39 +121,38 @@ def build_cross_encoder(out: Path) -> Path:
     return out
 
 
-# PostgreSQL ----------------------------------------------------------------------------------
-# One private PostgreSQL 16 + pgvector server (pgserver) for the whole run, started on first
-# use and stopped at the end; each test module gets a fresh database of its own.
-
-_PG_DATABASES = iter(range(1, 1_000_000))
+# PostgreSQL
+#
+# One private PostgreSQL 16 + pgvector server (the ``pgserver`` package) for the whole run,
+# started on first use and stopped at the end; ``pg_dsn`` gives each test a fresh database, so
+# tests never see each other's rows. As root, pgserver runs the server as a ``pgserver`` user.
 
 
 @pytest.fixture(scope="session")
-def _pg_server() -> Iterator[object]:
+def _pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     import warnings
 
     with warnings.catch_warnings():
-        # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI): harmless here
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (pgserver's lock path)
         warnings.simplefilter("ignore")
-        import pgserver
-
-        data = Path(tempfile.mkdtemp(prefix="lokal-test-pg-"))
-        server = pgserver.get_server(data, cleanup_mode="stop")
+        pgserver = pytest.importorskip("pgserver")
+        try:
+            server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+        except Exception:  # pg_ctl's 10 s start timeout on a loaded machine: once more
+            server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
     yield server
     server.cleanup()
-    shutil.rmtree(data, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def pg_dsn(_pg_server: object) -> str:
-    """The DSN of a fresh database (with the vector extension) on the session's server."""
+@pytest.fixture
+def pg_dsn(_pg_server: object, request: pytest.FixtureRequest) -> str:
+    """A ``postgresql://`` URL of a fresh, empty database (pgvector available) on the shared
+    server, as the superuser ``postgres``."""
     import psycopg
 
-    base = _pg_server.get_uri()  # type: ignore[attr-defined]
-    name = f"lokal_test_{next(_PG_DATABASES)}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    dsn = base.replace("/postgres?", f"/{name}?", 1)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    return dsn
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    name += "_" + os.urandom(3).hex()
+    admin = _pg_server.get_uri()  # type: ignore[attr-defined]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return str(_pg_server.get_uri(database=name))  # type: ignore[attr-defined]

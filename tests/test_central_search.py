@@ -6,6 +6,7 @@ model. Filters are checked row for row against lokal's reference semantics
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,13 @@ import pytest
 
 from lokal.central.store import CentralHit, CentralIndex, CentralRecord
 from lokal.embedder import Embedder
-from lokal.errors import FilterError, IndexFileError, ModelMismatch, ModelVariantWarning
+from lokal.errors import (
+    CentralError,
+    CentralUnreachable,
+    FilterError,
+    ModelMismatch,
+    ModelVariantWarning,
+)
 from lokal.identity import ModelIdentity
 from lokal.index import Chunk, Hit, Index, Record, matches
 
@@ -50,8 +57,18 @@ def _metadata(i: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def module_dsn(_pg_server: Any) -> str:
+    """A fresh database for this module's tests (``pg_dsn`` is one per test; the fleet below
+    is embedded once per module)."""
+    name = "t_central_search_" + os.urandom(3).hex()
+    with psycopg.connect(_pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return str(_pg_server.get_uri(database=name))
+
+
+@pytest.fixture(scope="module")
 def fleet(
-    tmp_path_factory: pytest.TempPathFactory, st_embedder: Embedder, pg_dsn: str
+    tmp_path_factory: pytest.TempPathFactory, st_embedder: Embedder, module_dsn: str
 ) -> dict[str, Any]:
     """Three sites' local indexes (the same document names on every site, so chunk ids repeat
     across sites) copied into a central store; returns the DSN and every row as the reference
@@ -59,7 +76,7 @@ def fleet(
     texts = [p for p in paragraphs() if len(p) < 600][: PER_SITE * len(SITES)]
     texts[-1] = PUMP
     vectors = st_embedder.embed_documents(texts).vectors
-    create_collection(pg_dsn, st_embedder.identity)
+    create_collection(module_dsn, st_embedder.identity)
     rows: list[dict[str, Any]] = []
     for s, site in enumerate(SITES):
         path = tmp_path_factory.mktemp(site) / "index.db"
@@ -83,8 +100,8 @@ def fleet(
                             "text": c.text,
                         }
                     )
-            copy_index(pg_dsn, index, site)
-    return {"dsn": pg_dsn, "rows": rows, "embedder": st_embedder}
+            copy_index(module_dsn, index, site)
+    return {"dsn": module_dsn, "rows": rows, "embedder": st_embedder}
 
 
 @pytest.fixture
@@ -343,7 +360,7 @@ def test_recorded_identity_and_mismatch(fleet: dict[str, Any]) -> None:
 
 
 def test_missing_schema_and_bad_names(fleet: dict[str, Any]) -> None:
-    with pytest.raises(IndexFileError, match="does not exist"):
+    with pytest.raises(CentralError, match="does not exist"):
         CentralIndex.open(fleet["dsn"], schema="nowhere")
     with pytest.raises(ValueError, match="invalid schema name"):
         CentralIndex.open(fleet["dsn"], schema='lokal"; DROP SCHEMA lokal; --')
@@ -376,3 +393,17 @@ def test_upsert_and_delete_own_site(fleet: dict[str, Any], pg_dsn: str, tmp_path
         assert len(central) == 0
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT site FROM app_writes.sites").fetchall() == [("app",)]
+
+
+def test_a_lost_connection_is_reported_then_reopened(fleet: dict[str, Any]) -> None:
+    q = fleet["embedder"].embed_query("a statement in Python")
+    with CentralIndex.open(fleet["dsn"]) as central:
+        before = central.search(q, k=3)
+        with psycopg.connect(fleet["dsn"], autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(CentralUnreachable, match="connection was lost"):
+            central.search(q, k=3)
+        assert central.search(q, k=3) == before

@@ -1,21 +1,10 @@
-"""The central store: every edge box's index searchable as one, on PostgreSQL with pgvector.
+"""The fleet's central store: every box's index in one PostgreSQL + pgvector database.
 
-One PostgreSQL schema is one collection, made by one model (its key recorded in
-``<schema>.meta``); each row carries the ``site`` it came from and the document ``path`` on
-that box. :class:`lokal.central.store.CentralIndex` searches it the way
-:class:`lokal.index.Index` searches a file: the same filter language (plus ``site`` and
-``path``), ``search``, ``text_search``, ``hybrid_search``, ``mmr_search``, ``get_by_ids``.
+- :mod:`lokal.central.connect`: the one place that opens PostgreSQL (password from a file or
+  libpq's environment, pgvector registered);
+- :mod:`lokal.central.schema`: the central schema, its numbered migrations, sites and rights;
+- :mod:`lokal.central.sync`: ``lokal sync``, pushing an index's change feed to the centre;
+- :mod:`lokal.central.bundle`: the same changes in one file, for sites with no network.
 
-Needs the ``central`` extra (``pip install 'lokal[central]'``); ``import lokal.central`` alone
-imports neither psycopg nor pgvector.
+psycopg and pgvector are imported on first use (``pip install 'lokal[central]'``).
 """
-
-from __future__ import annotations
-
-#: True for index locations that name a central store rather than an index file.
-CENTRAL_PREFIXES = ("postgresql://", "postgres://")
-
-
-def is_central(location: object) -> bool:
-    """Whether ``location`` (an ``--index`` value) names a PostgreSQL central store."""
-    return isinstance(location, str) and location.startswith(CENTRAL_PREFIXES)

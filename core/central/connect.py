@@ -1,20 +1,30 @@
-"""One connection helper for the central store: psycopg 3 with pgvector's types registered.
+"""The one place that opens PostgreSQL for lokal.
 
-The password never needs to sit in the DSN: libpq reads ``PGPASSWORD`` and ``~/.pgpass``
-(``PGPASSFILE``), and ``password_file=`` reads it from a file (a Docker or systemd secret).
+A password never travels in a command line or a config file: it comes from a file
+(``password_file``), from an environment variable named by the caller (``password_env``), or
+from libpq's own sources (``PGPASSWORD``, ``~/.pgpass``). A ``postgresql://`` URL that carries
+one is refused where users type URLs (:func:`check_url`). TLS is libpq's: put
+``sslmode=verify-full`` (and ``sslrootcert=...``) in the URL's query string.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from lokal.errors import IndexFileError, MissingDependency
+from lokal.errors import CentralError, CentralUnreachable, MissingDependency
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for a connection when the URL says nothing (libpq waits forever).
+CONNECT_TIMEOUT_S = 10
+_URL = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
 
 
 def psycopg_module() -> Any:
-    """The psycopg module, or MissingDependency naming ``lokal[central]``."""
     try:
         import psycopg
     except ImportError as exc:
@@ -22,43 +32,97 @@ def psycopg_module() -> Any:
     return psycopg
 
 
-def connect(
-    dsn: str,
-    *,
-    password_file: str | os.PathLike[str] | None = None,
-    autocommit: bool = True,
-    register_vector: bool = True,
-) -> Any:
-    """A ``psycopg.Connection`` to ``dsn`` with pgvector's ``vector`` type registered (numpy
-    arrays in and out). ``register_vector=False`` before the extension exists."""
+def is_url(target: str) -> bool:
+    """Whether ``target`` names a PostgreSQL server (``postgresql://`` or ``postgres://``)."""
+    return bool(_URL.match(target))
+
+
+def check_url(url: str, where: str = "the URL") -> None:
+    """Refuse a URL that is not ``postgresql://...`` or that carries a password."""
+    if not is_url(url):
+        msg = f"{where} must start with postgresql://, got {url[:40]!r}"
+        raise CentralError(msg)
     psycopg = psycopg_module()
     try:
-        from pgvector.psycopg import register_vector as _register
-    except ImportError as exc:
-        raise MissingDependency(extra="central", feature="the central store (pgvector)") from exc
-    kwargs: dict[str, Any] = {}
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        msg = f"{where} is not a valid PostgreSQL URL: {exc}"
+        raise CentralError(msg) from exc
+    if params.get("password"):
+        msg = (
+            f"{where} contains a password: put it in a file (--password-file, password_file) "
+            "or in the PGPASSWORD environment variable instead"
+        )
+        raise CentralError(msg)
+
+
+def read_password(
+    password_file: str | os.PathLike[str] | None, password_env: str | None
+) -> str | None:
+    """The password from a file (its first line) or a named environment variable, if given."""
     if password_file is not None:
-        kwargs["password"] = Path(password_file).read_text(encoding="utf-8").strip()
-    try:
-        conn = psycopg.connect(dsn, autocommit=autocommit, **kwargs)
-    except psycopg.OperationalError as exc:
-        msg = f"cannot connect to the central store at {redact(dsn)}: {exc}"
-        raise IndexFileError(msg) from exc
-    if register_vector:
         try:
-            _register(conn)
-        except psycopg.ProgrammingError as exc:
-            conn.close()
-            msg = f"{redact(dsn)} has no pgvector extension (CREATE EXTENSION vector)"
-            raise IndexFileError(msg) from exc
+            lines = Path(password_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            msg = f"cannot read the password file {password_file}: {exc.strerror}"
+            raise CentralError(msg) from exc
+        if not lines or not lines[0]:
+            msg = f"the password file {password_file} is empty"
+            raise CentralError(msg)
+        return lines[0]
+    if password_env is not None:
+        value = os.environ.get(password_env)
+        if not value:
+            msg = f"the environment variable {password_env} (the password) is not set"
+            raise CentralError(msg)
+        return value
+    return None
+
+
+def connect(
+    url: str,
+    *,
+    password: str | None = None,
+    autocommit: bool = False,
+    vector: bool = True,
+    application_name: str = "lokal",
+) -> Any:
+    """A ``psycopg.Connection`` to ``url``, with pgvector's types registered when the database
+    has the extension (``vector=True``). Raises :class:`CentralUnreachable` when the server
+    cannot be reached."""
+    psycopg = psycopg_module()
+    kwargs: dict[str, Any] = {"autocommit": autocommit, "application_name": application_name}
+    if password is not None:
+        kwargs["password"] = password
+    if "connect_timeout" not in url:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+    try:
+        conn = psycopg.connect(url, **kwargs)
+    except psycopg.OperationalError as exc:
+        msg = f"cannot connect to {redact(url)}: {str(exc).strip()}"
+        raise CentralUnreachable(msg) from exc
+    if vector:
+        register_vector(conn)
     return conn
 
 
-def redact(dsn: str) -> str:
-    """``dsn`` without its password, for messages and logs."""
-    head, sep, tail = dsn.partition("://")
-    if not sep or "@" not in tail.split("/", 1)[0]:
-        return dsn
-    userinfo, _, rest = tail.partition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{head}://{user}{':***' if ':' in userinfo else ''}@{rest}"
+def register_vector(conn: Any) -> bool:
+    """Register pgvector's ``vector`` type on ``conn`` if the database has it."""
+    row = conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'").fetchone()
+    if not conn.autocommit:
+        conn.rollback()
+    if row is None:
+        return False
+    try:
+        from pgvector.psycopg import register_vector as register
+    except ImportError as exc:
+        raise MissingDependency(extra="central", feature="the central store (pgvector)") from exc
+    register(conn)
+    if not conn.autocommit:
+        conn.rollback()
+    return True
+
+
+def redact(url: str) -> str:
+    """``url`` without a password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)

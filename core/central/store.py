@@ -25,23 +25,25 @@ import re
 import threading
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lokal.central import filters
-from lokal.central.connect import connect, psycopg_module, redact
-from lokal.errors import IndexFileError, ModelMismatch, ModelVariantWarning
+from lokal.central.connect import connect, psycopg_module, read_password, redact
+from lokal.errors import CentralError, CentralUnreachable, ModelMismatch, ModelVariantWarning
 from lokal.identity import ModelIdentity
 from lokal.index import search
 from lokal.index.store import Chunk, Hit, Record
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-SITE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+#: Site names as lokal.central.schema accepts them.
+SITE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 DEFAULT_SCHEMA = "lokal"
 #: HNSW candidates per search without a filter (pgvector's default is 40).
 EF_SEARCH = 100
@@ -100,6 +102,7 @@ class CentralIndex:
         schema: str = DEFAULT_SCHEMA,
         site: str | Sequence[str] | None = None,
         password_file: str | None = None,
+        password_env: str | None = None,
     ) -> None:
         if not SCHEMA_PATTERN.match(schema):
             msg = f"invalid schema name {schema!r}: lowercase letters, digits and '_'"
@@ -111,19 +114,18 @@ class CentralIndex:
         )
         self.ef_search = EF_SEARCH
         self.ef_search_filtered = EF_SEARCH_FILTERED
-        self._password_file = password_file
+        self._password = read_password(password_file, password_env)
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
         try:
-            with self._lock:
-                meta = self._read_meta()
+            meta = self._read_meta()
             self.identity = ModelIdentity.from_dict(meta["identity"])
             self.dimension = int(meta.get("dimension", self.identity.dimension))
             config = str(meta.get("text_search_config", "simple"))
             if not SCHEMA_PATTERN.match(config):
                 msg = f"{self._where()}: invalid text_search_config {config!r} in its meta table"
-                raise IndexFileError(msg)
+                raise CentralError(msg)
             self.text_search_config = config
             self.pgvector_version = self._pgvector_version()
         except BaseException:
@@ -141,13 +143,22 @@ class CentralIndex:
         schema: str = DEFAULT_SCHEMA,
         site: str | Sequence[str] | None = None,
         password_file: str | None = None,
+        password_env: str | None = None,
         writing: bool = False,
     ) -> CentralIndex:
         """Open the collection in ``schema`` at ``dsn``, checking ``identity`` against the model
         it records: another model key is :class:`~lokal.errors.ModelMismatch` naming both;
         another variant warns (:class:`~lokal.errors.ModelVariantWarning`), or is refused when
-        ``writing``."""
-        index = cls(dsn, schema=schema, site=site, password_file=password_file)
+        ``writing``. The password, if libpq's own (``PGPASSWORD``, ``~/.pgpass``) will not do,
+        comes from ``password_file`` or the environment variable ``password_env``, never the
+        URL."""
+        index = cls(
+            dsn,
+            schema=schema,
+            site=site,
+            password_file=password_file,
+            password_env=password_env,
+        )
         try:
             if identity is not None:
                 index.check_identity(identity, writing=writing)
@@ -182,42 +193,55 @@ class CentralIndex:
                 stacklevel=3,
             )
 
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        """The connection, for one operation, under the lock. A lost connection is
+        :class:`~lokal.errors.CentralUnreachable` (the next operation reconnects)."""
+        psycopg = psycopg_module()
+        with self._lock:
+            conn = self._connection()
+            try:
+                yield conn
+            except psycopg.OperationalError as exc:
+                if not conn.broken and not conn.closed:
+                    raise
+                msg = f"{self._where()}: the connection was lost ({str(exc).strip()})"
+                raise CentralUnreachable(msg) from exc
+
     def _connection(self) -> Any:
         """The open connection (call with ``self._lock`` held), reopened if it broke."""
         if self._closed:
             msg = "the central store is closed"
-            raise IndexFileError(msg)
+            raise CentralError(msg)
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 log.warning("%s: connection lost; reconnecting", self._where())
                 self._conn.close()
-            self._conn = connect(self.dsn, password_file=self._password_file)
+            self._conn = connect(self.dsn, password=self._password, autocommit=True)
         return self._conn
 
     def _read_meta(self) -> dict[str, Any]:
         psycopg = psycopg_module()
-        conn = self._connection()
         try:
-            rows = conn.execute(self._sql("SELECT key, value FROM {s}.meta")).fetchall()
+            with self._session() as conn:
+                rows = conn.execute(self._sql("SELECT key, value FROM {s}.meta")).fetchall()
         except psycopg.errors.UndefinedTable as exc:
             msg = (
                 f"{self._where()} does not exist: create it with `lokal sync --to ...` (or "
                 "`lokal central init`), or name another with schema="
             )
-            raise IndexFileError(msg) from exc
+            raise CentralError(msg) from exc
         meta = dict(rows)
         if "identity" not in meta:
             msg = f"{self._where()} records no model identity in its meta table"
-            raise IndexFileError(msg)
+            raise CentralError(msg)
         return meta
 
     def _pgvector_version(self) -> tuple[int, ...]:
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-                .fetchone()
-            )
+        with self._session() as conn:
+            row = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            ).fetchone()
         return tuple(int(p) for p in re.findall(r"\d+", row[0])[:3]) if row else (0,)
 
     def _sql(self, text: str) -> Any:
@@ -270,9 +294,9 @@ class CentralIndex:
 
     def __len__(self) -> int:
         where, params = self._filter(None)
-        with self._lock:
-            sql = self._sql(f"SELECT count(*) FROM {{s}}.chunks c WHERE {where}")
-            return int(self._connection().execute(sql, params).fetchone()[0])
+        sql = self._sql(f"SELECT count(*) FROM {{s}}.chunks c WHERE {where}")
+        with self._session() as conn:
+            return int(conn.execute(sql, params).fetchone()[0])
 
     def get_by_ids(self, ids: Sequence[str]) -> list[CentralRecord]:
         """The chunks with these ids, in the order given (every site's chunk of that id, in
@@ -284,8 +308,8 @@ class CentralIndex:
             f"SELECT {_COLUMNS} FROM {{s}}.chunks c WHERE c.chunk_id = ANY(%s) AND {where} "
             "ORDER BY c.site"
         )
-        with self._lock:
-            rows = self._connection().execute(sql, [list(ids), *params]).fetchall()
+        with self._session() as conn:
+            rows = conn.execute(sql, [list(ids), *params]).fetchall()
         by_id: dict[str, list[CentralRecord]] = {}
         for r in rows:
             by_id.setdefault(r[1], []).append(CentralRecord(**_fields(r)))
@@ -342,8 +366,7 @@ class CentralIndex:
         """The ``k`` chunks nearest to ``vector`` among those matching ``filter`` (``k`` of
         them whenever ``k`` match; the order is HNSW's, approximate)."""
         q = self._query(vector)
-        with self._lock:
-            conn = self._connection()
+        with self._session() as conn:
             with conn.transaction():
                 rows = self._nearest(conn, q, k, filter)
         return [self._hit(r, _relevance(r[11]), float(r[11])) for r in rows]
@@ -398,8 +421,7 @@ class CentralIndex:
         """Full-text matches for any word of ``text`` (PostgreSQL's ``ts_rank_cd``).
         ``score`` is each hit's rank relative to the best hit's (the best is 1.0);
         ``distance`` is None."""
-        with self._lock:
-            conn = self._connection()
+        with self._session() as conn:
             with conn.transaction():
                 rows = self._text_ranks(conn, text, k, filter)
         best = float(rows[0][11]) if rows else 1.0
@@ -419,8 +441,7 @@ class CentralIndex:
         its maximum (first in both lists = 1.0)."""
         q = self._query(vector)
         fetch = fetch_k or max(4 * k, 20)
-        with self._lock:
-            conn = self._connection()
+        with self._session() as conn:
             with conn.transaction():
                 nearest = self._nearest(conn, q, fetch, filter)
                 lexical = self._text_ranks(conn, text, fetch, filter)
@@ -449,12 +470,8 @@ class CentralIndex:
             "SELECT c.site, c.chunk_id, c.embedding <=> %s FROM {s}.chunks c "
             "WHERE (c.site, c.chunk_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
         )
-        with self._lock:
-            rows = (
-                self._connection()
-                .execute(sql, [q, [k[0] for k in keys], [k[1] for k in keys]])
-                .fetchall()
-            )
+        with self._session() as conn:
+            rows = conn.execute(sql, [q, [k[0] for k in keys], [k[1] for k in keys]]).fetchall()
         return {(r[0], r[1]): float(r[2]) for r in rows}
 
     def mmr_search(
@@ -469,8 +486,7 @@ class CentralIndex:
         """Maximal marginal relevance among the ``fetch_k`` nearest: relevant to the query,
         and different from each other."""
         q = self._query(vector)
-        with self._lock:
-            conn = self._connection()
+        with self._session() as conn:
             with conn.transaction():
                 rows = self._nearest(conn, q, max(fetch_k, k), filter, vectors=True)
         if not rows:
@@ -533,8 +549,7 @@ class CentralIndex:
             "tokens = excluded.tokens, metadata = excluded.metadata, "
             "embedding = excluded.embedding"
         )
-        with self._lock:
-            conn = self._connection()
+        with self._session() as conn:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(
                     self._sql("INSERT INTO {s}.sites (site) VALUES (%s) ON CONFLICT DO NOTHING"),
@@ -547,8 +562,8 @@ class CentralIndex:
         """Delete ``site``'s chunks with these ids (missing ids are fine); the number deleted."""
         _check_site(site)
         sql = self._sql("DELETE FROM {s}.chunks WHERE site = %s AND chunk_id = ANY(%s)")
-        with self._lock:
-            cur = self._connection().execute(sql, [site, list(ids)])
+        with self._session() as conn:
+            cur = conn.execute(sql, [site, list(ids)])
             return int(cur.rowcount)
 
     def delete_where(self, filter: Mapping[str, Any], *, site: str) -> int:
@@ -559,8 +574,8 @@ class CentralIndex:
             raise ValueError(msg)
         where, params = filters.compile_filter(filter)
         sql = self._sql(f"DELETE FROM {{s}}.chunks c WHERE c.site = %s AND {where}")
-        with self._lock:
-            cur = self._connection().execute(sql, [site, *params])
+        with self._session() as conn:
+            cur = conn.execute(sql, [site, *params])
             return int(cur.rowcount)
 
 
