@@ -269,6 +269,11 @@ class CentralIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def path(self) -> str:
+        """Where this store is, for messages and status (the URL without its password)."""
+        return redact(self.dsn)
+
     def __repr__(self) -> str:
         sites = "" if self.sites is None else f", site={list(self.sites)}"
         return f"CentralIndex({redact(self.dsn)!r}, schema={self.schema!r}{sites})"
