@@ -320,6 +320,19 @@ class CentralIndex:
             by_id.setdefault(r[1], []).append(CentralRecord(**_fields(r)))
         return [rec for i in dict.fromkeys(ids) for rec in by_id.get(i, [])]
 
+    def get(
+        self, *, filter: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> list[CentralRecord]:
+        """Chunks matching ``filter`` (every chunk without one), by site and id."""
+        where, params = self._filter(filter)
+        sql = self._sql(
+            f"SELECT {_COLUMNS} FROM {{s}}.chunks c WHERE {where} ORDER BY c.site, c.chunk_id "
+            "LIMIT %s"
+        )
+        with self._session() as conn:
+            rows = conn.execute(sql, [*params, limit]).fetchall()
+        return [CentralRecord(**_fields(r)) for r in rows]
+
     def _nearest(
         self,
         conn: Any,
