@@ -403,12 +403,13 @@ class CentralIndex:
         config = self.text_search_config
         total = self._row_estimate(conn)
         limit = int(max(search.COMMON_TERM_SHARE * total, search.COMMON_TERM_MIN_DOCS))
+        # one round trip: each word's chunk count, counted no further than the limit
         count_sql = self._sql(
-            "SELECT count(*) FROM (SELECT 1 FROM {s}.chunks c WHERE "
-            "c.tsv @@ plainto_tsquery(%s::regconfig, %s) LIMIT %s) m"
+            "SELECT w, (SELECT count(*) FROM (SELECT 1 FROM {s}.chunks c WHERE "
+            "c.tsv @@ plainto_tsquery(%s::regconfig, w) LIMIT %s) m) FROM unnest(%s::text[]) w"
         )
         counts = {
-            w: int(conn.execute(count_sql, [config, w, limit + 1]).fetchone()[0]) for w in words
+            w: int(n) for w, n in conn.execute(count_sql, [config, limit + 1, words]).fetchall()
         }
         rare = [w for w in words if counts[w] <= limit]
         words = rare or sorted(words, key=lambda w: counts[w])[:1]
