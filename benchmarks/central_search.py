@@ -18,13 +18,14 @@ Measured through ``CentralIndex.search`` (each query a round trip over the Unix 
 Python included), k=10, after one untimed pass:
 
 - unfiltered: p50 / p95 and recall@10 against exact numpy search over the same float32 rows,
-  for ``hnsw.ef_search`` 40 (pgvector's default), 100 (lokal's default), 200 and 400;
+  for ``hnsw.ef_search`` 40 (pgvector's default) up to 1000 (the most pgvector allows);
 - filtered by site (``{"site": S}``: 10% of the rows): p50 / p95, recall@10 against exact
   search within the site, and how often HNSW came back short and the exact fallback ran;
 - the exact scan alone (the fallback, a materialized CTE over the site's rows).
 
     .venv/bin/python benchmarks/central_search.py [--sizes 100000,250000] [--real 5000]
-        [--queries 100] [--noise 0.35] [--work /tmp/lokal-central-bench] [--json FILE]
+        [--queries 100] [--noise 0.35] [--m 16] [--ef-construction 64]
+        [--ef-sweep 40,100,200,400,1000] [--work /tmp/lokal-central-bench] [--json FILE]
 """
 
 from __future__ import annotations
@@ -139,13 +140,14 @@ def load(conn: Any, vectors: np.ndarray, texts: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def build_hnsw(conn: Any) -> float:
+def build_hnsw(conn: Any, m: int, ef_construction: int) -> float:
     conn.execute("SET maintenance_work_mem = '6GB'")
     conn.execute("SET max_parallel_maintenance_workers = 1")  # + the leader: 2 processes
     t0 = time.perf_counter()
     conn.execute(
         "CREATE INDEX chunks_embedding_hnsw ON lokal.chunks USING hnsw "
-        "(embedding vector_cosine_ops)"
+        f"(embedding vector_cosine_ops) WITH (m = {int(m)}, "
+        f"ef_construction = {int(ef_construction)})"
     )
     return time.perf_counter() - t0
 
@@ -195,7 +197,8 @@ def run_size(a: argparse.Namespace, n: int, real: np.ndarray, texts: list[str], 
         conn = connect(dsn, autocommit=True)
         out["load_s"] = load(conn, vectors, texts)
         log(f"{n} rows: loaded in {out['load_s']:.0f} s")
-        out["hnsw_build_s"] = build_hnsw(conn)
+        out["hnsw"] = {"m": a.m, "ef_construction": a.ef_construction}
+        out["hnsw_build_s"] = build_hnsw(conn, a.m, a.ef_construction)
         out["hnsw_build_s_per_million"] = out["hnsw_build_s"] * 1e6 / n
         size = conn.execute(
             "SELECT pg_relation_size('lokal.chunks_embedding_hnsw'), "
@@ -219,7 +222,7 @@ def run_size(a: argparse.Namespace, n: int, real: np.ndarray, texts: list[str], 
         logging.getLogger("lokal.central.store").setLevel(logging.DEBUG)
         with CentralIndex.open(dsn) as central:
             out["unfiltered"] = {}
-            for ef in (40, 100, 200, 400):
+            for ef in a.ef_sweep:
                 central.ef_search = ef
                 found, lat = timed(central.search, qv, [{"k": K}] * len(qv))
                 rec = recall([ids(h) for h in found], truth, K)
@@ -257,7 +260,9 @@ def run_size(a: argparse.Namespace, n: int, real: np.ndarray, texts: list[str], 
                         [q, site],
                     ).fetchall()
 
-            _, lat = timed(exact, qv, [{"site": f"site{s}"} for s in q_sites])
+            n_exact = a.exact_queries
+            _, lat = timed(exact, qv[:n_exact], [{"site": f"site{s}"} for s in q_sites[:n_exact]])
+            lat["n"] = n_exact
             out["exact_site_scan"] = lat
             log(f"{n} rows, exact scan of one site: {lat}")
     finally:
@@ -275,6 +280,15 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/lokal-central-bench"))
     p.add_argument("--embed-threads", type=int, default=None)
     p.add_argument("--json", type=Path)
+    p.add_argument("--exact-queries", type=int, default=100, help="queries for the exact scan")
+    p.add_argument("--m", type=int, default=16, help="HNSW m (pgvector's default: 16)")
+    p.add_argument("--ef-construction", type=int, default=64, help="(pgvector's default: 64)")
+    p.add_argument(
+        "--ef-sweep",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[40, 100, 200, 400, 1000],
+        help="hnsw.ef_search values for the unfiltered runs",
+    )
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     texts, sources = collect_texts(a.real + a.queries, a.work)
