@@ -453,10 +453,55 @@ def index_cmd(
         sys.exit(1)
 
 
-def _open_for_search(index_path: Path) -> tuple[Any, Any]:
-    from lokal.retrieval import open_recorded
+def _open_for_search(
+    index_path: Path | str, site: tuple[str, ...] = (), schema: str | None = None
+) -> tuple[Any, Any]:
+    from lokal.central.reader import open_for_search
 
-    return open_recorded(index_path)
+    return open_for_search(index_path, site=list(site) or None, schema=schema)
+
+
+class IndexLocation(click.ParamType):
+    """An index file, or a central store's postgresql:// URL (kept as a string)."""
+
+    name = "FILE|URL"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Path | str:
+        from lokal.central.reader import is_central
+
+        if isinstance(value, Path) or not is_central(str(value)):
+            return Path(value)  # Index.open says what is wrong with it
+        return str(value)
+
+
+def searchable_index_option(f: F) -> F:
+    """--index FILE|URL, --site and --schema: an index file or a central store."""
+    f = click.option(
+        "--schema",
+        help="The central store's schema (collection); default: lokal. URL only.",
+    )(f)
+    f = click.option(
+        "--site",
+        "sites",
+        multiple=True,
+        help="Search only this site's chunks (repeatable). URL only.",
+    )(f)
+    return click.option(
+        "--index",
+        "index_path",
+        required=True,
+        envvar="LOKAL_INDEX",
+        show_envvar=True,
+        type=IndexLocation(),
+        help="The index file, or a central store: postgresql://USER@HOST/DB (password from "
+        "PGPASSWORD or ~/.pgpass).",
+    )(f)
+
+
+def _central_only(index_path: Path | str, sites: tuple[str, ...], schema: str | None) -> None:
+    if (sites or schema) and not isinstance(index_path, str):
+        msg = "--site and --schema apply to a central store (--index postgresql://...) only"
+        raise click.UsageError(msg)
 
 
 def _rank_with_warnings(reranker: Any) -> Any:
@@ -469,7 +514,7 @@ def _rank_with_warnings(reranker: Any) -> Any:
 
 @cli.command("search")
 @click.argument("query")
-@index_option
+@searchable_index_option
 @click.option("-k", "k", type=click.IntRange(1), default=5, show_default=True)
 @click.option(
     "--filter",
@@ -496,7 +541,9 @@ def _rank_with_warnings(reranker: Any) -> Any:
 @json_option
 def search_cmd(
     query: str,
-    index_path: Path,
+    index_path: Path | str,
+    sites: tuple[str, ...],
+    schema: str | None,
     k: int,
     filter_json: str | None,
     hybrid: bool,
@@ -514,6 +561,7 @@ def search_cmd(
     Examples:
       lokal search "how do I reset the pump?" --index index.db -k 3
       lokal search "how do I reset the pump?" --index index.db -k 3 --rerank bge-reranker-base
+      lokal search "pump fault" --index postgresql://reader@central/fleet --site plant-7
     """
     flt = None
     if filter_json:
@@ -527,6 +575,7 @@ def search_cmd(
     if candidates is not None and rerank is None:
         msg = "--candidates only applies with --rerank"
         raise click.UsageError(msg)
+    _central_only(index_path, sites, schema)
     with _friendly_errors():
         reranker = None
         if rerank is not None:  # a wrong reranker fails here, before any model loads
@@ -534,7 +583,7 @@ def search_cmd(
 
             with _warnings_to_stderr():
                 reranker = Reranker(rerank or None)
-        index, embedder = _open_for_search(index_path)
+        index, embedder = _open_for_search(index_path, sites, schema)
         with index:
             results = retrieve(
                 index,
@@ -550,6 +599,7 @@ def search_cmd(
     for res in results:
         h = res.hit
         row = {
+            **({"site": h.site} if getattr(h, "site", None) else {}),
             "path": h.document,
             "lines": [h.line_start, h.line_end],
             "score": round(h.score, 4),
@@ -565,6 +615,8 @@ def search_cmd(
         return
     for r in rows:
         where = r["path"] or r["id"]
+        if "site" in r:
+            where = f"{r['site']}:{where}"
         if r["lines"][0] is not None:
             where += f":{r['lines'][0]}-{r['lines'][1]}"
         snippet = " ".join(str(r["text"]).split())[:160]
@@ -821,8 +873,9 @@ def snapshot_cmd(index_path: Path, out: Path) -> None:
     "index_path",
     envvar="LOKAL_INDEX",
     show_envvar=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A lokal index for POST /v1/search (read with the model it records).",
+    type=IndexLocation(),
+    help="A lokal index file, or a central store's postgresql:// URL, for POST /v1/search "
+    "(read with the model it records).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
@@ -953,7 +1006,7 @@ def serve_cmd(
     document_prefix: str | None,
     reranker: str | None,
     reranker_names: tuple[str, ...],
-    index_path: Path | None,
+    index_path: Path | str | None,
     host: str,
     port: int,
     api_key: str | None,

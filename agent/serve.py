@@ -1004,6 +1004,7 @@ class Service:
         results = []
         for h, rerank_score in zip(hits, rerank_scores, strict=True):
             item: dict[str, Any] = {
+                **({"site": h.site} if getattr(h, "site", None) else {}),  # a central store's
                 "id": h.id,
                 "path": h.document,
                 "lines": [h.line_start, h.line_end] if h.line_start is not None else None,

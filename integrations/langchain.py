@@ -527,6 +527,17 @@ def recorded_embeddings(path: str | os.PathLike[str]) -> LocalEmbeddings:
     return LocalEmbeddings.from_embedder(embedder)
 
 
+def __getattr__(name: str) -> Any:
+    """``LokalCentralVectorStore`` (the fleet's central store) from its own module, imported
+    on first use."""
+    if name == "LokalCentralVectorStore":
+        from lokal.integrations.langchain_central import LokalCentralVectorStore
+
+        return LokalCentralVectorStore
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
 # ---- reranker ----------------------------------------------------------------------------------
 
 #: The metadata key under which :class:`LocalReranker` puts each document's score.

@@ -514,6 +514,17 @@ class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
         return await asyncio.to_thread(self.query, query, **kwargs)
 
 
+def __getattr__(name: str) -> Any:
+    """``LokalCentralVectorStore`` (the fleet's central store) from its own module, imported
+    on first use."""
+    if name == "LokalCentralVectorStore":
+        from lokal.integrations.llama_index_central import LokalCentralVectorStore
+
+        return LokalCentralVectorStore
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
 # ---- reranker ----------------------------------------------------------------------------------
 
 

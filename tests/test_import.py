@@ -39,6 +39,10 @@ def test_the_fleet_modules_import_no_postgresql_driver() -> None:
     assert _loaded_after(code) == []
 
 
+def test_import_central_store_is_light() -> None:
+    assert _loaded_after("import lokal.central.store, lokal.central.filters") == []
+
+
 def test_cli_help_is_light() -> None:
     code = (
         "from lokal.agent.cli import cli\n"
