@@ -38,8 +38,9 @@ from watchdog.events import FileSystemEventHandler
 
 from lokal.agent import access
 from lokal.agent.config import AgentConfig
-from lokal.agent.ingest import Ingest, Summary, writer_lock
+from lokal.agent.ingest import Ingest, Summary
 from lokal.agent.status import atomic_write, status_path
+from lokal.agent.writer import open_writable, writer_lock
 
 log = logging.getLogger("lokal.agent")
 
@@ -206,57 +207,17 @@ class Agent:
         raise _IndexGone(msg)
 
     def _open_index(self, embedder: Any) -> Any:
-        from lokal.index import Index
+        return open_writable(self.config.index, embedder, lambda new: self._build(new, embedder))
 
-        cfg = self.config
-        if not cfg.index.exists():
-            return Index.create(cfg.index, embedder.identity, managed_by="agent")
-        recorded = Index.recorded_identity(cfg.index)
-        if recorded.compare(embedder.identity) == "same":
-            return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
-        log.warning(
-            "the index holds vectors from %s; the config names %s. Building a new index beside "
-            "it (%s); the old one serves readers until the new one is complete.",
-            recorded.describe(),
-            embedder.identity.describe(),
-            _rebuild_path(cfg.index).name,
-        )
-        return self._rebuild(embedder)
-
-    def _rebuild(self, embedder: Any) -> Any:
-        from lokal.errors import ModelMismatch
-        from lokal.index import Index, sqlite
-
-        cfg = self.config
-        tmp = _rebuild_path(cfg.index)
-        if tmp.exists():
-            try:  # an interrupted rebuild with the same model resumes where it stopped
-                new = Index.open(tmp, embedder.identity, writable=True, agent=True)
-            except ModelMismatch:
-                _remove_with_wal(tmp)
-                new = Index.create(tmp, embedder.identity, managed_by="agent")
-        else:
-            new = Index.create(tmp, embedder.identity, managed_by="agent")
+    def _build(self, new: Any, embedder: Any) -> bool:
+        """Fill a new index beside the old one (another model); whether it completed."""
         self._state = "rebuilding"
         self._write_status(force=True)
         ingest = Ingest(new, embedder, self.config.settings)
         ingest.should_stop = self._stop.is_set
         summary = ingest.run(self._available_roots(ingest))
         self._note_scan(summary)
-        if summary.interrupted or self._stop.is_set():
-            new.close()
-            log.info("rebuild interrupted; it resumes on the next start")
-            return None
-        new.close()  # the last connection: SQLite checkpoints and removes the -wal
-        old = sqlite.connect(cfg.index)
-        try:  # empty the old file's WAL so no frame of it can be taken for the new file's
-            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            old.close()
-        os.replace(tmp, cfg.index)
-        sqlite.fsync_directory(cfg.index.parent)
-        log.info("new index with %s is in place", embedder.identity.describe())
-        return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
+        return not (summary.interrupted or self._stop.is_set())
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -534,16 +495,6 @@ class _Handler(FileSystemEventHandler):
         if paths:
             # closed after writing: the writer is done, read it now
             self.agent.mark(paths, delay=0.0 if kind == "closed" else None)
-
-
-def _rebuild_path(index: Path) -> Path:
-    return Path(f"{index}.rebuild")
-
-
-def _remove_with_wal(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with suppress(FileNotFoundError):
-            os.remove(f"{path}{suffix}")
 
 
 def _disk_retry_max() -> float:

@@ -21,13 +21,12 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lokal.agent import parsers
-from lokal.agent.filenames import inside, uri_of
+from lokal.agent.filenames import inside, path_of, uri_of
 from lokal.chunking import Chunker
 from lokal.embedder import Embedder
 from lokal.errors import LokalError
@@ -236,35 +235,6 @@ def admit(
     return FileState.of(path, lst)
 
 
-class AgentLockError(LokalError):
-    """Another lokal agent (or ``lokal index``) is writing this index."""
-
-
-@contextmanager
-def writer_lock(index_path: Path) -> Iterator[None]:
-    """One writer per index file: an exclusive, non-blocking lock on ``INDEX.lock``, released
-    by the kernel if the process dies (no stale lock after kill -9 or a power cut)."""
-    import fcntl
-
-    lock_path = Path(f"{index_path}.lock")
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            msg = (
-                f"{index_path} is being written by another lokal agent (pid {holder}); "
-                "only one writer may run per index"
-            )
-            raise AgentLockError(msg) from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
 class Ingest:
     """Keeps one index file in step with files, with one embedder."""
 
@@ -462,7 +432,7 @@ class Ingest:
         except OSError as exc:
             self._record(uri, state, "failed", f"cannot read: {exc.strerror or exc}", None, summary)
             return
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content_hash(data)
         if (
             doc is not None
             and doc.content_hash == digest
@@ -616,3 +586,39 @@ class _Pending:
 
 class _Stopped(Exception):
     """The agent was asked to stop while a file was being read."""
+
+
+def content_hash(data: bytes) -> str:
+    """The hash a document's content is recorded under (and compared by)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_index(index_path: Path) -> dict[str, Any]:
+    """``lokal check``: the index's own check, and every indexed document still matching its
+    file (read and hashed as the pipeline does). ``ok`` is false on any problem or stale file."""
+    from lokal.index import Index
+
+    with Index.open(index_path) as index:
+        report = index.check()
+        stale = []
+        try:
+            documents = list(index.documents())
+        except LokalError as exc:  # a damaged documents table: one more problem
+            documents = []
+            report.problems.append(f"documents: {exc}")
+        for doc in documents:
+            if doc.status != "indexed":
+                continue
+            try:
+                data = path_of(doc.uri).read_bytes()
+            except OSError as exc:
+                stale.append({"path": doc.uri, "problem": f"cannot read: {exc.strerror}"})
+                continue
+            if content_hash(data) != doc.content_hash:
+                stale.append({"path": doc.uri, "problem": "content changed since indexed"})
+    return {
+        "ok": not report.problems and not stale,
+        "problems": report.problems,
+        "stale": stale,
+        "counts": report.counts,
+    }
