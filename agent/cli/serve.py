@@ -1,16 +1,19 @@
-"""``lokal serve``: the HTTP server's options (the server is assembled in lokal.agent.server)."""
+"""``lokal serve``: the HTTP server's options; :mod:`lokal.agent.server.launch` assembles it."""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from lokal.agent.cli.options import backend_option, prefix_options, threads_option
 from lokal.agent.cli.output import friendly_errors
+
+if TYPE_CHECKING:
+    from lokal.agent.server.settings import ServeSettings
 
 
 @click.command("serve")
@@ -206,26 +209,27 @@ def serve_cmd(
       lokal serve --socket /run/lokal/serve.sock --index /var/lib/lokal/index.db
       curl -s localhost:11435/api/embed --json '{"model": "all-MiniLM-L6-v2", "input": "hi"}'
     """
-    from lokal.agent import serve
+    from lokal.agent.server.settings import ServeSettings, Truncation, is_loopback
+    from lokal.agent.server.worker import Kind
 
     if api_key_file is not None:
         api_key = api_key_file.read_text(encoding="utf-8").strip()
     if api_key is not None and not api_key.strip():
         msg = "the API key is empty"
         raise click.BadParameter(msg, param_hint="--api-key")
-    if not api_key and socket_path is None and not serve.is_loopback(host):
+    if not api_key and socket_path is None and not is_loopback(host):
         msg = (
             f"refusing to bind {host}: it is not a loopback address, and without an API key "
             "anyone who can reach it could use the server. Set --api-key (or LOKAL_API_KEY, or "
             "--api-key-file), or bind 127.0.0.1."
         )
         raise click.UsageError(msg)
-    settings = serve.ServeSettings(
+    settings = ServeSettings(
         host=host,
         port=port,
         api_key=api_key or None,
-        input_type=input_type,  # type: ignore[arg-type]
-        truncation=truncation,  # type: ignore[arg-type]
+        input_type=cast(Kind, input_type),  # click.Choice checked it
+        truncation=cast(Truncation, truncation),  # click.Choice checked it
         force_dimensions=force_dimensions,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_inputs=max_inputs,
@@ -243,71 +247,43 @@ def serve_cmd(
         settings = _index_key(settings, index_path, key_file)
     listener = None
     if socket_path is not None:  # before the models load: a taken path fails at once
-        from lokal.agent.door import bind_unix_socket
+        from lokal.agent.server.door import bind_unix_socket
 
         try:
             listener = bind_unix_socket(socket_path, index_path)
         except OSError as exc:
             msg = f"cannot serve on {socket_path}: {exc}"
             raise click.ClickException(msg) from exc
-    index = index_embedder = None
+    from lokal.agent.server.launch import ServedModels, serve
+
+    models = ServedModels(
+        model=model,
+        backend=backend,
+        names=names,
+        query_prefix=query_prefix,
+        document_prefix=document_prefix,
+        reranker=reranker,
+        reranker_names=reranker_names,
+        index=index_path,
+        threads=threads,
+        workers=workers,
+    )
+
+    def ready(url: str) -> None:
+        click.echo(f"lokal serve: listening on {url}")
+        sys.stdout.flush()
+
     try:
         with friendly_errors():
-            from lokal.backends.llama_cpp import default_threads
-            from lokal.embedder import Embedder
-            from lokal.retrieval import open_recorded
-
-            if workers is None:
-                workers = min(2, threads or default_threads())
-            embedder = Embedder(
-                model,
-                backend=backend,
-                query_prefix=query_prefix,
-                document_prefix=document_prefix,
-                n_threads=threads,
-                concurrency=workers,
-            )
-            # one worker per llama.cpp context; PyTorch runs one call on all its threads (two
-            # calls would fight for them)
-            workers = embedder.contexts
-            settings = dataclasses.replace(settings, workers=workers)
-            embedder.embed_documents(["warm up"])  # load now, not on the first request
-            rr = None
-            if reranker:
-                from lokal.reranker import Reranker
-
-                rr = Reranker(reranker, n_threads=threads)
-                rr.score("warm up", ["warm up"])
-            if index_path is not None:
-                index, index_embedder = open_recorded(index_path)
-                index_embedder.embed_queries(["warm up"])
-            service = serve.Service(
-                settings,
-                embedder,
-                names=names,
-                reranker=rr,
-                reranker_names=reranker_names,
-                index=index,
-                index_embedder=index_embedder,
-            )
-
-        def ready(url: str) -> None:
-            click.echo(f"lokal serve: listening on {url}")
-            sys.stdout.flush()
-
-        try:
-            serve.run(service, ready, listener)
-        finally:
-            if index is not None:
-                index.close()
+            serve(settings, models, ready, listener)
     finally:
         if listener is not None:
             listener.close()
 
 
-def _index_key(settings: Any, index_path: Path, key_file: Path | None) -> Any:
+def _index_key(settings: ServeSettings, index_path: Path, key_file: Path | None) -> ServeSettings:
     """Settings with the key that guards an index others may not read (keyless otherwise)."""
-    from lokal.agent.door import index_key, needs_key
+    from lokal.agent.server.door import index_key, needs_key
 
     if not needs_key(index_path):
         return settings

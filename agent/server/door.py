@@ -4,7 +4,7 @@
   server (a web page the operator visits cannot reach a loopback server through DNS
   rebinding: its requests carry the attacker's host name), and a browser request from another
   origin (an ``Origin`` header that is not this server's) is refused. JSON endpoints further
-  require ``Content-Type: application/json`` (in :mod:`lokal.agent.serve`), so a cross-site
+  require ``Content-Type: application/json`` (in :mod:`lokal.agent.server.app`), so a cross-site
   "simple" request (``text/plain``, no preflight) is never read as JSON.
 - :func:`guarded_protocol`, uvicorn's HTTP/1.1 protocol with read deadlines and a bound per
   client: a connection must send its request headers within ``header_timeout`` and its body
@@ -214,6 +214,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         _timer: asyncio.TimerHandle | None = None
         _waiting_for = ""
 
+        # uvicorn declares the parameter as asyncio.Transport, asyncio.BaseProtocol a BaseTransport
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             peer = _peer(transport, self.client)
