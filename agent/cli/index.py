@@ -76,7 +76,8 @@ def index_cmd(
       lokal index docs/ --index docs.db --json | jq .indexed
     """
     from lokal.agent import access
-    from lokal.agent.ingest import DEFAULT_EXCLUDE, Ingest, Settings, Summary
+    from lokal.agent.ingest import Ingest, Settings, Summary
+    from lokal.agent.scanner import DEFAULT_EXCLUDE
     from lokal.agent.writer import open_writable, writer_lock
     from lokal.embedder import Embedder
 
@@ -212,7 +213,7 @@ def search_cmd(
     rows = []
     for res in results:
         h = res.hit
-        row = {
+        row: dict[str, Any] = {
             "path": h.document,
             "lines": [h.line_start, h.line_end],
             "score": round(h.score, 4),
