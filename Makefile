@@ -41,7 +41,7 @@ lint: setup
 	$(BIN)/ruff format --check core integrations agent
 
 typecheck: setup
-	$(BIN)/mypy core integrations
+	$(BIN)/mypy core integrations agent
 
 # Tests run with the network cut off for them and every process they start.
 pytest: setup

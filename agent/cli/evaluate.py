@@ -214,7 +214,11 @@ def bench_cmd(
     with friendly_errors():
         try:
             for spec in specs:
-                results.append(run_isolated(spec, lambda d, t, label=spec.label: bars(label, d, t)))
+
+                def progress(done: int, total: int, label: str = spec.label) -> None:
+                    bars(label, done, total)
+
+                results.append(run_isolated(spec, progress))
         finally:
             bars.close()
     if as_json:

@@ -53,7 +53,7 @@ def models_list(as_json: bool) -> None:
             }
         )
     bundled = m.bundled_default_dir()
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "hub_id": e.hub_id,
             "dimension": e.dimension,
