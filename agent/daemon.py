@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lokal.agent import access
 from lokal.agent.config import AgentConfig
@@ -38,6 +38,10 @@ from lokal.agent.ingest import Ingest, Summary
 from lokal.agent.status import atomic_write, status_path
 from lokal.agent.watcher import Watcher
 from lokal.agent.writer import open_writable, writer_lock
+
+if TYPE_CHECKING:
+    from lokal.embedder import Embedder
+    from lokal.index import Index
 
 log = logging.getLogger("lokal.agent")
 
@@ -119,7 +123,7 @@ class Agent:
         log.info("stopped")
         return 0
 
-    def _run_index(self, embedder: Any) -> None:
+    def _run_index(self, embedder: Embedder) -> None:
         """Open (or create, or rebuild) the index and keep it in step until stopped."""
         index = self._open_index(embedder)
         if index is None:  # stopped during a rebuild
@@ -158,10 +162,10 @@ class Agent:
         msg = f"the index file {self.config.index} was {how} under the agent"
         raise _IndexGone(msg)
 
-    def _open_index(self, embedder: Any) -> Any:
+    def _open_index(self, embedder: Embedder) -> Index | None:
         return open_writable(self.config.index, embedder, lambda new: self._build(new, embedder))
 
-    def _build(self, new: Any, embedder: Any) -> bool:
+    def _build(self, new: Index, embedder: Embedder) -> bool:
         """Fill a new index beside the old one (another model); whether it completed."""
         self._state = "rebuilding"
         self._write_status(force=True)

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,8 +14,11 @@ from lokal.agent.cli.index import check_report
 from lokal.agent.cli.options import config_option, json_option
 from lokal.agent.cli.output import emit_json, friendly_errors
 
+if TYPE_CHECKING:
+    from lokal.agent.config import AgentConfig
 
-def _load_config(path: Path) -> Any:
+
+def _load_config(path: Path) -> AgentConfig:
     from lokal.agent import config
 
     with friendly_errors():

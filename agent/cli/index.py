@@ -80,6 +80,7 @@ def index_cmd(
     from lokal.agent.scanner import DEFAULT_EXCLUDE
     from lokal.agent.writer import open_writable, writer_lock
     from lokal.embedder import Embedder
+    from lokal.index import Index
 
     settings = Settings(
         chunk_tokens=chunk_tokens,
@@ -90,7 +91,7 @@ def index_cmd(
     )
     built: list[Summary] = []
 
-    def build(new: Any) -> bool:  # another model: the whole index, beside the old one
+    def build(new: Index) -> bool:  # another model: the whole index, beside the old one
         built.append(Ingest(new, embedder, settings).run(list(paths)))
         return not built[-1].interrupted
 
