@@ -41,7 +41,7 @@ lint: setup
 	$(BIN)/ruff format --check core integrations agent
 
 typecheck: setup
-	$(BIN)/mypy core integrations
+	$(BIN)/mypy core integrations agent
 
 # Tests run with the network cut off for them and every process they start.
 pytest: setup
@@ -55,7 +55,7 @@ wheel-check: setup
 	$(BIN)/python -m build --wheel --outdir dist . >/dev/null
 	$(PYTHON) -m venv /tmp/lokal-wheel-check
 	/tmp/lokal-wheel-check/bin/python -m pip install --quiet dist/lokal-*.whl
-	/tmp/lokal-wheel-check/bin/python -c "import lokal, lokal.backends, lokal.index, lokal.integrations, lokal.agent, lokal.agent.cli, lokal.embedder, lokal.packing, lokal.profiles, lokal.catalog; print('wheel ok:', lokal.__file__)"
+	/tmp/lokal-wheel-check/bin/python -c "import lokal, lokal.backends, lokal.index, lokal.integrations, lokal.agent, lokal.agent.cli, lokal.agent.server, lokal.central, lokal.embedder, lokal.packing, lokal.profiles, lokal.catalog, lokal.retrieval; print('wheel ok:', lokal.__file__)"
 	/tmp/lokal-wheel-check/bin/lokal --help >/dev/null
 	/tmp/lokal-wheel-check/bin/lokal models list >/dev/null
 	# an edge box must not download a deep-learning framework it does not use

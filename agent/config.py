@@ -13,8 +13,9 @@ from typing import Any, NoReturn
 
 import tomllib
 
-from lokal.agent.ingest import DEFAULT_EXCLUDE, Settings
+from lokal.agent.ingest import Settings
 from lokal.agent.pusher import SyncConfig
+from lokal.agent.scanner import DEFAULT_EXCLUDE
 from lokal.errors import LokalError
 
 

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -30,42 +29,23 @@ import signal
 import sys
 import threading
 import time
-from contextlib import suppress
 from pathlib import Path
-from typing import Any
-
-from watchdog.events import FileSystemEventHandler
+from typing import TYPE_CHECKING, Any
 
 from lokal.agent import access
 from lokal.agent import pusher as pushing
 from lokal.agent.config import AgentConfig
-from lokal.agent.ingest import Ingest, Summary, writer_lock
+from lokal.agent.ingest import Ingest, Summary
 from lokal.agent.status import atomic_write, status_path
+from lokal.agent.watcher import Watcher
+from lokal.agent.writer import open_writable, writer_lock
+
+if TYPE_CHECKING:
+    from lokal.embedder import Embedder
+    from lokal.index import Index
 
 log = logging.getLogger("lokal.agent")
 
-#: Filesystems where inotify sees no changes made by other machines (or none at all).
-NO_INOTIFY = {
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smb3",
-    "smbfs",
-    "9p",
-    "afs",
-    "ceph",
-    "glusterfs",
-    "lustre",
-    "gpfs",
-    "davfs",
-    "ncpfs",
-    "vboxsf",
-    "virtiofs",
-}
-#: Test seams (documented in the tests): pretend a root is on this filesystem type, or that
-#: adding an inotify watch hits the watch limit.
-FSTYPE_ENV = "LOKAL_AGENT_TEST_FSTYPE"
-WATCH_LIMIT_ENV = "LOKAL_AGENT_TEST_WATCH_LIMIT"
 ROOT_CHECK_SECONDS = 2.0
 #: Seconds between two looks at the index file's inode during a pass.
 INDEX_CHECK_SECONDS = 1.0
@@ -74,29 +54,6 @@ DISK_RETRY_MAX_ENV = "LOKAL_AGENT_DISK_RETRY_MAX"
 DISK_RETRY_MAX = 60.0
 #: Most dirty paths remembered before they are replaced by a rescan of the roots.
 MAX_DIRTY = 50_000
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem ``path`` is on, from /proc/self/mounts ("" if unknown)."""
-    forced = os.environ.get(FSTYPE_ENV)
-    if forced:
-        return forced
-    best, kind = "", ""
-    target = str(path.resolve())
-    with suppress(OSError), open("/proc/self/mounts", encoding="utf-8") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            mount = parts[1].replace("\\040", " ")
-            inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best):
-                best, kind = mount, parts[2]
-    return kind
-
-
-def needs_polling(fstype: str) -> bool:
-    return fstype in NO_INOTIFY or fstype.startswith("fuse")
 
 
 class _IndexGone(Exception):
@@ -115,7 +72,7 @@ class Agent:
         self._roots: dict[Path, dict[str, Any]] = {
             r: {"available": False, "watch": None, "why": "not checked yet"} for r in config.roots
         }
-        self._observers: dict[str, Any] = {}
+        self._watcher = Watcher(config.polling, config.poll_interval, self._on_event, self._skipped)
         self._counts = {"embedded_files": 0, "removed": 0, "scans": 0}
         self._last_scan: dict[str, Any] | None = None
         self._state = "starting"
@@ -169,11 +126,11 @@ class Agent:
                     pusher.join()
             self._state = "stopped"
             self._write_status(force=True)
-        self._stop_watching()
+        self._watcher.stop()
         log.info("stopped")
         return 0
 
-    def _run_index(self, embedder: Any) -> None:
+    def _run_index(self, embedder: Embedder) -> None:
         """Open (or create, or rebuild) the index and keep it in step until stopped."""
         index = self._open_index(embedder)
         if index is None:  # stopped during a rebuild
@@ -212,58 +169,18 @@ class Agent:
         msg = f"the index file {self.config.index} was {how} under the agent"
         raise _IndexGone(msg)
 
-    def _open_index(self, embedder: Any) -> Any:
-        from lokal.index import Index
+    def _open_index(self, embedder: Embedder) -> Index | None:
+        return open_writable(self.config.index, embedder, lambda new: self._build(new, embedder))
 
-        cfg = self.config
-        if not cfg.index.exists():
-            return Index.create(cfg.index, embedder.identity, managed_by="agent")
-        recorded = Index.recorded_identity(cfg.index)
-        if recorded.compare(embedder.identity) == "same":
-            return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
-        log.warning(
-            "the index holds vectors from %s; the config names %s. Building a new index beside "
-            "it (%s); the old one serves readers until the new one is complete.",
-            recorded.describe(),
-            embedder.identity.describe(),
-            _rebuild_path(cfg.index).name,
-        )
-        return self._rebuild(embedder)
-
-    def _rebuild(self, embedder: Any) -> Any:
-        from lokal.errors import ModelMismatch
-        from lokal.index import Index, sqlite
-
-        cfg = self.config
-        tmp = _rebuild_path(cfg.index)
-        if tmp.exists():
-            try:  # an interrupted rebuild with the same model resumes where it stopped
-                new = Index.open(tmp, embedder.identity, writable=True, agent=True)
-            except ModelMismatch:
-                _remove_with_wal(tmp)
-                new = Index.create(tmp, embedder.identity, managed_by="agent")
-        else:
-            new = Index.create(tmp, embedder.identity, managed_by="agent")
+    def _build(self, new: Index, embedder: Embedder) -> bool:
+        """Fill a new index beside the old one (another model); whether it completed."""
         self._state = "rebuilding"
         self._write_status(force=True)
         ingest = Ingest(new, embedder, self.config.settings)
         ingest.should_stop = self._stop.is_set
         summary = ingest.run(self._available_roots(ingest))
         self._note_scan(summary)
-        if summary.interrupted or self._stop.is_set():
-            new.close()
-            log.info("rebuild interrupted; it resumes on the next start")
-            return None
-        new.close()  # the last connection: SQLite checkpoints and removes the -wal
-        old = sqlite.connect(cfg.index)
-        try:  # empty the old file's WAL so no frame of it can be taken for the new file's
-            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            old.close()
-        os.replace(tmp, cfg.index)
-        sqlite.fsync_directory(cfg.index.parent)
-        log.info("new index with %s is in place", embedder.identity.describe())
-        return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
+        return not (summary.interrupted or self._stop.is_set())
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -397,61 +314,21 @@ class Agent:
                 self._write_status(force=True)
 
     def _watch(self, root: Path) -> None:
-        from watchdog.observers import Observer
-        from watchdog.observers.polling import PollingObserver
-
-        cfg = self.config
-        fstype = filesystem_type(root)
-        kind = "polling" if cfg.polling == "always" else "inotify"
-        if cfg.polling == "auto" and needs_polling(fstype):
-            kind = "polling"
-            log.info("root %s is on %s, where inotify misses changes: polling it", root, fstype)
-        handler = _Handler(self, root)
-        if kind == "inotify":
-            try:
-                if os.environ.get(WATCH_LIMIT_ENV):
-                    raise OSError(errno.ENOSPC, "inotify watch limit reached")
-                observer = self._observer("inotify", Observer)
-                watch = observer.schedule(handler, str(root), recursive=True)
-            except OSError as exc:
-                if cfg.polling == "never" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
-                    raise
-                kind = "polling"
-                log.warning(
-                    "inotify watch limit reached watching %s: polling it instead. Raise the "
-                    "limit with `sysctl fs.inotify.max_user_watches=524288` (and a file in "
-                    "/etc/sysctl.d/ to keep it)",
-                    root,
-                )
-        if kind == "polling":
-            observer = self._observer("polling", PollingObserver, timeout=cfg.poll_interval)
-            watch = observer.schedule(handler, str(root), recursive=True)
+        watch, kind, fstype = self._watcher.watch(root)
         self._roots[root].update(watch=watch, kind=kind, fstype=fstype)
-
-    def _observer(self, kind: str, cls: Any, **kw: Any) -> Any:
-        if kind not in self._observers:
-            observer = cls(**kw)
-            observer.daemon = True
-            observer.start()
-            self._observers[kind] = observer
-        return self._observers[kind]
 
     def _unwatch(self, root: Path) -> None:
         state = self._roots[root]
-        watch = state.get("watch")
-        if watch is None:
-            return
-        for observer in self._observers.values():
-            with suppress(KeyError, OSError):
-                observer.unschedule(watch)
-        state["watch"] = None
+        if state.get("watch") is not None:
+            self._watcher.unwatch(state["watch"])
+            state["watch"] = None
 
-    def _stop_watching(self) -> None:
-        for observer in self._observers.values():
-            observer.stop()
-        for observer in self._observers.values():
-            with suppress(RuntimeError):
-                observer.join(timeout=5)
+    def _on_event(self, paths: list[Path], delay: float | None) -> None:
+        self.mark(paths, delay=delay)
+
+    def _skipped(self) -> set[Path]:
+        ingest = self.ingest
+        return ingest.skipped_paths if ingest is not None else set()
 
     def mark(self, paths: list[Path], *, delay: float | None = None) -> None:
         """Record dirty paths; each is read once nothing has touched it for the quiet period.
@@ -515,42 +392,6 @@ class Agent:
                 log.warning("cannot write %s: %s", status_path(self.config.index), exc)
                 return
             self._status_text = text
-
-
-class _Handler(FileSystemEventHandler):
-    """watchdog handler: records the paths an event names, nothing more (the loop reads)."""
-
-    def __init__(self, agent: Agent, root: Path) -> None:
-        super().__init__()
-        self.agent = agent
-        self.root = root
-
-    def dispatch(self, event: Any) -> None:
-        kind = event.event_type
-        if kind in ("opened", "closed_no_write"):
-            return
-        if event.is_directory and kind == "modified":
-            return  # a directory's own times changed: its entries have events of their own
-        paths = [Path(os.fsdecode(event.src_path))]
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            paths.append(Path(os.fsdecode(dest)))
-        ingest = self.agent.ingest
-        skip = ingest.skipped_paths if ingest is not None else set()
-        paths = [p for p in paths if p not in skip]
-        if paths:
-            # closed after writing: the writer is done, read it now
-            self.agent.mark(paths, delay=0.0 if kind == "closed" else None)
-
-
-def _rebuild_path(index: Path) -> Path:
-    return Path(f"{index}.rebuild")
-
-
-def _remove_with_wal(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with suppress(FileNotFoundError):
-            os.remove(f"{path}{suffix}")
 
 
 def _disk_retry_max() -> float:

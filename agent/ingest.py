@@ -17,17 +17,16 @@ import hashlib
 import json
 import logging
 import os
-import re
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lokal.agent import parsers
-from lokal.agent.filenames import inside, uri_of
+from lokal.agent.filenames import inside, path_of, uri_of
+from lokal.agent.scanner import DEFAULT_EXCLUDE, FileState, Patterns, admit, scan
 from lokal.chunking import Chunker
 from lokal.embedder import Embedder
 from lokal.errors import LokalError
@@ -35,24 +34,6 @@ from lokal.index import Chunk, Index
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXCLUDE = (
-    ".git/",
-    ".hg/",
-    ".svn/",
-    "__pycache__/",
-    "node_modules/",
-    ".venv/",
-    "*.swp",
-    "*.swo",
-    "*.swx",
-    "*~",
-    ".#*",
-    "#*#",
-    "*.tmp",
-    "*.part",
-    "*.crdownload",
-    ".DS_Store",
-)
 #: The index's own files are never indexed, wherever the index lives.
 INDEX_SUFFIXES = (
     *("", "-wal", "-shm", "-journal", ".tmp", ".lock", ".status.json", ".status.json.tmp"),
@@ -96,173 +77,6 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class FileState:
-    path: Path
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
-
-    @classmethod
-    def of(cls, path: Path, st: os.stat_result) -> FileState:
-        return cls(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-    def stat_fields(self) -> dict[str, int]:
-        return {
-            "size": self.size,
-            "mtime_ns": self.mtime_ns,
-            "ctime_ns": self.ctime_ns,
-            "inode": self.inode,
-        }
-
-
-class Patterns:
-    """gitignore-style patterns (pathspec): ``dir/`` matches directories, ``*.swp`` any
-    depth, ``/build`` the root only, ``**`` any directories, ``!keep`` re-includes."""
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        import pathspec
-
-        self._spec = pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
-        # Without negations any pattern that matches decides: one combined regex answers in a
-        # single pass (pathspec tries each pattern in turn; this halves a rescan's time).
-        self._fast: re.Pattern[str] | None = None
-        used = [p for p in self._spec.patterns if p.include is not None] if self._spec else []
-        if used and all(p.include and p.regex is not None for p in used):
-            parts = [p.regex.pattern.replace("(?P<ps_d>", "(?:") for p in used]
-            self._fast = re.compile("|".join(f"(?:{x})" for x in parts))
-
-    def __bool__(self) -> bool:
-        return self._spec is not None
-
-    def match(self, rel: str, is_dir: bool) -> bool:
-        path = rel + "/" if is_dir else rel
-        if self._fast is not None:
-            return self._fast.match(path) is not None
-        return self._spec is not None and self._spec.match_file(path)
-
-
-def scan(
-    root: Path,
-    settings: Settings,
-    skip: set[Path],
-    report: Callable[[Path, str], None],
-    start: Path | None = None,
-) -> Iterator[FileState]:
-    """Regular files under ``root`` (or under ``start``, a directory inside it) that the
-    settings admit; patterns are matched relative to ``root``. Symlinks are not followed unless
-    ``follow_symlinks``; then directory loops are cut and nothing outside ``root`` is read."""
-    real_root = root.resolve()
-    visited: set[tuple[int, int]] = set()
-    exclude, include = Patterns(settings.exclude), Patterns(settings.include)
-    top = start or root
-    if top != root:
-        rel_top = top.relative_to(root).as_posix()
-        parts = rel_top.split("/")
-        if any(exclude.match("/".join(parts[: i + 1]), True) for i in range(len(parts))):
-            return
-
-    def onerror(exc: OSError) -> None:
-        report(Path(exc.filename or top), f"cannot list directory: {exc.strerror}")
-
-    for dirpath, dirnames, filenames in os.walk(
-        top, onerror=onerror, followlinks=settings.follow_symlinks
-    ):
-        here = Path(dirpath)
-        try:
-            st = here.stat()
-        except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in visited:
-            report(here, "symlink loop: directory already visited")
-            dirnames[:] = []
-            continue
-        visited.add((st.st_dev, st.st_ino))
-        if settings.follow_symlinks and not here.resolve().is_relative_to(real_root):
-            report(here, "symlink pointing outside the root: not read")
-            dirnames[:] = []
-            continue
-        rel_dir = here.relative_to(root).as_posix()
-        keep = []
-        for d in sorted(dirnames):
-            rel = f"{rel_dir}/{d}" if rel_dir != "." else d
-            if not exclude.match(rel, True):
-                keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            path = here / name
-            rel = f"{rel_dir}/{name}" if rel_dir != "." else name
-            state = admit(path, rel, settings, skip, exclude, include, real_root, report)
-            if state is not None:
-                yield state
-
-
-def admit(
-    path: Path,
-    rel: str,
-    settings: Settings,
-    skip: set[Path],
-    exclude: Patterns,
-    include: Patterns,
-    real_root: Path,
-    report: Callable[[Path, str], None],
-) -> FileState | None:
-    """The file's state if the settings admit it as a regular file to index, else None."""
-    if path in skip or exclude.match(rel, False):
-        return None
-    if include and not include.match(rel, False):
-        return None
-    try:
-        lst = path.lstat()
-        if stat.S_ISLNK(lst.st_mode):
-            if not settings.follow_symlinks:
-                return None
-            target = path.resolve(strict=True)
-            if not target.is_relative_to(real_root):
-                report(path, "symlink pointing outside the root: not read")
-                return None
-            lst = path.stat()
-        if not stat.S_ISREG(lst.st_mode):
-            return None
-    except FileNotFoundError:
-        return None
-    except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() on a link loop
-        report(path, f"cannot stat: {exc}")
-        return None
-    return FileState.of(path, lst)
-
-
-class AgentLockError(LokalError):
-    """Another lokal agent (or ``lokal index``) is writing this index."""
-
-
-@contextmanager
-def writer_lock(index_path: Path) -> Iterator[None]:
-    """One writer per index file: an exclusive, non-blocking lock on ``INDEX.lock``, released
-    by the kernel if the process dies (no stale lock after kill -9 or a power cut)."""
-    import fcntl
-
-    lock_path = Path(f"{index_path}.lock")
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            msg = (
-                f"{index_path} is being written by another lokal agent (pid {holder}); "
-                "only one writer may run per index"
-            )
-            raise AgentLockError(msg) from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 class Ingest:
@@ -462,7 +276,7 @@ class Ingest:
         except OSError as exc:
             self._record(uri, state, "failed", f"cannot read: {exc.strerror or exc}", None, summary)
             return
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content_hash(data)
         if (
             doc is not None
             and doc.content_hash == digest
@@ -616,3 +430,39 @@ class _Pending:
 
 class _Stopped(Exception):
     """The agent was asked to stop while a file was being read."""
+
+
+def content_hash(data: bytes) -> str:
+    """The hash a document's content is recorded under (and compared by)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_index(index_path: Path) -> dict[str, Any]:
+    """``lokal check``: the index's own check, and every indexed document still matching its
+    file (read and hashed as the pipeline does). ``ok`` is false on any problem or stale file."""
+    from lokal.index import Index
+
+    with Index.open(index_path) as index:
+        report = index.check()
+        stale = []
+        try:
+            documents = list(index.documents())
+        except LokalError as exc:  # a damaged documents table: one more problem
+            documents = []
+            report.problems.append(f"documents: {exc}")
+        for doc in documents:
+            if doc.status != "indexed":
+                continue
+            try:
+                data = path_of(doc.uri).read_bytes()
+            except OSError as exc:
+                stale.append({"path": doc.uri, "problem": f"cannot read: {exc.strerror}"})
+                continue
+            if content_hash(data) != doc.content_hash:
+                stale.append({"path": doc.uri, "problem": "content changed since indexed"})
+    return {
+        "ok": not report.problems and not stale,
+        "problems": report.problems,
+        "stale": stale,
+        "counts": report.counts,
+    }

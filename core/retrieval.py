@@ -23,6 +23,7 @@ from lokal.index import Hit, Index
 from lokal.index import search as search_module
 
 if TYPE_CHECKING:
+    from lokal.central.store import CentralIndex
     from lokal.embedder import Embedder
     from lokal.reranker import Ranked
 
@@ -61,7 +62,7 @@ class Retrieved:
 
 
 def search(
-    index: Index,
+    index: Index | CentralIndex,
     vector: Any,
     query: str,
     n: int,
@@ -69,7 +70,7 @@ def search(
     hybrid: bool = False,
     filter: Mapping[str, Any] | None = None,
     fetch_k: int | None = None,
-) -> list[Hit]:
+) -> Sequence[Hit]:
     """The first stage: the ``n`` best chunks by vector, or by vector and full text fused
     (``hybrid``; ``fetch_k`` from each ranking), among those matching ``filter``."""
     if hybrid:
@@ -83,7 +84,7 @@ def rerank(hits: Sequence[Hit], ranked: Sequence[Ranked]) -> list[Retrieved]:
 
 
 def retrieve(
-    index: Index,
+    index: Index | CentralIndex,
     query: str,
     k: int,
     *,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lokal.agent.ingest import writer_lock
+from lokal.agent.writer import writer_lock
 from lokal.embedder import Embedder
 from lokal.index import Index
 
@@ -171,3 +171,26 @@ def test_symlinks_followed_only_inside_the_root(tmp_path: Path, packed_gguf: Pat
         uris = {Path(d.uri).name for d in index.documents()}
     assert "never be read" not in texts
     assert uris == {"inside.txt", "link-to-inside.txt"}
+
+
+@pytest.mark.slow
+def test_index_with_another_model_rebuilds_like_the_agent(
+    tmp_path: Path, packed_gguf: Path
+) -> None:
+    """`lokal index` with a model other than the index's does what the agent does: builds the
+    index again beside the old one and swaps it in (it used to refuse with ModelMismatch)."""
+    from lokal import packing
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "pump.md").write_text("# Pump\n\nTo reset the pump, hold the red button.\n")
+    (root / "valve.txt").write_text("Close the valve before opening the filter housing.\n")
+    db = tmp_path / "index.db"
+    assert index_json(root, db, "--model", str(packed_gguf))["indexed"] == 2
+    f16 = packing.pack("all-MiniLM-L6-v2", quantization="f16").path
+    summary = index_json(root, db, "--model", str(f16))
+    assert summary["indexed"] == 2 and summary["failed"] == 0
+    assert not Path(f"{db}.rebuild").exists()
+    with Index.open(db) as index:
+        assert index.identity.quantization == "f16" and index.check().ok
+        assert {Path(d.uri).name for d in index.documents()} == {"pump.md", "valve.txt"}

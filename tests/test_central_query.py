@@ -147,7 +147,7 @@ def test_lokal_search_site_needs_a_url(tmp_path: Path) -> None:
 def test_lokal_serve_searches_a_central_store(store: str, packed_gguf: Path) -> None:
     from .test_serve import TIMEOUT, Server
 
-    server = Server("--index", store)
+    server = Server("--index", store, "--no-key")
     try:
         status = server.status()
         assert status["index"].startswith("postgresql://")
@@ -165,3 +165,13 @@ def test_lokal_serve_searches_a_central_store(store: str, packed_gguf: Path) -> 
     finally:
         assert server.stop() == 0
         server.close()
+
+
+def test_lokal_serve_lends_a_central_store_only_with_a_key(store: str) -> None:
+    """The server reads the centre with its own credentials: keyless on loopback, it would
+    lend them to every local user; it refuses before loading any model."""
+    out = subprocess.run(
+        [LOKAL, "serve", "--index", store], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2
+    assert "central store is served over TCP only with a key" in out.stderr

@@ -34,7 +34,7 @@ def test_import_lokal_is_light() -> None:
 
 def test_the_fleet_modules_import_no_postgresql_driver() -> None:
     code = (
-        "import lokal.central.sync, lokal.central.bundle, lokal.agent.sync_cli, lokal.agent.pusher"
+        "import lokal.central.sync, lokal.central.bundle, lokal.agent.cli.sync, lokal.agent.pusher"
     )
     assert _loaded_after(code) == []
 

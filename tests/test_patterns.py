@@ -8,7 +8,7 @@ import itertools
 import pathspec
 import pytest
 
-from lokal.agent.ingest import DEFAULT_EXCLUDE, Patterns
+from lokal.agent.scanner import DEFAULT_EXCLUDE, Patterns
 
 PATHS = [
     "a.txt",

@@ -84,6 +84,10 @@ def open_for_search(
     not on this machine is ModelNotFound saying how to bring it)."""
     from lokal.embedder import Embedder, options_for
 
+    if not is_central(location) and site is None and schema is None and not central:
+        from lokal.retrieval import open_recorded
+
+        return open_recorded(location)  # the file opened once, the model resolved once
     identity = recorded_identity(location, schema=schema, **central)
     embedder = Embedder(**options_for(identity, describe(location)))
     return open_index(location, embedder.identity, site=site, schema=schema, **central), embedder

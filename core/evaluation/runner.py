@@ -342,7 +342,7 @@ def _retrieve(
         hits = retrieval.search(index, vector, text, fetch, hybrid=hybrid, fetch_k=fetch)
         docs = {h.document or h.id for h in hits}
         if len(docs) >= want or fetch >= total:
-            return hits
+            return list(hits)
         fetch = min(total, fetch * 4)
 
 

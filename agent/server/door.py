@@ -4,7 +4,7 @@
   server (a web page the operator visits cannot reach a loopback server through DNS
   rebinding: its requests carry the attacker's host name), and a browser request from another
   origin (an ``Origin`` header that is not this server's) is refused. JSON endpoints further
-  require ``Content-Type: application/json`` (in :mod:`lokal.agent.serve`), so a cross-site
+  require ``Content-Type: application/json`` (in :mod:`lokal.agent.server.app`), so a cross-site
   "simple" request (``text/plain``, no preflight) is never read as JSON.
 - :func:`guarded_protocol`, uvicorn's HTTP/1.1 protocol with read deadlines and a bound per
   client: a connection must send its request headers within ``header_timeout`` and its body
@@ -214,6 +214,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         _timer: asyncio.TimerHandle | None = None
         _waiting_for = ""
 
+        # uvicorn declares the parameter as asyncio.Transport, asyncio.BaseProtocol a BaseTransport
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             peer = _peer(transport, self.client)
@@ -403,7 +404,9 @@ class UnixListener:
                 self.path.unlink()
 
 
-def bind_unix_socket(path: Path, index_path: Path | None) -> UnixListener:
+def bind_unix_socket(
+    path: Path, index_path: Path | None, *, owner_only: bool = False
+) -> UnixListener:
     """A listening Unix socket at ``path`` whose mode and group follow the index file's.
 
     Connecting needs write permission on the socket: group and others get ``rw`` where the
@@ -412,7 +415,9 @@ def bind_unix_socket(path: Path, index_path: Path | None) -> UnixListener:
     given its mode and group there, then renamed into place, so it is never open wider. A
     stale socket at ``path`` (nobody listening) is replaced; anything else is refused.
     """
-    if index_path is not None:
+    if owner_only:  # the owner's alone (a central store served with the owner's credentials)
+        mode, gid = 0o600, -1
+    elif index_path is not None:
         mode, gid = _mode_like(index_path, 0o600, 0o060, 0o006)
     else:
         mode, gid = 0o666, -1

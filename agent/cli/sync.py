@@ -16,31 +16,12 @@ from typing import Any, TypeVar
 
 import click
 
+from lokal.agent.cli.options import json_option
+from lokal.agent.cli.output import emit_json as _emit_json
+from lokal.agent.cli.output import friendly_errors as _friendly_errors
+from lokal.agent.cli.output import table as _table
+
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
-
-
-# lokal.agent.cli imports this module to register its commands: its helpers are taken at call
-# time, so either module may be imported first
-def _friendly_errors() -> Any:
-    from lokal.agent import cli
-
-    return cli._friendly_errors()
-
-
-def _emit_json(data: Any) -> None:
-    from lokal.agent import cli
-
-    cli._emit_json(data)
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> None:
-    from lokal.agent import cli
-
-    cli._table(rows, headers)
 
 
 def schema_option(f: F) -> F:

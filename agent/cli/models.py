@@ -1,0 +1,281 @@
+"""``lokal models``: list, inspect, pack and verify models."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lokal.agent.cli.options import backend_option, json_option
+from lokal.agent.cli.output import emit_json, friendly_errors, table
+from lokal.errors import LokalError
+
+
+@click.group()
+def models() -> None:
+    """List, inspect, pack and verify models.
+
+    \b
+    Examples:
+      lokal models list
+      lokal models pack all-MiniLM-L6-v2 && lokal models verify
+    """
+
+
+@models.command("list")
+@json_option
+def models_list(as_json: bool) -> None:
+    """Models on disk, and a catalog of recommended models to shortlist from.
+
+    \b
+    Example:
+      lokal models list --json
+    """
+    from lokal import catalog, packing
+    from lokal import models as m
+
+    on_disk = []
+    for path in packing.cached_models():
+        try:
+            manifest = packing.read_manifest(path)
+        except LokalError:
+            manifest = {}
+        on_disk.append(
+            {
+                "name": path.name,
+                "path": str(path),
+                "size": path.stat().st_size,
+                "quantization": manifest.get("quantization", "?"),
+                "source": manifest.get("source", "?"),
+            }
+        )
+    bundled = m.bundled_default_dir()
+    entries: list[dict[str, Any]] = [
+        {
+            "hub_id": e.hub_id,
+            "dimension": e.dimension,
+            "context": e.context,
+            "params_m": e.params_m,
+            "licence": e.licence,
+            "mteb_retrieval": e.mteb_retrieval,
+            "source": e.source,
+            "note": e.note,
+        }
+        for e in catalog.CATALOG
+    ]
+    if as_json:
+        emit_json(
+            {
+                "model_cache": str(m.models_dir()),
+                "on_disk": on_disk,
+                "bundled": str(bundled) if bundled else None,
+                "catalog": entries,
+            }
+        )
+        return
+    click.echo(f"On disk (model cache {m.models_dir()}):")
+    if on_disk:
+        table(
+            [
+                [d["name"], d["quantization"], f"{d['size'] / 1e6:.1f} MB", d["source"]]
+                for d in on_disk
+            ],
+            ["file", "quant", "size", "source"],
+        )
+    else:
+        click.echo("  (none yet: lokal models pack all-MiniLM-L6-v2)")
+    if bundled:
+        click.echo(f"Bundled sentence-transformers weights: all-MiniLM-L6-v2 at {bundled}")
+    click.echo("\nCatalog (published English MTEB retrieval nDCG@10; check with lokal eval):")
+    table(
+        [
+            [
+                e["hub_id"],
+                str(e["dimension"]),
+                str(e["context"]),
+                f"{e['params_m']:g}M",
+                e["licence"],
+                "-" if e["mteb_retrieval"] is None else f"{e['mteb_retrieval']:.2f}",
+                e["note"],
+            ]
+            for e in entries
+        ],
+        ["model", "dim", "context", "size", "licence", "MTEB retr.", "note"],
+    )
+
+
+@models.command("info")
+@click.argument("model", required=False)
+@backend_option
+@json_option
+def models_info(model: str | None, backend: str, as_json: bool) -> None:
+    """Profile, dimension, context, sha256 and size of MODEL (default: the embedded default).
+
+    MODEL is a .gguf path, a sentence-transformers directory, a name in the model cache or a
+    hub id; a reranker (cross-encoder) shows its reranker profile. Nothing is loaded: this
+    reads the files only.
+
+    \b
+    Example:
+      lokal models info ~/.cache/lokal/models/all-MiniLM-L6-v2.q8_0.gguf
+    """
+    from lokal import models as m
+    from lokal.packing import source_sha256
+
+    with friendly_errors():
+        r = m.resolve(model, backend)
+        reranker = _reranker_profile(r)
+        info: dict[str, Any] = {
+            "name": reranker.name if reranker else r.name,
+            "kind": "reranker" if reranker else "embedding",
+            "backend": r.backend,
+            "location": r.location,
+            "reason": r.reason,
+            "quantization": r.quantization,
+            "profile": dataclasses.asdict(reranker) if reranker else r.profile.to_dict(),
+        }
+        if r.path is not None:
+            files = [r.path] if r.path.is_file() else [p for p in r.path.rglob("*") if p.is_file()]
+            info["size"] = sum(p.stat().st_size for p in files)
+            info["source_sha256"] = source_sha256(r)
+            if r.path.is_file():
+                info["sha256"] = m.file_sha256(r.path)
+    if as_json:
+        emit_json(info)
+        return
+    rows = [
+        ["name", info["name"]],
+        ["kind", info["kind"]],
+        ["backend", r.backend],
+        ["location", r.location],
+        ["chosen because", r.reason],
+        ["quantization", r.quantization],
+    ]
+    if reranker is not None:
+        rp = reranker
+        gguf_support = rp.gguf + (f" ({rp.gguf_note})" if rp.gguf_note else "")
+        rows += [
+            ["family", rp.family + ("" if rp.known else " (unknown reranker)")],
+            ["architecture", rp.architecture or "-"],
+            ["context (tokens)", str(rp.context_length)],
+            ["activation", rp.activation],
+            ["input", rp.input_format],
+            ["on GGUF", gguf_support],
+            ["profile source", rp.source],
+        ]
+    else:
+        rows += _embedding_profile_rows(r.profile)
+    for key in ("size", "sha256", "source_sha256"):
+        if key in info:
+            rows.append([key, str(info[key])])
+    table(rows, ["field", "value"])
+
+
+def _reranker_profile(r: Any) -> Any:
+    """The reranker profile of a resolved model that is a cross-encoder, else None."""
+    from lokal import profiles
+
+    return profiles.reranker_profile(r) if profiles.model_kind(r) == profiles.RERANKER else None
+
+
+def _embedding_profile_rows(p: Any) -> list[list[str]]:
+    return [
+        ["family", p.family + ("" if p.known else " (unknown model)")],
+        ["query prefix", repr(p.query_prefix)],
+        ["document prefix", repr(p.document_prefix)],
+        ["context (tokens)", str(p.context_length)],
+        ["dimension", str(p.dimension)],
+        ["pooling", str(p.pooling)],
+        ["normalized", str(p.normalize)],
+        ["matryoshka dims", ", ".join(map(str, p.matryoshka_dims)) or "-"],
+        ["profile source", p.source],
+    ]
+
+
+@models.command("pack")
+@click.argument("source")
+@click.option(
+    "-q",
+    "--quantize",
+    "quantization",
+    default="q8_0",
+    show_default=True,
+    help="q8_0 (default: near-lossless), f16, f32, or a smaller type such as q5_0 "
+    "or q4_k_m (measure with lokal eval: small models lose quality at 4 bits).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here instead of lokal's model cache.",
+)
+@click.option("--name", help="Name in the model cache (default: the source's name).")
+@json_option
+def models_pack(
+    source: str, quantization: str, output: Path | None, name: str | None, as_json: bool
+) -> None:
+    """Pack SOURCE (a sentence-transformers/HF directory or hub id) into a GGUF.
+
+    The file records the source weights' sha256 and the model's profile, and gets a manifest
+    beside it (FILE.json) for `lokal models verify`. Pack on a connected machine, copy the
+    .gguf and its .json to an offline box, verify there.
+
+    \b
+    Examples:
+      lokal models pack all-MiniLM-L6-v2            # bundled weights -> model cache, q8_0
+      lokal models pack BAAI/bge-small-en-v1.5 -o bge-small.q8_0.gguf
+    """
+    from lokal import packing
+
+    with friendly_errors():
+        try:
+            packed = packing.pack(source, quantization=quantization, output=output, name=name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--quantize") from exc
+    if as_json:
+        emit_json({"path": str(packed.path), **packed.manifest})
+    else:
+        mb = packed.manifest["size"] / 1e6
+        click.echo(
+            f"packed {source} -> {packed.path} ({quantization}, {mb:.1f} MB, "
+            f"sha256 {packed.manifest['sha256'][:16]}...)"
+        )
+
+
+@models.command("verify")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def models_verify(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check packed GGUF files against their manifests (size and sha256).
+
+    With no FILES, checks every model in lokal's model cache. Exits 1 if any file fails.
+
+    \b
+    Example:
+      lokal models verify /srv/models/bge-small.q8_0.gguf
+    """
+    from lokal import packing
+
+    targets = list(files) or packing.cached_models()
+    results = []
+    for path in targets:
+        try:
+            manifest = packing.verify(path)
+            results.append({"path": str(path), "ok": True, "sha256": manifest["sha256"]})
+        except (LokalError, OSError) as exc:
+            results.append({"path": str(path), "ok": False, "error": str(exc)})
+    if as_json:
+        emit_json(results)
+    else:
+        if not results:
+            click.echo("no models to verify")
+        for r in results:
+            click.echo(
+                f"{'OK  ' if r['ok'] else 'FAIL'} {r['path']}"
+                + ("" if r["ok"] else f": {r['error']}")
+            )
+    if any(not r["ok"] for r in results):
+        sys.exit(1)
