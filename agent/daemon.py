@@ -196,7 +196,7 @@ class Agent:
             inode = os.stat(self.config.index).st_ino
         except FileNotFoundError:
             return True
-        return inode != self.ingest.index._inode
+        return inode != self.ingest.index.inode
 
     def _check_index(self) -> None:
         if self._stop.is_set() or not self._index_gone():
@@ -206,7 +206,7 @@ class Agent:
         raise _IndexGone(msg)
 
     def _open_index(self, embedder: Any) -> Any:
-        from lokal.index import Index
+        from lokal.index import Index, lifecycle
 
         cfg = self.config
         if not cfg.index.exists():
@@ -219,24 +219,16 @@ class Agent:
             "it (%s); the old one serves readers until the new one is complete.",
             recorded.describe(),
             embedder.identity.describe(),
-            _rebuild_path(cfg.index).name,
+            lifecycle.build_path(cfg.index).name,
         )
         return self._rebuild(embedder)
 
     def _rebuild(self, embedder: Any) -> Any:
-        from lokal.errors import ModelMismatch
-        from lokal.index import Index, sqlite
+        from lokal.index import Index, lifecycle
 
         cfg = self.config
-        tmp = _rebuild_path(cfg.index)
-        if tmp.exists():
-            try:  # an interrupted rebuild with the same model resumes where it stopped
-                new = Index.open(tmp, embedder.identity, writable=True, agent=True)
-            except ModelMismatch:
-                _remove_with_wal(tmp)
-                new = Index.create(tmp, embedder.identity, managed_by="agent")
-        else:
-            new = Index.create(tmp, embedder.identity, managed_by="agent")
+        build = lifecycle.Build(cfg.index, resumable=True)  # an interrupted one resumes
+        new = build.open(embedder.identity, managed_by="agent")
         self._state = "rebuilding"
         self._write_status(force=True)
         ingest = Ingest(new, embedder, self.config.settings)
@@ -247,14 +239,7 @@ class Agent:
             new.close()
             log.info("rebuild interrupted; it resumes on the next start")
             return None
-        new.close()  # the last connection: SQLite checkpoints and removes the -wal
-        old = sqlite.connect(cfg.index)
-        try:  # empty the old file's WAL so no frame of it can be taken for the new file's
-            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            old.close()
-        os.replace(tmp, cfg.index)
-        sqlite.fsync_directory(cfg.index.parent)
+        build.swap(new)
         log.info("new index with %s is in place", embedder.identity.describe())
         return Index.open(cfg.index, embedder.identity, writable=True, agent=True)
 
@@ -534,16 +519,6 @@ class _Handler(FileSystemEventHandler):
         if paths:
             # closed after writing: the writer is done, read it now
             self.agent.mark(paths, delay=0.0 if kind == "closed" else None)
-
-
-def _rebuild_path(index: Path) -> Path:
-    return Path(f"{index}.rebuild")
-
-
-def _remove_with_wal(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with suppress(FileNotFoundError):
-            os.remove(f"{path}{suffix}")
 
 
 def _disk_retry_max() -> float:

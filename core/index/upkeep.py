@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ import numpy as np
 from lokal.errors import IndexFileError
 from lokal.identity import ModelIdentity
 from lokal.index import search, sqlite
+from lokal.index.records import CheckReport
 from lokal.index.search import bad_vectors, describe_rows
 
 
@@ -74,16 +74,6 @@ _COUNTS = {
     "vectors": "SELECT count(*) FROM chunks_vec",
     "fulltext": "SELECT count(*) FROM chunks_fts_docsize",
 }
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """What :meth:`Index.check` found. ``counts`` has the rows of each kind and the file's
-    free space (``free_pages``, ``free_bytes``, ``file_bytes``, ``vector_slots_unused``)."""
-
-    ok: bool
-    problems: list[str]
-    counts: dict[str, int]
 
 
 class _Findings:
