@@ -26,7 +26,7 @@ import numpy as np
 
 from lokal.errors import IndexFileError
 from lokal.identity import ModelIdentity
-from lokal.index import search, sqlite
+from lokal.index import lifecycle, search, sqlite
 from lokal.index.records import CheckReport
 from lokal.index.search import bad_vectors, describe_rows
 
@@ -284,14 +284,9 @@ def _fulltext_check(index: Index, conn: Any, found: _Findings) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="lokal-check-") as tmp:
         copy = Path(tmp) / "copy.db"
-        module = sqlite.sqlite_module(index.path)
 
         def backup() -> bool:
-            target = module.connect(str(copy))
-            try:
-                conn.backup(target)
-            finally:
-                target.close()
+            lifecycle.copy(conn, copy)
             return True
 
         if not found.guard("copying the file for the full-text check", backup):
