@@ -242,7 +242,7 @@ def _compare_search_copy(
         )
         return
     want = search.encode(search.normalize(vectors), index.quantization)
-    differ = np.flatnonzero((cache.data != want).reshape(len(want), -1).any(axis=1))
+    differ = np.flatnonzero((cache.data != want).any(axis=1))  # (n, d) or (n, d/8); n may be 0
     if len(differ):
         found.add(f"search copy differs from the stored vectors: {describe_rows(rowids[differ])}")
 
