@@ -160,7 +160,7 @@ class Agent:
             inode = os.stat(self.config.index).st_ino
         except FileNotFoundError:
             return True
-        return inode != self.ingest.index._inode
+        return inode != self.ingest.index.inode
 
     def _check_index(self) -> None:
         if self._stop.is_set() or not self._index_gone():

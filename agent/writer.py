@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,10 +53,6 @@ def writer_lock(index_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def rebuild_path(index: Path) -> Path:
-    return Path(f"{index}.rebuild")
-
-
 def open_writable(path: Path, embedder: Embedder, build: Callable[[Index], bool]) -> Index | None:
     """The index at ``path`` open for writing with ``embedder``'s model (created if absent).
 
@@ -64,7 +60,7 @@ def open_writable(path: Path, embedder: Embedder, build: Callable[[Index], bool]
     says whether it completed; then it replaces the old file and is returned. An incomplete
     build returns None and resumes on the next call. Hold :func:`writer_lock` around this.
     """
-    from lokal.index import Index
+    from lokal.index import Index, lifecycle
 
     if not path.exists():
         return Index.create(path, embedder.identity, managed_by="agent")
@@ -76,43 +72,25 @@ def open_writable(path: Path, embedder: Embedder, build: Callable[[Index], bool]
         "it (%s); the old one serves readers until the new one is complete.",
         recorded.describe(),
         embedder.identity.describe(),
-        rebuild_path(path).name,
+        lifecycle.build_path(path).name,
     )
     return _rebuild(path, embedder, build)
 
 
 def _rebuild(path: Path, embedder: Embedder, build: Callable[[Index], bool]) -> Index | None:
-    from lokal.errors import ModelMismatch
-    from lokal.index import Index, sqlite
+    from lokal.index import Index, lifecycle
 
-    tmp = rebuild_path(path)
-    if tmp.exists():
-        try:  # an interrupted rebuild with the same model resumes where it stopped
-            new = Index.open(tmp, embedder.identity, writable=True, agent=True)
-        except ModelMismatch:
-            _remove_with_wal(tmp)
-            new = Index.create(tmp, embedder.identity, managed_by="agent")
-    else:
-        new = Index.create(tmp, embedder.identity, managed_by="agent")
+    builder = lifecycle.Build(path, resumable=True)  # an interrupted rebuild resumes
+    new = builder.open(embedder.identity, managed_by="agent")
     try:
         complete = build(new)
-    finally:
-        new.close()  # the last connection: SQLite checkpoints and removes the -wal
+    except BaseException:
+        new.close()
+        raise
     if not complete:
+        new.close()
         log.info("rebuild interrupted; it resumes on the next start")
         return None
-    old = sqlite.connect(path)
-    try:  # empty the old file's WAL so no frame of it can be taken for the new file's
-        old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        old.close()
-    os.replace(tmp, path)
-    sqlite.fsync_directory(path.parent)
+    builder.swap(new)
     log.info("new index with %s is in place", embedder.identity.describe())
     return Index.open(path, embedder.identity, writable=True, agent=True)
-
-
-def _remove_with_wal(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with suppress(FileNotFoundError):
-            os.remove(f"{path}{suffix}")

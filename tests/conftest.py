@@ -99,20 +99,27 @@ def _no_leaked_threads() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_leaked_indexes() -> Iterator[None]:
-    """Fail a test that leaves an index connection open (an Index it opened, still reachable
-    and not closed once the test is over). Indexes of wider-scoped fixtures were opened before
-    and are not counted."""
+    """Fail a test that leaves an index connection open: an Index it opened, or any SQLite
+    connection a module of lokal.index opened (lokal.index.sqlite.connect / connect_plain:
+    the file's life, the check's private copy ...), still reachable and not closed once the
+    test is over. Those of wider-scoped fixtures were opened before and are not counted."""
     from lokal.index import open_indexes
+    from lokal.index.sqlite import open_connections
 
     before = {id(i) for i in open_indexes()}
+    before_conns = {id(c) for c in open_connections()}
     yield
     leaked = [i for i in open_indexes() if id(i) not in before]
-    if leaked:
+    if leaked or any(id(c) not in before_conns for c in open_connections()):
         gc.collect()
         leaked = [i for i in open_indexes() if id(i) not in before]
     for index in leaked:
         index.close()
     assert not leaked, f"test leaked open indexes: {[repr(i) for i in leaked]}"
+    conns = [c for c in open_connections() if id(c) not in before_conns]
+    for conn in conns:
+        conn.close()
+    assert not conns, f"test leaked {len(conns)} open SQLite connection(s) of lokal.index"
 
 
 def build_cross_encoder(out: Path) -> Path:

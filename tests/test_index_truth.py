@@ -231,3 +231,14 @@ def test_fulltext_drift_is_found_also_by_a_read_only_checker(
     with Index.open(db) as index:
         report = index.check()
     assert any("full-text" in p for p in report.problems), report.problems
+
+
+@pytest.mark.parametrize("quantization", ["float", "int8", "bit"])
+def test_check_of_an_empty_index_is_ok(tmp_path: Path, quantization: str) -> None:
+    """A new index, or one whose every document was removed (the agent killed before its first
+    write): check reports it healthy instead of failing on the empty search copy."""
+    identity = ModelIdentity("empty", "e" * 64, "mean", True, 24, "", "gguf", "q8_0", "f", "")
+    with Index.create(tmp_path / "e.db", identity, quantization=quantization) as index:
+        report = index.check()
+        assert report.ok, report.problems
+        assert report.counts["chunks"] == 0

@@ -14,7 +14,6 @@ the index itself when the setup's model is exactly the one it records.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from lokal.errors import ModelNotFound, ProfileError
 from lokal.evaluation import metrics
 from lokal.evaluation.data import EvalSet
 from lokal.evaluation.metrics import QueryScores
-from lokal.index import Chunk, Hit, Index
+from lokal.index import Chunk, Hit, Index, lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -283,15 +282,17 @@ def corpus_index(
 def _build(
     evalset: EvalSet, embedder: Embedder, path: Path, progress: Progress | None
 ) -> CorpusStats:
-    """Embed every unit into a new index file at ``path`` (built aside, then moved in)."""
+    """Embed every unit into a new index file at ``path`` (built beside it, then swapped in:
+    :class:`lokal.index.lifecycle.Build`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    build = lifecycle.Build(path)
     units = evalset.units
     tokens = truncated = 0
     start = time.perf_counter()
     stage = f"embedding {len(units)} texts ({embedder.profile.name})"
     try:
-        with Index.create(tmp, embedder.identity) as index:
+        index = build.open(embedder.identity)
+        try:
             _emit(progress, stage, 0, len(units))
             for at in range(0, len(units), _BATCH):
                 batch = units[at : at + _BATCH]
@@ -312,10 +313,11 @@ def _build(
                 "seconds": round(seconds, 3),
             }
             index.update_settings({"lokal_eval": record})
-        os.replace(tmp, path)
+            build.swap(index)
+        finally:
+            index.close()
     finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        build.discard()  # nothing left once swapped in
     log.info("embedded %d texts into %s in %.1f s", len(units), path, seconds)
     return CorpusStats(
         len(units), tokens, truncated, embedder.context_length, seconds, "embedded", str(path)

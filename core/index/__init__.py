@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from lokal.index.filters import compile_filter, matches
 from lokal.index.handle import IndexHandle
-from lokal.index.store import Chunk, DocumentRecord, Hit, Index, Record, open_indexes
-from lokal.index.upkeep import CheckReport
+from lokal.index.records import CheckReport, Chunk, DocumentRecord, Hit, Record
+from lokal.index.store import Index, open_indexes
 
 __all__ = [
     "CheckReport",

@@ -6,20 +6,30 @@ int8 / 1-bit for large indexes on small boxes — loaded from the ``vec0`` table
 and reloaded when the file changes. Filters are evaluated in SQL first; the vector math then
 runs over exactly the rows that match, so k results come back whenever k rows match.
 
+This module owns search: the vector math below and :class:`Searching`, the search methods of
+:class:`~lokal.index.Index` (vector, full-text, hybrid, MMR).
+
 Quantized modes find ``k * oversample`` candidates in the compact copy and rescore them with
 the stored float32 vectors, so returned scores are always exact cosines.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lokal.errors import IndexFileError
+from lokal.index import sqlite
+from lokal.index.filters import compile_filter
+from lokal.index.reading import Reading, reading
+from lokal.index.records import RECORD_COLUMNS, Hit, record
 
 QUANTIZATIONS = ("float", "int8", "bit")
 #: Candidates per wanted result in the quantized modes, before float rescoring.
@@ -248,3 +258,224 @@ def fts_query(words: Sequence[str]) -> str | None:
     if not words:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+#: Filters whose matching rows an open index remembers (until the file changes).
+_FILTER_CACHE_SIZE = 16
+
+
+class Searching(Reading):
+    """The searches of :class:`~lokal.index.Index`, over its in-memory search copy."""
+
+    def __init__(self, conn: Any, path: Path, *, writable: bool) -> None:
+        super().__init__(conn, path, writable=writable)
+        self._cache: VectorCache | None = None
+        # filter (canonical JSON) -> positions in self._cache of the rows it matches; emptied
+        # whenever the cache is reloaded (the file changed)
+        self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _file_replaced(self) -> None:
+        super()._file_replaced()
+        self._cache = None
+        self._filter_positions.clear()
+
+    def _cache_for_search(self) -> VectorCache:
+        conn = self._reader()
+        version = (int(conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
+        if self._cache is None or self._cache.version != version:
+            with sqlite.read(conn):
+                self._cache = VectorCache.load(
+                    conn, self.dimension, self.quantization, version, unit=self.identity.normalize
+                )
+                self._filter_positions.clear()
+        return self._cache
+
+    def _query(self, vector: Any) -> np.ndarray:
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape != (self.dimension,) or not np.all(np.isfinite(q)):
+            msg = f"query vector must be {self.dimension} finite numbers, got shape {q.shape}"
+            raise ValueError(msg)
+        return normalize(q)
+
+    def _filtered_positions(
+        self, cache: VectorCache, flt: Mapping[str, Any] | None
+    ) -> np.ndarray | None:
+        """Positions in ``cache`` of the rows matching ``flt`` (None: no filter). The SQL runs
+        once per filter and file version: a retriever's fixed filter costs it once."""
+        if not flt:
+            return None
+        where, params = compile_filter(flt)
+        key = json.dumps([where, params], default=str)
+        found = self._filter_positions.get(key)
+        if found is not None:
+            self._filter_positions.move_to_end(key)
+            return found
+        rows = self._reader().execute(f"SELECT c.id FROM chunks c WHERE {where}", params)
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64)
+        found = cache.positions(np.sort(rowids))
+        self._filter_positions[key] = found
+        while len(self._filter_positions) > _FILTER_CACHE_SIZE:
+            self._filter_positions.popitem(last=False)
+        return found
+
+    def _float_vectors(self, rowids: Sequence[int]) -> dict[int, np.ndarray]:
+        conn = self._reader()
+        out = {}
+        for rowid in rowids:
+            row = conn.execute(
+                "SELECT embedding FROM chunks_vec WHERE rowid = ?", (int(rowid),)
+            ).fetchone()
+            if row is not None:
+                vector = np.frombuffer(row[0], dtype=np.float32).reshape(1, -1)
+                if vector.shape[1] != self.dimension:
+                    msg = f"the index is damaged: stored vector {rowid} has the wrong size"
+                    raise IndexFileError(msg)
+                refuse_damaged(vector, np.array([rowid]), self.identity.normalize)
+                out[int(rowid)] = normalize(vector[0])
+        return out
+
+    def _nearest(
+        self, q: np.ndarray, n: int, flt: Mapping[str, Any] | None
+    ) -> list[tuple[int, float]]:
+        """(rowid, exact cosine) of the ``n`` nearest rows matching ``flt``, best first."""
+        cache = self._cache_for_search()
+        pos = self._filtered_positions(cache, flt)
+        scores = approximate_scores(cache, q, pos)
+        want = n * OVERSAMPLE[cache.quantization]
+        best = top_positions(scores, want)
+        rows = cache.rowids[best] if pos is None else cache.rowids[pos[best]]
+        if cache.quantization == "float":
+            return [(int(r), float(s)) for r, s in zip(rows, scores[best], strict=True)]
+        exact = self._float_vectors(rows.tolist())
+        rescored = sorted(
+            ((float(v @ q), r) for r, v in exact.items()), key=lambda t: (-t[0], t[1])
+        )
+        return [(r, s) for s, r in rescored[:n]]
+
+    def _hits(self, scored: Sequence[tuple[int, float, float | None]]) -> list[Hit]:
+        """Hits for (rowid, score, cosine) triples, in the given order."""
+        if not scored:
+            return []
+        if not all(np.isfinite(s) and (c is None or np.isfinite(c)) for _, s, c in scored):
+            msg = f"{self.path}: a score is not finite (damaged vectors?); run `lokal check`"
+            raise IndexFileError(msg)
+        conn = self._reader()
+        rows = conn.execute(
+            f"SELECT c.id, {RECORD_COLUMNS} FROM chunks c LEFT JOIN documents d ON "
+            "d.id = c.document_id WHERE c.id IN (SELECT value FROM json_each(?))",
+            (json.dumps([r for r, _, _ in scored]),),
+        ).fetchall()
+        by_rowid = {r[0]: r[1:] for r in rows}
+        return [
+            record(
+                by_rowid[r],
+                Hit,
+                score=float(score),
+                distance=None if cos is None else float(1.0 - cos),
+            )
+            for r, score, cos in scored
+            if r in by_rowid
+        ]
+
+    @reading
+    def search(
+        self, vector: Any, k: int = 4, *, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """The ``k`` chunks nearest to ``vector`` among those matching ``filter`` (exact in
+        float mode: equal to numpy's top-k over the matching rows)."""
+        q = self._query(vector)
+        with self._lock, sqlite.read(self._reader()):
+            nearest = self._nearest(q, k, filter)
+            return self._hits([(r, float(relevance(c)), c) for r, c in nearest])
+
+    @reading
+    def text_search(
+        self, text: str, k: int = 4, *, filter: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """Full-text (BM25) matches for any word of ``text``. ``score`` is each hit's BM25
+        relative to the best hit's (the best is 1.0); ``distance`` is None."""
+        with self._lock, sqlite.read(self._reader()):
+            ranked = self._text_ranks(text, k, filter)
+            best = ranked[0][1] if ranked else 1.0
+            return self._hits([(r, bm25 / best if best else 1.0, None) for r, bm25 in ranked])
+
+    def _text_ranks(
+        self, text: str, k: int, filter: Mapping[str, Any] | None
+    ) -> list[tuple[int, float]]:
+        """(rowid, bm25) of the best full-text matches (FTS5's bm25: lower is better). Words
+        found in more than :data:`COMMON_TERM_SHARE` of the chunks are left
+        out (unless every word is that common)."""
+        conn = self._reader()
+        words = query_words(text)
+        if words:
+            total = max(1, len(self))
+            counts = dict(
+                conn.execute(
+                    "SELECT term, doc FROM chunks_fts_vocab WHERE term IN "
+                    "(SELECT value FROM json_each(?))",
+                    (json.dumps(words),),
+                ).fetchall()
+            )
+            limit = max(COMMON_TERM_SHARE * total, COMMON_TERM_MIN_DOCS)
+            rare = [w for w in words if counts.get(w, 0) <= limit]
+            words = rare or sorted(words, key=lambda w: counts.get(w, 0))[:1]
+        query = fts_query(words)
+        if query is None:
+            return []
+        where, params = compile_filter(filter)
+        sql = (
+            "SELECT f.rowid, bm25(chunks_fts) AS rank FROM chunks_fts f JOIN chunks c ON "
+            f"c.id = f.rowid WHERE chunks_fts MATCH ? AND {where} ORDER BY rank LIMIT ?"
+        )
+        rows = conn.execute(sql, [query, *params, k]).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    @reading
+    def hybrid_search(
+        self,
+        vector: Any,
+        text: str,
+        k: int = 4,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        fetch_k: int | None = None,
+    ) -> list[Hit]:
+        """Vector and full-text (BM25) rankings fused by reciprocal rank fusion. ``score`` is
+        the fused score divided by its maximum (first in both lists = 1.0)."""
+        q = self._query(vector)
+        fetch = fetch_k or candidate_depth(k)
+        with self._lock, sqlite.read(self._reader()):
+            nearest = self._nearest(q, fetch, filter)
+            lexical = self._text_ranks(text, fetch, filter)
+            fused = rrf([[r for r, _ in nearest], [r for r, _ in lexical]])
+            cosines: dict[int, float | None] = {r: c for r, c in nearest}
+            top = sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
+            best = 2.0 / (RRF_K + 1)
+            missing = [r for r, _ in top if r not in cosines]
+            for r, v in self._float_vectors(missing).items():
+                cosines[r] = float(v @ q)
+            return self._hits([(r, s / best, cosines.get(r)) for r, s in top])
+
+    @reading
+    def mmr_search(
+        self,
+        vector: Any,
+        k: int = 4,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Maximal marginal relevance: relevant to the query, and different from each other."""
+        q = self._query(vector)
+        with self._lock, sqlite.read(self._reader()):
+            nearest = self._nearest(q, max(fetch_k, k), filter)
+            vectors = self._float_vectors([r for r, _ in nearest])
+            rowids = [r for r, _ in nearest if r in vectors]
+            if not rowids:
+                return []
+            chosen = mmr(q, np.stack([vectors[r] for r in rowids]), k, lambda_mult)
+            cos = dict(nearest)
+            return self._hits(
+                [(rowids[i], float(relevance(cos[rowids[i]])), cos[rowids[i]]) for i in chosen]
+            )

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -28,6 +29,9 @@ BUSY_TIMEOUT_MS = 30_000
 _CANDIDATES = ("sqlite3", "sqlean", "pysqlite3.dbapi2")
 _chosen: dict[str, ModuleType] = {}
 _lock = threading.Lock()
+# Every connection opened here and not yet closed or freed (see open_connections()).
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
+_tracking: dict[ModuleType, type] = {}
 
 
 def _can_load_extensions(module: ModuleType) -> bool:
@@ -52,6 +56,40 @@ def sqlite_module(path: str | os.PathLike[str] | None = None) -> ModuleType:
     raise SQLiteUnavailable
 
 
+def _tracked(module: ModuleType) -> type:
+    """``module``'s Connection class, made to register itself in :func:`open_connections`."""
+    with _lock:
+        cls = _tracking.get(module)
+        if cls is None:
+
+            class Connection(module.Connection):  # type: ignore[name-defined,misc]
+                closed = False
+
+                def __init__(self, *args: Any, **kwargs: Any) -> None:
+                    super().__init__(*args, **kwargs)
+                    _OPEN.add(self)
+
+                def close(self) -> None:
+                    self.closed = True
+                    super().close()
+
+            cls = _tracking[module] = Connection
+        return cls
+
+
+def open_connections() -> list[Any]:
+    """The SQLite connections lokal opened in this process that are still open (not closed,
+    not yet freed): what a test checks, beside :func:`lokal.index.open_indexes`, to catch a
+    connection left open by any module of the index."""
+    return [conn for conn in list(_OPEN) if not conn.closed]
+
+
+def connect_plain(path: str | os.PathLike[str]) -> Any:
+    """A plain connection to ``path`` (no extension, no WAL): the target of a copy."""
+    module = sqlite_module(path)
+    return module.connect(str(path), factory=_tracked(module))
+
+
 def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> Any:
     """Open ``path`` with sqlite-vec loaded, WAL on, a busy timeout, autocommit mode.
 
@@ -70,10 +108,15 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> Any:
             isolation_level=None,
             check_same_thread=False,
             timeout=BUSY_TIMEOUT_MS / 1000,
+            factory=_tracked(module),
         )
     else:
         conn = module.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            str(path),
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            factory=_tracked(module),
         )
     try:
         conn.enable_load_extension(True)
@@ -197,31 +240,6 @@ def check_file(path: str | os.PathLike[str]) -> None:
             "Restore it from a snapshot (lokal snapshot), or remove it and index again"
         )
         raise IndexFileError(msg)
-
-
-def remove_orphan_wal(path: str | os.PathLike[str]) -> None:
-    """Remove the -wal and -shm of a database file that is gone: SQLite would replay that log
-    into whatever file is created under the same name next ("database disk image is
-    malformed")."""
-    if os.path.lexists(path):
-        return
-    for suffix in ("-wal", "-shm", "-journal"):
-        stale = f"{path}{suffix}"
-        if os.path.exists(stale):
-            log.warning("removing %s: its database file is gone", stale)
-            with suppress(FileNotFoundError):
-                os.remove(stale)
-
-
-def leave_wal(conn: Any) -> None:
-    """Switch a writer's file back to a rollback journal before its last connection closes,
-    so read-only users (who cannot create the -shm a WAL database needs) can read it while no
-    writer runs. Skipped, with no wait, when another connection has the file open."""
-    try:
-        conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("PRAGMA journal_mode = DELETE").fetchall()
-    except Exception as exc:  # the SQLite module's own OperationalError: busy, or a full disk
-        log.debug("left the index in WAL mode: %s", exc)
 
 
 def quote_identifier(name: str) -> str:

@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +26,8 @@ import numpy as np
 
 from lokal.errors import IndexFileError
 from lokal.identity import ModelIdentity
-from lokal.index import search, sqlite
+from lokal.index import lifecycle, search, sqlite
+from lokal.index.records import CheckReport
 from lokal.index.search import bad_vectors, describe_rows
 
 
@@ -74,16 +74,6 @@ _COUNTS = {
     "vectors": "SELECT count(*) FROM chunks_vec",
     "fulltext": "SELECT count(*) FROM chunks_fts_docsize",
 }
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """What :meth:`Index.check` found. ``counts`` has the rows of each kind and the file's
-    free space (``free_pages``, ``free_bytes``, ``file_bytes``, ``vector_slots_unused``)."""
-
-    ok: bool
-    problems: list[str]
-    counts: dict[str, int]
 
 
 class _Findings:
@@ -254,7 +244,7 @@ def _compare_search_copy(
     if not len(rowids):
         return  # an empty index: nothing to compare
     want = search.encode(search.normalize(vectors), index.quantization)
-    differ = np.flatnonzero((cache.data != want).reshape(len(want), -1).any(axis=1))
+    differ = np.flatnonzero((cache.data != want).any(axis=1))  # (n, d) or (n, d/8); n may be 0
     if len(differ):
         found.add(f"search copy differs from the stored vectors: {describe_rows(rowids[differ])}")
 
@@ -296,14 +286,9 @@ def _fulltext_check(index: Index, conn: Any, found: _Findings) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="lokal-check-") as tmp:
         copy = Path(tmp) / "copy.db"
-        module = sqlite.sqlite_module(index.path)
 
         def backup() -> bool:
-            target = module.connect(str(copy))
-            try:
-                conn.backup(target)
-            finally:
-                target.close()
+            lifecycle.copy(conn, copy)
             return True
 
         if not found.guard("copying the file for the full-text check", backup):
