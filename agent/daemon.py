@@ -103,27 +103,21 @@ class Agent:
                 None if cfg.model == "default" else cfg.model, n_threads=cfg.threads
             )
             log.info("model: %s", embedder.identity.describe())
-            pusher = pushing.start(cfg.index, cfg.sync, self._stop)  # [sync], if any
-            try:
-                delay = 0.0
-                while not self._stop.is_set():
-                    try:
-                        self._run_index(embedder)
-                        break
-                    except _IndexGone as exc:
-                        log.warning("%s: stopped writing to it; building the index again", exc)
-                        delay = 0.0
-                    except Exception as exc:
-                        if not sqlite_disk_full(exc, cfg.index):
-                            raise
-                        delay = min(max(1.0, delay * 2), _disk_retry_max())
-                        self._disk_full(exc, delay)
-                    finally:
-                        self.ingest = None
-            finally:
-                if pusher is not None:
-                    self._stop.set()
-                    pusher.join()
+            delay = 0.0
+            while not self._stop.is_set():
+                try:
+                    self._run_index(embedder)
+                    break
+                except _IndexGone as exc:
+                    log.warning("%s: stopped writing to it; building the index again", exc)
+                    delay = 0.0
+                except Exception as exc:
+                    if not sqlite_disk_full(exc, cfg.index):
+                        raise
+                    delay = min(max(1.0, delay * 2), _disk_retry_max())
+                    self._disk_full(exc, delay)
+                finally:
+                    self.ingest = None
             self._state = "stopped"
             self._write_status(force=True)
         self._watcher.stop()
@@ -140,7 +134,16 @@ class Agent:
             ingest = Ingest(index, embedder, self.config.settings)
             ingest.should_stop = lambda: self._stop.is_set() or self._index_gone(quick=True)
             self.ingest = ingest
-            self._loop()
+            # [sync], if any: pushes this index file in the background (its own read-only
+            # handle), stopped and joined when this file is left (agent stop, or a rebuild)
+            leave = threading.Event()
+            pusher = pushing.start(self.config.index, self.config.sync, leave)
+            try:
+                self._loop()
+            finally:
+                if pusher is not None:
+                    leave.set()
+                    pusher.join()
 
     def _disk_full(self, exc: BaseException, delay: float) -> None:
         self._problem = f"the disk is full ({self.config.index.parent}): {exc}"

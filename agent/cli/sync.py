@@ -275,7 +275,13 @@ def central() -> None:
 def central_init(
     url: str, schema_name: str, password_file: Path | None, index_path: Path | None
 ) -> None:
-    """Create or migrate the central schema (the first sync does it too, as the owner)."""
+    """Create or migrate the central schema (the first sync does it too, as the owner).
+
+    \b
+    Examples:
+      lokal central init postgresql://postgres@central:5432/fleet
+      lokal central init postgresql://postgres@central/fleet --index index.db --schema manuals
+    """
     from lokal.central import schema
     from lokal.central.connect import connect
     from lokal.index import Index
@@ -316,7 +322,13 @@ def central_add_site(
     password_out: Path | None,
 ) -> None:
     """Register SITE with a login role that may write only that site's rows (row-level
-    security), and print what to give the box. Run again to set a new password."""
+    security), and print what to give the box. Run again to set a new password.
+
+    \b
+    Examples:
+      lokal central add-site plant-a --url postgresql://postgres@central/fleet \\
+          --password-out plant-a.pw
+    """
     import os
 
     from lokal.central import schema
@@ -363,7 +375,12 @@ def _with_user(url: str, user: str) -> str:
 @schema_option
 @password_option
 def central_remove_site(site: str, url: str, schema_name: str, password_file: Path | None) -> None:
-    """Retire SITE: delete its rows and registration (its role loses every right to write)."""
+    """Retire SITE: delete its rows and registration (its role loses every right to write).
+
+    \b
+    Examples:
+      lokal central remove-site plant-a --url postgresql://postgres@central/fleet
+    """
     from lokal.central import schema
     from lokal.central.connect import connect
 
@@ -383,7 +400,12 @@ def central_remove_site(site: str, url: str, schema_name: str, password_file: Pa
 @password_option
 @json_option
 def central_status(url: str, schema_name: str, password_file: Path | None, as_json: bool) -> None:
-    """The sites the role may see: generation, last change applied, last sync, chunks."""
+    """The sites the role may see: generation, last change applied, last sync, chunks.
+
+    \b
+    Examples:
+      lokal central status --url postgresql://reader@central/fleet --json
+    """
     from lokal.central.sync import site_status
 
     with _friendly_errors():
