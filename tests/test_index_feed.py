@@ -4,6 +4,7 @@ bounded; old files upgrade in place; a restored copy is told apart from its cont
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ def feed_of(ix: Index, after: int = 0) -> dict[str, str]:
 
 
 @pytest.fixture
-def ix(tmp_path: Path) -> Index:
-    return Index.create(tmp_path / "ix.db", IDENTITY)
+def ix(tmp_path: Path) -> Iterator[Index]:
+    with Index.create(tmp_path / "ix.db", IDENTITY) as index:
+        yield index
 
 
 def test_every_write_path_appears_in_the_feed(ix: Index) -> None:
