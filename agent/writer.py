@@ -53,19 +53,24 @@ def writer_lock(index_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def open_writable(path: Path, embedder: Embedder, build: Callable[[Index], bool]) -> Index | None:
+def open_writable(
+    path: Path, embedder: Embedder, build: Callable[[Index], bool] | None
+) -> Index | None:
     """The index at ``path`` open for writing with ``embedder``'s model (created if absent).
 
     If it records another model, a new index is built beside it: ``build(new)`` fills it and
     says whether it completed; then it replaces the old file and is returned. An incomplete
-    build returns None and resumes on the next call. Hold :func:`writer_lock` around this.
+    build returns None and resumes on the next call. Without ``build`` (``lokal index``, whose
+    paths may be only part of what the index holds: a rebuild from them would drop the rest)
+    another model is refused with ModelMismatch naming both. Hold :func:`writer_lock` around
+    this.
     """
     from lokal.index import Index, lifecycle
 
     if not path.exists():
         return Index.create(path, embedder.identity, managed_by="agent")
     recorded = Index.recorded_identity(path)
-    if recorded.compare(embedder.identity) == "same":
+    if recorded.compare(embedder.identity) == "same" or build is None:
         return Index.open(path, embedder.identity, writable=True, agent=True)
     log.warning(
         "the index holds vectors from %s; the model now is %s. Building a new index beside "

@@ -174,23 +174,31 @@ def test_symlinks_followed_only_inside_the_root(tmp_path: Path, packed_gguf: Pat
 
 
 @pytest.mark.slow
-def test_index_with_another_model_rebuilds_like_the_agent(
+def test_index_with_another_model_is_refused_and_loses_nothing(
     tmp_path: Path, packed_gguf: Path
 ) -> None:
-    """`lokal index` with a model other than the index's does what the agent does: builds the
-    index again beside the old one and swaps it in (it used to refuse with ModelMismatch)."""
+    """`lokal index` with a model other than the index's refuses, naming both, and keeps every
+    document: a rebuild from the paths given could drop what other runs indexed (the agent,
+    which knows all its roots, rebuilds beside instead)."""
     from lokal import packing
 
-    root = tmp_path / "docs"
-    root.mkdir()
-    (root / "pump.md").write_text("# Pump\n\nTo reset the pump, hold the red button.\n")
-    (root / "valve.txt").write_text("Close the valve before opening the filter housing.\n")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "pump.md").write_text("# Pump\n\nTo reset the pump, hold the red button.\n")
+    (b / "valve.txt").write_text("Close the valve before opening the filter housing.\n")
     db = tmp_path / "index.db"
-    assert index_json(root, db, "--model", str(packed_gguf))["indexed"] == 2
+    assert index_json(a, db, "--model", str(packed_gguf))["indexed"] == 1
     f16 = packing.pack("all-MiniLM-L6-v2", quantization="f16").path
-    summary = index_json(root, db, "--model", str(f16))
-    assert summary["indexed"] == 2 and summary["failed"] == 0
+    out = subprocess.run(
+        [LOKAL, "index", str(b), "--index", str(db), "--model", str(f16)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "q8_0" in out.stderr and "f16" in out.stderr
     assert not Path(f"{db}.rebuild").exists()
     with Index.open(db) as index:
-        assert index.identity.quantization == "f16" and index.check().ok
-        assert {Path(d.uri).name for d in index.documents()} == {"pump.md", "valve.txt"}
+        assert index.identity.quantization == "q8_0" and index.check().ok
+        assert {Path(d.uri).name for d in index.documents()} == {"pump.md"}

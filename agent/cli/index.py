@@ -24,8 +24,7 @@ from lokal.agent.cli.output import emit_json, friendly_errors, table, warnings_t
 @click.option(
     "--model",
     help="Embedding model (default: the embedded default, as a GGUF when "
-    "packed). An index recording another model is built again beside it and swapped in "
-    "when complete (as the agent does).",
+    "packed). Must match the model an existing index records.",
 )
 @click.option(
     "--chunk-tokens",
@@ -81,11 +80,10 @@ def index_cmd(
       lokal index docs/ --index docs.db --json | jq .indexed
     """
     from lokal.agent import access
-    from lokal.agent.ingest import Ingest, Settings, Summary
+    from lokal.agent.ingest import Ingest, Settings
     from lokal.agent.scanner import DEFAULT_EXCLUDE
     from lokal.agent.writer import open_writable, writer_lock
     from lokal.embedder import Embedder
-    from lokal.index import Index
 
     settings = Settings(
         chunk_tokens=chunk_tokens,
@@ -94,22 +92,18 @@ def index_cmd(
         follow_symlinks=follow_symlinks,
         max_file_seconds=max_file_seconds,
     )
-    built: list[Summary] = []
-
-    def build(new: Index) -> bool:  # another model: the whole index, beside the old one
-        built.append(Ingest(new, embedder, settings).run(list(paths)))
-        return not built[-1].interrupted
-
     with friendly_errors():
         embedder = Embedder(model)
         # the agent's rule for its directory and files: the group `lokal` may read them
         access.prepare_directory(index_path.absolute().parent, access.DEFAULT_GROUP)
         with writer_lock(index_path):
-            index = open_writable(index_path, embedder, build)
-            assert index is not None  # a build here is never stopped half-way
+            # another model is refused (ModelMismatch), never rebuilt from PATHS alone: they
+            # may be only part of what the index holds
+            index = open_writable(index_path, embedder, None)
+            assert index is not None
             with index:
                 access.share_with_group(index_path, access.DEFAULT_GROUP)
-                summary = built[0] if built else Ingest(index, embedder, settings).run(list(paths))
+                summary = Ingest(index, embedder, settings).run(list(paths))
             access.share_with_group(index_path, access.DEFAULT_GROUP)
     if as_json:
         emit_json(summary.to_dict())

@@ -348,6 +348,7 @@ def central_add_site(
     box_url = _with_user(url, role)
     if password_out:
         fd = os.open(password_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise: the owner's alone
         with os.fdopen(fd, "w") as f:
             f.write(secret + "\n")
     click.echo(f"site {site} added; its role {role} writes only this site's rows.")

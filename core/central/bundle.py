@@ -201,7 +201,13 @@ def write_bundle(
     conn.close()
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    tmp.replace(out)
+    try:
+        os.link(tmp, out)  # unlike rename, never replaces a bundle written meanwhile
+    except FileExistsError as exc:
+        msg = f"{out} already exists: give the new bundle another name"
+        raise BundleError(msg) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     sqlite.fsync_directory(out.parent)
     states[site] = {
         "generation": generation,
@@ -251,10 +257,13 @@ def _open(path: Path) -> Any:
         raise BundleError(msg)
     uri = path.resolve().as_uri() + "?mode=ro"
     module = sqlite.sqlite_module()
+    conn = None
     try:
         conn = module.connect(uri, uri=True, isolation_level=None)
         conn.execute("SELECT count(*) FROM header").fetchone()
     except module.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
         msg = f"{path} is not a lokal bundle (or it is damaged): {exc}"
         raise BundleError(msg) from exc
     return conn

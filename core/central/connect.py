@@ -107,6 +107,10 @@ def connect(
         kwargs["password"] = password
     if "connect_timeout" not in url:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+    if "keepalives" not in url:
+        # a connection whose network stalls mid-batch is found dead in about a minute, not
+        # after the kernel's two hours: the agent's pusher, and the agent's stop, wait for it
+        kwargs.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
     try:
         conn = psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as exc:
