@@ -462,7 +462,7 @@ class CentralIndex:
         :meth:`lokal.index.Index.hybrid_search` does. ``score`` is the fused score divided by
         its maximum (first in both lists = 1.0)."""
         q = self._query(vector)
-        fetch = fetch_k or max(4 * k, 20)
+        fetch = fetch_k or search.candidate_depth(k)
         with self._session() as conn:
             with conn.transaction():
                 nearest = self._nearest(conn, q, fetch, filter)
@@ -477,13 +477,11 @@ class CentralIndex:
                 rows.setdefault(key, r)
                 rankings[-1].append(numbers.setdefault(key, len(numbers)))
         keys = list(numbers)
-        fused = search.rrf(rankings)
-        top = sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
+        top = search.fused_top(rankings, k)
         distances = {(r[0], r[1]): float(r[11]) for r in nearest}
         missing = [keys[n] for n, _ in top if keys[n] not in distances]
         distances.update(self._distances(q, missing))
-        best = 2.0 / (search.RRF_K + 1)
-        return [self._hit(rows[keys[n]], s / best, distances.get(keys[n])) for n, s in top]
+        return [self._hit(rows[keys[n]], s, distances.get(keys[n])) for n, s in top]
 
     def _distances(self, q: np.ndarray, keys: Sequence[Key]) -> dict[Key, float]:
         if not keys:

@@ -226,6 +226,14 @@ def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
     return fused
 
 
+def fused_top(rankings: Sequence[Sequence[int]], k: int) -> list[tuple[int, float]]:
+    """The ``k`` best items of the rankings' reciprocal rank fusion, with the fused score
+    divided by its maximum (first in every one of two lists = 1.0); ties by item."""
+    top = sorted(rrf(rankings).items(), key=lambda t: (-t[1], t[0]))[:k]
+    best = 2.0 / (RRF_K + 1)
+    return [(item, score / best) for item, score in top]
+
+
 def mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -> list[int]:
     """Maximal marginal relevance over normalized candidate vectors; returns their positions."""
     if len(candidates) == 0:
@@ -447,14 +455,12 @@ class Searching(Reading):
         with self._lock, sqlite.read(self._reader()):
             nearest = self._nearest(q, fetch, filter)
             lexical = self._text_ranks(text, fetch, filter)
-            fused = rrf([[r for r, _ in nearest], [r for r, _ in lexical]])
+            top = fused_top([[r for r, _ in nearest], [r for r, _ in lexical]], k)
             cosines: dict[int, float | None] = {r: c for r, c in nearest}
-            top = sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
-            best = 2.0 / (RRF_K + 1)
             missing = [r for r, _ in top if r not in cosines]
             for r, v in self._float_vectors(missing).items():
                 cosines[r] = float(v @ q)
-            return self._hits([(r, s / best, cosines.get(r)) for r, s in top])
+            return self._hits([(r, s, cosines.get(r)) for r, s in top])
 
     @reading
     def mmr_search(
