@@ -367,3 +367,30 @@ def test_identification_round_trips(bge_dir: Path) -> None:
     assert ident is not None
     assert evidence.Identification.from_dict(json.loads(json.dumps(ident.to_dict()))) == ident
     assert os.fspath(bge_dir).endswith("encoder-7")
+
+
+def test_reranker_copy_is_recognized_by_its_card(tmp_path: Path) -> None:
+    """The Reranker's profile goes through the same evidence (config files only, no weights)."""
+    ce = tmp_path / "scorer"
+    ce.mkdir()
+    (ce / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["BertForSequenceClassification"],
+                "model_type": "bert",
+                "num_labels": 1,
+            }
+        )
+    )
+    (ce / "README.md").write_text(
+        "# Cross-Encoder for MS Marco\n\n```python\n"
+        "from sentence_transformers import CrossEncoder\n"
+        "model = CrossEncoder('cross-encoder/ms-marco-MiniLM-L6-v2')\n```\n"
+    )
+    assert profiles.reranker_from_name("scorer").known is False
+    p = profiles.reranker_from_dir(ce)
+    assert (p.name, p.known, p.family) == (
+        "scorer",
+        True,
+        profiles.reranker_from_name("cross-encoder/ms-marco-MiniLM-L6-v2").family,
+    )

@@ -120,8 +120,9 @@ def _front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, tuple[str
     block, body = text[3 : 3 + end.start()], text[3 + end.end() :]
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # MTEB results: tens of kB of YAML
     try:
-        meta = yaml.safe_load(block)
+        meta = yaml.load(block, Loader=loader)  # noqa: S506 (a safe loader, C or Python)
     except yaml.YAMLError as exc:
         log.warning("%s: front matter is not valid YAML (%s); reading the text only", path, exc)
         return {}, body, (f"{path.name}: front matter is not valid YAML",)

@@ -153,6 +153,9 @@ def identify_dir(
         found.append(Evidence(NAME, where, candidate, family_of(candidate)))
     fallback = name or (names[0][0] if names else root.name)
     ident = decide(found, fallback, tuple(notes))
+    if name and ident.family and family_of(name) == ident.family:
+        # the hub id it was asked by agrees with the card: keep the fuller id
+        ident = dataclasses.replace(ident, name=name)
     if card is not None:
         ident = ident.with_asked(card.asked_prefixes, card.path.name)
     return ident
