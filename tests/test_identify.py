@@ -323,6 +323,13 @@ def test_unmappable_config_prompt_is_refused_and_adapters_can_allow(
         model=str(enc), backend="sentence-transformers", allow_unknown_prefixes=True
     )
     assert len(allowed.embed_query(QUERY)) == 384
+    pytest.importorskip("llama_index.core")
+    from lokal.integrations.llama_index import LocalEmbedding
+
+    with pytest.raises(UnknownPrefix):
+        LocalEmbedding(model=str(enc), backend="sentence-transformers").get_query_embedding(QUERY)
+    chosen = LocalEmbedding(model=str(enc), backend="sentence-transformers", query_prefix="")
+    assert chosen.get_query_embedding(QUERY) == allowed.embed_query(QUERY)
 
 
 def test_mapped_config_prompt_is_used_not_refused(tmp_path: Path) -> None:
