@@ -286,6 +286,9 @@ def test_unknown_model_whose_card_names_a_prefix_is_refused(
     )
     emb = Embedder(str(enc), backend="sentence-transformers")
     assert not emb.profile.known
+    assert emb.profile.identification is not None
+    assert any("no known checkpoint's size" in n for n in emb.profile.identification.notes)
+    assert str(enc) not in sha256_cache(), "weights of no known size are not hashed"
     with pytest.raises(UnknownPrefix, match="Represent this sentence") as caught:
         emb.embed_query(QUERY)
     assert isinstance(caught.value, ProfileError)

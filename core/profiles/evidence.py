@@ -10,7 +10,8 @@ family table knows decides (:class:`Identification` says which):
 2. the model card (``README.md``, :mod:`lokal.profiles.cards`): its ``model-index`` name (the
    model's own name), ``base_model``, the ids its usage examples load, its title;
 3. the weights' sha256 against the known checkpoints (:mod:`lokal.profiles.checkpoints`),
-   computed only when 1-2 named nothing known, and remembered by path, size and times;
+   computed only when 1-2 named nothing known and the weights are one file of a known
+   checkpoint's size, and remembered by path, size and times;
 4. the name: the one the caller asked by, a Hugging Face cache path, the directory's name,
    ``_name_or_path`` in ``config.json``.
 
@@ -226,10 +227,22 @@ def _card_evidence(card: cards.ModelCard, family_of: FamilyOf) -> list[Evidence]
 
 
 def _weights_evidence(root: Path, family_of: FamilyOf, notes: list[str]) -> list[Evidence]:
+    """The known checkpoint the weights are, by sha256. Every known checkpoint is one
+    ``model.safetensors`` of a known size: weights of another shape are not hashed at all."""
     from lokal import models
 
+    weights = sorted(root.glob("*.safetensors"))
     try:
-        digest = models.weights_sha256(root)
+        size = weights[0].stat().st_size if len(weights) == 1 else None
+    except OSError as exc:
+        notes.append(f"weights not hashed: {exc}")
+        return []
+    if size is None or size not in checkpoints.sizes():
+        shape = f"{len(weights)} .safetensors files" if size is None else f"{size:,} bytes"
+        notes.append(f"weights not hashed: {shape}, no known checkpoint's size")
+        return []
+    try:
+        digest = models.file_sha256(weights[0])
     except (LokalError, OSError) as exc:
         notes.append(f"weights not hashed: {exc}")
         return []
