@@ -181,6 +181,7 @@ def test_bge_copy_gets_bge_query_instruction(bge_st: Embedder) -> None:
     assert not np.allclose(q, plain.embed_query(QUERY), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_packed_gguf_carries_its_profile_without_manifest(
     bge_dir: Path, bge_st: Embedder, tmp_path: Path
 ) -> None:
