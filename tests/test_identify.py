@@ -405,3 +405,25 @@ def test_reranker_copy_is_recognized_by_its_card(tmp_path: Path) -> None:
         True,
         profiles.reranker_from_name("cross-encoder/ms-marco-MiniLM-L6-v2").family,
     )
+
+
+def test_packed_evidence_keeps_the_asked_prefix_for_the_refusal() -> None:
+    """A GGUF packed from an unknown model whose card asks for a prefix keeps that in its own
+    metadata, so the file alone is refused the same way (Embedder reads this identification)."""
+    ident = evidence.Identification(
+        name="enc", asked_prefixes=(BGE_EN_QUERY,), asked_where="README.md"
+    )
+    meta = {
+        "general.architecture": "bert",
+        "lokal.name": "enc",
+        "lokal.profile": json.dumps({"family": "unknown", "query_prefix": "", "known": False}),
+        evidence.EVIDENCE_KEY: json.dumps(ident.to_dict()),
+    }
+    p = profiles.from_gguf_metadata(meta, "x17")
+    assert p.identification is not None
+    assert (p.known, p.identification.family, p.identification.asked_prefixes) == (
+        False,
+        None,
+        (BGE_EN_QUERY,),
+    )
+    assert any(evidence.EVIDENCE_KEY in n for n in p.identification.notes)
