@@ -55,6 +55,11 @@ class EmbedderSettings(BaseModel):
     profile: dict[str, Any] | None = Field(
         None, description="Overrides for any profile field, e.g. {'context_length': 512}."
     )
+    allow_unknown_prefixes: bool = Field(
+        False,
+        description="Embed queries of an unknown model whose card or config asks for a query "
+        "prefix lokal cannot map, without it (default: refuse until query_prefix is set).",
+    )
 
     def make_embedder(self, batch_size: int, context: Any = None) -> Embedder:
         """The core Embedder these settings describe (or the one handed over in the
@@ -76,6 +81,7 @@ class EmbedderSettings(BaseModel):
             n_gpu_layers=self.n_gpu_layers,
             n_threads=self.n_threads,
             profile=self.profile,
+            allow_unknown_prefixes=self.allow_unknown_prefixes,
         )
 
 
