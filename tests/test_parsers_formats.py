@@ -178,3 +178,29 @@ def test_a_document_that_is_not_its_format() -> None:
         parse(Path("old.docx"), b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
     with pytest.raises(Unsupported, match="not an RTF file"):
         parse(Path("x.rtf"), b"plain text with an rtf suffix")
+
+
+def test_docx_content_controls_are_read() -> None:
+    # a filled-in template: a field (w:sdt) around a paragraph and one around a table
+    import docx as python_docx
+    from docx.oxml import parse_xml
+
+    document = python_docx.Document()
+    document.add_paragraph("Before the fields.")
+    w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    field = parse_xml(
+        f"<w:sdt {w}><w:sdtPr/><w:sdtContent><w:p><w:r><w:t>Customer: Acme Water Works"
+        "</w:t></w:r></w:p></w:sdtContent></w:sdt>"
+    )
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "Serial", "P-101-7788"
+    wrapper = parse_xml(f"<w:sdt {w}><w:sdtPr/><w:sdtContent/></w:sdt>")
+    table._tbl.addprevious(wrapper)
+    wrapper[1].append(table._tbl)
+    wrapper.addprevious(field)
+    text = parse(Path("form.docx"), formats._saved(document)).text
+    assert text.split("\n\n") == [
+        "Before the fields.",
+        "Customer: Acme Water Works",
+        "Serial | P-101-7788",
+    ]

@@ -3,8 +3,9 @@
 Each reads what a person sees, in reading order, with headings the chunker splits on:
 
 - DOCX: the pages' headers, then the body's paragraphs and tables in document order (a table
-  row per line, cells joined by `` | ``; a merged cell once), headings (``Heading N`` and
-  ``Title`` styles) as Markdown headings, then the footnotes and endnotes, then the footers.
+  row per line, cells joined by `` | ``; a merged cell once; content controls opened),
+  headings (``Heading N`` and ``Title`` styles) as Markdown headings, then the footnotes and
+  endnotes, then the footers.
 - PPTX: per slide a heading (its title, else ``Slide N``), the text of its shapes top to
   bottom, left to right (groups opened, tables as rows), then its speaker notes.
 - XLSX: per visible sheet a heading (its name), then its rows, one line each, cells joined by
@@ -54,13 +55,34 @@ def docx(data: bytes) -> Parsed:
 
 
 def _docx_blocks(container: Any) -> list[str]:
-    """Paragraphs and tables of a body, header, footer or cell, in document order."""
+    """Paragraphs and tables of a document's body, a header, footer or cell, in document
+    order, content controls (``w:sdt``, which python-docx's ``iter_inner_content`` passes
+    over: a filled-in template's fields) opened."""
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    box = getattr(container, "_body", container)  # a Document holds its body
     out = []
-    for item in container.iter_inner_content():
-        if hasattr(item, "rows"):
-            out.append(_docx_table(item))
+    for element in _block_elements(box._element):
+        if element.tag == f"{_W}tbl":
+            out.append(_docx_table(Table(element, box)))
         else:
-            out.append(_heading(item) + item.text)
+            paragraph = Paragraph(element, box)
+            out.append(_heading(paragraph) + paragraph.text)
+    return out
+
+
+def _block_elements(parent: Any) -> list[Any]:
+    out = []
+    stack = list(reversed(parent))
+    while stack:
+        element = stack.pop()
+        if element.tag in (f"{_W}p", f"{_W}tbl"):
+            out.append(element)
+        elif element.tag == f"{_W}sdt":
+            content = element.find(f"{_W}sdtContent")
+            if content is not None:
+                stack.extend(reversed(content))
     return out
 
 
