@@ -122,7 +122,7 @@ def odt() -> bytes:
     from odf.opendocument import OpenDocumentText
     from odf.style import Footer, Header, MasterPage, PageLayout
     from odf.table import Table, TableCell, TableColumn, TableRow
-    from odf.text import H, P
+    from odf.text import H, List, ListItem, P
 
     document = OpenDocumentText()
     layout = PageLayout(name="page")
@@ -137,6 +137,12 @@ def odt() -> bytes:
     document.text.addElement(P(text="Grease the bearings monthly."))
     document.text.addElement(H(outlinelevel=2, text="Yearly"))
     document.text.addElement(P(text="Replace the seals every spring."))
+    steps = List()
+    for step in ("Drain the pump.", "Open the housing."):
+        item = ListItem()
+        item.addElement(P(text=step))
+        steps.addElement(item)
+    document.text.addElement(steps)
     table = Table(name="Parts")
     table.addElement(TableColumn(numbercolumnsrepeated=2))
     for values in (("Part", "Interval"), ("Bearing", "monthly")):

@@ -69,6 +69,8 @@ def test_odt_headings_paragraphs_tables() -> None:
         "Grease the bearings monthly.",
         "## Yearly",
         "Replace the seals every spring.",
+        "- Drain the pump.",
+        "- Open the housing.",
         "Part | Interval\nBearing | monthly",
     ]
 

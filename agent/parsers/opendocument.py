@@ -1,6 +1,7 @@
 """OpenDocument text (ODT, odfpy): headings, paragraphs, lists and tables in document order.
 
-Headings (``text:h`` with an outline level) become Markdown headings; tables are one row per
+Headings (``text:h`` with an outline level) become Markdown headings; list items start with
+``- ``; tables are one row per
 line, cells joined by `` | ``; the pages' headers and footers (in the master pages' styles)
 come first and last. Tracked changes' deleted text is not what a reader sees: left out.
 """
@@ -52,9 +53,9 @@ def _blocks(root: Any, check: Check) -> list[str]:
     from odf import teletype
 
     out: list[str] = []
-    stack = list(reversed(_elements(root)))
+    stack = [(node, "") for node in reversed(_elements(root))]
     while stack:
-        node = stack.pop()
+        node, prefix = stack.pop()
         name = node.qname
         if name in _LEFT_OUT:
             continue
@@ -63,12 +64,16 @@ def _blocks(root: Any, check: Check) -> list[str]:
             depth = min(max(int(level), 1), 6) if str(level).isdigit() else 1
             out.append("#" * depth + " " + " ".join(teletype.extractText(node).split()))
         elif name == (_TEXT, "p"):
-            out.append(teletype.extractText(node))
+            out.append(prefix + teletype.extractText(node))
         elif name == (_TABLE, "table"):
             check()
             out.append(_table(node))
-        else:  # sections, lists, frames, ...: their content in order
-            stack.extend(reversed(_elements(node)))
+        else:  # sections, lists, frames, ...: their content in order; an item's first line
+            children = _elements(node)  # starts with "- "
+            mark = "- " if name == (_TEXT, "list-item") else prefix
+            stack.extend(
+                (c, mark if i == 0 else "") for i, c in reversed(list(enumerate(children)))
+            )
     return out
 
 
