@@ -796,7 +796,7 @@ def lokal_diagnostics(
     qs: np.ndarray,
 ) -> dict[str, Any]:
     """Where a lokal search spends its time (run after the memory figures are taken)."""
-    from lokal.index import search, sqlite
+    from lokal.index import search, sqlite, vectors
     from lokal.index.filters import compile_filter
 
     mode = index.quantization
@@ -820,11 +820,11 @@ def lokal_diagnostics(
     it = iter(np.resize(qs, (max(n_q, 1), DIM)))
     d["scan_ms"] = _median_ms(lambda: scan(next(it)), n_q)
     if mode == "int8":  # the same scan with smaller conversion blocks
-        block = search._BLOCK
-        search._BLOCK = 2048
+        block = vectors._BLOCK
+        vectors._BLOCK = 2048
         it = iter(np.resize(qs, (max(n_q, 1), DIM)))
         d["scan_ms_block_2048"] = _median_ms(lambda: scan(next(it)), n_q)
-        search._BLOCK = block
+        vectors._BLOCK = block
     groups = np.load(spec["groups"])
     rows = np.flatnonzero(np.isin(groups, FILTER_GROUPS)) + 1
     it = iter(np.resize(qs, (max(n_q, 1), DIM)))
