@@ -97,6 +97,7 @@ def read_status(config: AgentConfig) -> dict[str, Any]:
         with Index.open(index) as ix:
             out["model"] = out["model"] or ix.identity.describe()
             out["chunks"] = len(ix)
+            out["search_copy"] = ix.search_copy()
             for doc in ix.documents():
                 out["documents"][doc.status] = out["documents"].get(doc.status, 0) + 1
                 # failed and skipped files, and files indexed with a warning (bad bytes)

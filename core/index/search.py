@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lokal.errors import IndexFileError
-from lokal.index import sqlite
+from lokal.index import sqlite, vectors
 from lokal.index.filters import compile_filter
 from lokal.index.reading import Reading, reading
 from lokal.index.records import RECORD_COLUMNS, Hit, record
@@ -144,6 +144,8 @@ class Searching(Reading):
     def __init__(self, conn: Any, path: Path, *, writable: bool) -> None:
         super().__init__(conn, path, writable=writable)
         self._cache: VectorCache | None = None
+        #: bytes the search copy of an ``auto`` index may take (lokal.index.vectors)
+        self.memory_budget = vectors.memory_budget()
         # filter (canonical JSON) -> positions in self._cache of the rows it matches; emptied
         # whenever the cache is reloaded (the file changed)
         self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -159,10 +161,35 @@ class Searching(Reading):
         if self._cache is None or self._cache.version != version:
             with sqlite.read(conn):
                 self._cache = VectorCache.load(
-                    conn, self.dimension, self.quantization, version, unit=self.identity.normalize
+                    conn,
+                    self.dimension,
+                    self._search_mode(conn),
+                    version,
+                    unit=self.identity.normalize,
                 )
                 self._filter_positions.clear()
         return self._cache
+
+    def _search_mode(self, conn: Any) -> str:
+        return vectors.choose_mode(
+            self.quantization, vectors.stored_count(conn), self.dimension, self.memory_budget
+        )
+
+    @reading
+    def search_copy(self) -> dict[str, Any]:
+        """Which search copy this index uses and why: the recorded choice, the memory budget,
+        the copy chosen for the current size and its memory (what ``lokal check`` shows)."""
+        with self._lock, sqlite.read(self._reader()) as conn:
+            rows = vectors.stored_count(conn)
+            mode = self._search_mode(conn)
+        return {
+            "quantization": self.quantization,
+            "memory_budget": self.memory_budget,
+            "rows": rows,
+            "mode": mode,
+            "bytes": vectors.copy_bytes(rows, self.dimension, mode),
+            "float_bytes": vectors.copy_bytes(rows, self.dimension, "float"),
+        }
 
     def _query(self, vector: Any) -> np.ndarray:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
