@@ -146,6 +146,11 @@ def test_auto_chooses_by_size_and_memory_budget(
     assert index.quantization == "auto"
     assert index.search_copy()["mode"] == "float"
     index.memory_budget = vectors.copy_bytes(3000, DIM, "float") - 1
+    assert index.search_copy()["mode"] == "int8"  # NumKong is installed: int8 is fast
+    monkeypatch.setattr(vectors, "_NUMKONG", False)  # without it, int8 is slower than float
+    assert index.search_copy()["mode"] == "bit"
+    monkeypatch.undo()
+    index.memory_budget = vectors.copy_bytes(3000, DIM, "int8") - 1
     info = index.search_copy()
     assert (info["mode"], info["rows"]) == ("bit", 3000)
     assert info["bytes"] == vectors.copy_bytes(3000, DIM, "bit")
@@ -205,3 +210,26 @@ def test_a_damaged_vector_is_refused_by_the_fast_read(index: Index) -> None:
     index._writes += 1
     with pytest.raises(IndexFileError, match=r"rows 10\)"):
         index.search(unit(np.random.default_rng(3), 1)[0], k=3)
+
+
+@pytest.mark.parametrize("mode", ["int8", "bit"])
+def test_simd_scores_equal_numpy_scores(
+    index: Index, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NumKong's kernels score exactly as numpy does (bit: Hamming distances; int8: the
+    integer dot product with the int8 query), over all rows and over a filter's rows."""
+    assert vectors.simd() is not None
+    cache = vectors.VectorCache.load(index._reader(), DIM, mode, (0, 0), unit=True)
+    q = unit(np.random.default_rng(5), 1)[0]
+    pos = np.arange(0, len(cache.rowids), 3)
+    fast = [vectors.approximate_scores(cache, q, p) for p in (None, pos)]
+    if mode == "bit":
+        monkeypatch.setattr(vectors, "_NUMKONG", False)
+        slow = [vectors.approximate_scores(cache, q, p) for p in (None, pos)]
+    else:
+        q8 = vectors.encode(q[None, :], "int8")[0].astype(np.int64)
+        slow = [(cache.data.astype(np.int64) @ q8).astype(np.float32)]
+        slow.append(slow[0][pos])
+    for f, s in zip(fast, slow, strict=True):
+        assert f.dtype == np.float32
+        assert np.array_equal(f, s)
