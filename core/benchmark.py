@@ -146,6 +146,26 @@ def measure(spec: BenchSpec, progress: Callable[[int, int], None] | None = None)
     }
 
 
+def quantization_findings(results: list[dict[str, Any]]) -> list[str]:
+    """This CPU's advice (:func:`lokal.cpu.advice`) and, for each model measured at both
+    q8_0 and f16 on the GGUF backend, which ran faster here and by how much."""
+    from lokal import cpu
+
+    lines = [str(cpu.advice())]
+    by_model: dict[str, dict[str, float]] = {}
+    for r in results:
+        if r.get("backend") == "gguf" and r.get("quantization") in ("q8_0", "f16"):
+            by_model.setdefault(r["model"], {})[r["quantization"]] = float(r["tokens_per_s"])
+    for model, speeds in by_model.items():
+        if len(speeds) == 2:
+            fast, slow = sorted(speeds, key=lambda q: -speeds[q])
+            lines.append(
+                f"measured: {model.rsplit('/', 1)[-1]} {fast} {speeds[fast]:,.0f} tokens/s, "
+                f"{slow} {speeds[slow]:,.0f}: {fast} {speeds[fast] / speeds[slow]:.2f}x"
+            )
+    return lines
+
+
 class BenchError(LokalError):
     """A benchmark child failed; the message carries its last error line."""
 

@@ -200,7 +200,7 @@ def bench_cmd(
       lokal bench all-MiniLM-L6-v2 -b sentence-transformers -b gguf -q q8_0 -q q4_0
       lokal bench /srv/models/bge-small.q8_0.gguf --texts 1000 --json
     """
-    from lokal.benchmark import BenchSpec, run_isolated
+    from lokal.benchmark import BenchSpec, quantization_findings, run_isolated
 
     specs = []
     for m in models_ or (None,):
@@ -246,3 +246,5 @@ def bench_cmd(
         "load = the machine's 1-minute load average before/after (busy machines measure slower)",
         err=True,
     )
+    for line in quantization_findings(results):
+        click.echo(line)
