@@ -137,6 +137,11 @@ def read_floats(
     # where each chunk's first valid slot lands in ``rowids`` (valid slots, chunk order)
     first = np.concatenate([[0], np.cumsum(valid.sum(axis=1))])
     out: np.ndarray = np.empty((len(rowids), *out_shape), dtype=out_dtype)
+    # float rows in rowid order, every slot valid: the blobs are copied straight into the
+    # output and transformed there, in place (no scratch copy)
+    direct = dest is None and full and out_dtype == np.float32 and out_shape == (dimension,)
+    chunk_bytes = 4 * size * dimension
+    scratch = np.empty((_CHUNK_BATCH * size, dimension), dtype=np.float32)
     done = 0  # chunks read
     cursor = conn.execute("SELECT rowid, vectors FROM chunks_vec_vector_chunks00 ORDER BY rowid")
     while rows := cursor.fetchmany(_CHUNK_BATCH):
@@ -146,16 +151,21 @@ def read_floats(
         if done > len(chunk_ids) or not np.array_equal(chunk_ids[start:done], ids):
             log.debug("vec0 vector chunks and chunk list differ: reading row by row")
             return None
-        blob = bytearray().join(r[1] for r in rows)
-        if len(blob) != 4 * size * dimension * len(rows):
-            msg = f"stored vectors are not all {dimension} floats: the index is damaged"
-            raise IndexFileError(msg)
-        block = np.frombuffer(blob, dtype=np.float32).reshape(len(rows) * size, dimension)
+        lo, hi = int(first[start]), int(first[done])
+        block = out[lo:hi] if direct else scratch[: len(rows) * size]
+        raw = memoryview(block.data).cast("B")
+        for j, (_, blob) in enumerate(rows):
+            if len(blob) != chunk_bytes:
+                msg = f"stored vectors are not all {dimension} floats: the index is damaged"
+                raise IndexFileError(msg)
+            raw[j * chunk_bytes : (j + 1) * chunk_bytes] = blob
         if not full:
             block = block[valid[start:done].reshape(-1)]
-        lo, hi = int(first[start]), int(first[done])
         encoded = transform(block, rowids[lo:hi])
-        if dest is None:
+        if direct:
+            if encoded is not block:
+                out[lo:hi] = encoded
+        elif dest is None:
             out[lo:hi] = encoded
         else:
             out[dest[lo:hi]] = encoded

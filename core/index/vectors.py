@@ -127,9 +127,12 @@ def normalize(v: np.ndarray) -> np.ndarray:
     return normalize_in_place(np.array(v, dtype=np.float32))
 
 
-def normalize_in_place(v: np.ndarray) -> np.ndarray:
-    """Divide each float32 row by its length, in ``v`` itself; returns ``v``."""
-    norms = np.sqrt(np.einsum("...i,...i->...", v, v))[..., None]
+def normalize_in_place(v: np.ndarray, squares: np.ndarray | None = None) -> np.ndarray:
+    """Divide each float32 row by its length, in ``v`` itself; returns ``v``. ``squares``:
+    the rows' squared lengths when already computed."""
+    if squares is None:
+        squares = np.einsum("...i,...i->...", v, v)
+    norms = np.sqrt(squares)[..., None]
     v /= np.where(norms == 0, 1.0, norms)
     return v
 
@@ -174,8 +177,9 @@ class VectorCache:
             )
 
         def transform(block: np.ndarray, ids: np.ndarray) -> np.ndarray:
-            refuse_damaged(block, ids, unit)
-            return encode(normalize_in_place(block), quantization)
+            squares = np.einsum("ij,ij->i", block, block)
+            refuse_damaged(block, ids, unit, squares)
+            return encode(normalize_in_place(block, squares), quantization)
 
         found = stored.read_floats(
             conn,
@@ -259,11 +263,15 @@ def describe_rows(rowids: np.ndarray | list[int]) -> str:
     return f"{len(rowids)} (rows {shown}{more})"
 
 
-def refuse_damaged(block: np.ndarray, rowids: np.ndarray, unit: bool) -> None:
+def refuse_damaged(
+    block: np.ndarray, rowids: np.ndarray, unit: bool, squares: np.ndarray | None = None
+) -> None:
     """:class:`IndexFileError` naming the rows of ``block`` that are not finite or (where
-    ``unit``) not unit length. One float32 pass; only suspect rows are looked at again in
-    float64 (a finite value whose square overflows float32 is no damage)."""
-    squares = np.einsum("ij,ij->i", block, block)
+    ``unit``) not unit length. One float32 pass (``squares``: the rows' squared lengths, when
+    already computed); only suspect rows are looked at again in float64 (a finite value whose
+    square overflows float32 is no damage)."""
+    if squares is None:
+        squares = np.einsum("ij,ij->i", block, block)
     with np.errstate(invalid="ignore"):
         suspect = ~np.isfinite(squares)
         if unit:
