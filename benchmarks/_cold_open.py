@@ -5,9 +5,10 @@ search copy (``float``, ``int8``, ``bit`` or the recorded ``auto``) and runs one
 parent times the whole process (interpreter start to exit) and the child reports its parts.
 One more process per mode first searches 30 times after its first search: the p50 of a
 search once the copy is loaded, and that process's peak RSS.
-"Warm" samples follow an untimed one (the file is in the page cache); "dropped" samples first
-drop this file's pages from the page cache (``posix_fadvise(DONTNEED)``: only this file,
-nothing else on a shared machine).
+A mode ``float-rows`` (``bit-rows`` ...) is the baseline: that copy read through vec0 row by
+row, as lokal did before it stored the copy. "Warm" samples follow an untimed one (the file
+is in the page cache); "dropped" samples first drop this file's pages from the page cache
+(``posix_fadvise(DONTNEED)``: only this file, nothing else on a shared machine).
 
 The files are built cheaply: ``Index.create`` (the real schema and migrations), then rows by
 plain SQL in 50k-row transactions — ``chunks`` (a short text, ``{"group": g}``),
@@ -41,9 +42,15 @@ import numpy as np
 from lokal.index import Index
 t1 = time.perf_counter()
 spec = json.loads(sys.argv[1])
+mode = spec["mode"]
+if mode.endswith("-rows"):  # the baseline: the copy read row by row, as before migration 5
+    from lokal.index import stored
+    stored.read_floats = lambda *args: None
+    stored.has_bits = lambda conn: False
+    mode = mode[: -len("-rows")]
 index = Index.open(spec["db"])
-if spec["mode"] != "auto":
-    index.quantization = spec["mode"]
+if mode != "auto":
+    index.quantization = mode
 t2 = time.perf_counter()
 q = np.random.default_rng(1).standard_normal(index.dimension).astype(np.float32)
 hits = index.search(q / np.linalg.norm(q), 10)
@@ -211,10 +218,32 @@ def main() -> None:
     a = p.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    before = os.getloadavg()
     rows = cold_open(
         [int(s) for s in a.sizes.split(",")], a.modes.split(","), a.samples, work, rebuild=a.rebuild
     )
+    print(machine_line(before))
     print(cold_open_table(rows))
+
+
+def machine_line(load_before: tuple[float, float, float]) -> str:
+    from lokal import cpu
+
+    flags = sorted(cpu.cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimddp"})
+    after = os.getloadavg()
+    return (
+        f"{cpu.cpu_name()}, {os.cpu_count()} cores, flags {' '.join(flags)}; load average "
+        f"{load_before[0]:.1f} at start, {after[0]:.1f} at the end; numkong "
+        f"{'yes' if _has_numkong() else 'no'}"
+    )
+
+
+def _has_numkong() -> bool:
+    try:
+        import numkong  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
