@@ -26,6 +26,7 @@ from lokal.index.filters import compile_filter
 from lokal.index.reading import Reading, reading
 from lokal.index.records import RECORD_COLUMNS, Hit, record
 from lokal.index.vectors import (
+    MODES,
     OVERSAMPLE,
     QUANTIZATIONS,
     UNIT_TOLERANCE,
@@ -42,6 +43,7 @@ from lokal.index.vectors import (
 )
 
 __all__ = [
+    "MODES",
     "OVERSAMPLE",
     "QUANTIZATIONS",
     "UNIT_TOLERANCE",

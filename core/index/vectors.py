@@ -127,11 +127,18 @@ def normalize(v: np.ndarray) -> np.ndarray:
     return normalize_in_place(np.array(v, dtype=np.float32))
 
 
+def squared_lengths(v: np.ndarray) -> np.ndarray:
+    """Each row's squared length (one pass; the same arithmetic wherever lokal normalizes, so
+    a copy normalized a batch at a time equals the whole matrix normalized at once)."""
+    out: np.ndarray = np.einsum("...i,...i->...", v, v)
+    return out
+
+
 def normalize_in_place(v: np.ndarray, squares: np.ndarray | None = None) -> np.ndarray:
     """Divide each float32 row by its length, in ``v`` itself; returns ``v``. ``squares``:
     the rows' squared lengths when already computed."""
     if squares is None:
-        squares = np.einsum("...i,...i->...", v, v)
+        squares = squared_lengths(v)
     norms = np.sqrt(squares)[..., None]
     v /= np.where(norms == 0, 1.0, norms)
     return v
@@ -177,7 +184,7 @@ class VectorCache:
             )
 
         def transform(block: np.ndarray, ids: np.ndarray) -> np.ndarray:
-            squares = np.einsum("ij,ij->i", block, block)
+            squares = squared_lengths(block)
             refuse_damaged(block, ids, unit, squares)
             return encode(normalize_in_place(block, squares), quantization)
 
@@ -271,7 +278,7 @@ def refuse_damaged(
     already computed); only suspect rows are looked at again in float64 (a finite value whose
     square overflows float32 is no damage)."""
     if squares is None:
-        squares = np.einsum("ij,ij->i", block, block)
+        squares = squared_lengths(block)
     with np.errstate(invalid="ignore"):
         suspect = ~np.isfinite(squares)
         if unit:
