@@ -7,6 +7,9 @@ the copy is stored and read, which does not depend on where vectors come from)."
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +236,22 @@ def test_simd_scores_equal_numpy_scores(
     for f, s in zip(fast, slow, strict=True):
         assert f.dtype == np.float32
         assert np.array_equal(f, s)
+
+
+def test_lokal_check_shows_the_search_copy(index: Index) -> None:
+    """The real `lokal check` names the copy an index uses, and follows the memory budget."""
+    path = str(index.path)
+    index.close()
+    lokal = str(Path(sys.executable).parent / "lokal")
+    env = {k: v for k, v in os.environ.items() if k != vectors.MEMORY_BUDGET_ENV}
+    for budget, line in (
+        (None, "search copy: float (auto; memory budget 256 MiB; 3,000 rows: 586 KiB)"),
+        ("100K", "search copy: bit (auto; memory budget 100 KiB; 3,000 rows: 41 KiB, float"),
+    ):
+        if budget:
+            env[vectors.MEMORY_BUDGET_ENV] = budget
+        proc = subprocess.run(
+            [lokal, "check", "--index", path], capture_output=True, text=True, env=env, check=False
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert line in proc.stdout, proc.stdout
