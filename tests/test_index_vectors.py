@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lokal.errors import IndexFileError
+from lokal.errors import IndexFileError, MemoryBudgetError
 from lokal.identity import ModelIdentity
 from lokal.index import Chunk, Index, schema, stored, vectors
 
@@ -181,8 +181,23 @@ def test_memory_budget_sizes(text: str | int, expected: int) -> None:
 
 @pytest.mark.parametrize("text", ["lots", "-1G", "0", "12Q"])
 def test_a_bad_memory_budget_is_a_clear_error(text: str) -> None:
-    with pytest.raises(ValueError, match="memory budget"):
+    with pytest.raises(MemoryBudgetError, match="memory budget"):
         vectors.parse_budget(text)
+
+
+def test_a_bad_budget_in_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Index.create(tmp_path / "i.db", IDENTITY).close()
+    monkeypatch.setenv(vectors.MEMORY_BUDGET_ENV, "lots")
+    with pytest.raises(MemoryBudgetError, match=r"\$LOKAL_MEMORY_BUDGET: a memory budget is"):
+        Index.open(tmp_path / "i.db")
+    lokal = str(Path(sys.executable).parent / "lokal")
+    proc = subprocess.run(
+        [lokal, "check", "--index", str(tmp_path / "i.db")], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "LOKAL_MEMORY_BUDGET" in proc.stderr
 
 
 def test_migration_5_stores_the_bit_copy_of_an_older_file(index: Index) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lokal.errors import IndexFileError
+from lokal.errors import IndexFileError, MemoryBudgetError
 from lokal.index import stored
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,12 @@ def parse_budget(value: int | str) -> int:
         found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)i?b?\s*", str(value).lower())
         if found is None:
             msg = f"a memory budget is a size such as 256M or 1G, not {value!r}"
-            raise ValueError(msg)
+            raise MemoryBudgetError(msg)
         number, unit = float(found.group(1)), found.group(2)
     budget = int(number * _UNITS[unit])
     if budget <= 0:
         msg = f"a memory budget must be positive, not {value!r}"
-        raise ValueError(msg)
+        raise MemoryBudgetError(msg)
     return budget
 
 
@@ -60,7 +60,14 @@ def memory_budget(value: int | str | None = None) -> int:
     """The search copy's memory budget: ``value``, else ``$LOKAL_MEMORY_BUDGET``, else
     :data:`DEFAULT_MEMORY_BUDGET`."""
     if value is None:
-        value = os.environ.get(MEMORY_BUDGET_ENV) or DEFAULT_MEMORY_BUDGET
+        found = os.environ.get(MEMORY_BUDGET_ENV)
+        if found:
+            try:
+                return parse_budget(found)
+            except MemoryBudgetError as exc:
+                msg = f"${MEMORY_BUDGET_ENV}: {exc}"
+                raise MemoryBudgetError(msg) from exc
+        value = DEFAULT_MEMORY_BUDGET
     return parse_budget(value)
 
 
