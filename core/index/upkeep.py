@@ -268,6 +268,8 @@ def _compare_copy(
         return  # an empty index: nothing to compare
     want = search.encode(search.normalize(floats), mode)
     differ = np.flatnonzero((data != want).any(axis=1))  # (n, d) or (n, d/8); n may be 0
+    # a vector that is not finite is reported as such; its code says nothing more
+    differ = differ[np.isfinite(floats[differ]).all(axis=1)]
     if len(differ):
         found.add(f"{what} differs from the stored vectors: {describe_rows(rowids[differ])}")
 

@@ -147,7 +147,8 @@ def normalize_in_place(v: np.ndarray, squares: np.ndarray | None = None) -> np.n
     if squares is None:
         squares = squared_lengths(v)
     norms = np.sqrt(squares)[..., None]
-    v /= np.where(norms == 0, 1.0, norms)
+    with np.errstate(invalid="ignore", over="ignore"):  # damaged rows: refused elsewhere
+        v /= np.where(norms == 0, 1.0, norms)
     return v
 
 
