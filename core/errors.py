@@ -17,6 +17,7 @@ type. The hierarchy is small and flat::
     ├── IndexFileError         base of the index errors (``lokal.index``):
     │   ├── IndexReadOnly      a write to an index this process may only read
     │   ├── FilterError        a metadata filter that is malformed or unsafe
+    │   ├── MemoryBudgetError  a search copy memory budget that is not a size (256M, 1G)
     │   └── SQLiteUnavailable  no SQLite library here can load sqlite-vec (names what to install)
     ├── CentralError           the central PostgreSQL store refused or failed (``lokal.central``):
     │   ├── CentralUnreachable cannot connect, or the connection was lost (retry later)
@@ -118,6 +119,11 @@ class IndexReadOnly(IndexFileError, PermissionError):
 
 class FilterError(IndexFileError, ValueError):
     """A metadata filter is malformed, uses an unknown operator, or an unsafe key."""
+
+
+class MemoryBudgetError(IndexFileError, ValueError):
+    """A memory budget for the search copy (``LOKAL_MEMORY_BUDGET``, ``memory_budget``) that
+    is not a positive size."""
 
 
 class SQLiteUnavailable(IndexFileError, MissingDependency):

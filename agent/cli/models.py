@@ -265,6 +265,13 @@ def models_pack(
             f"packed {source} -> {packed.path} ({quantization}, {mb:.1f} MB, "
             f"sha256 {packed.manifest['sha256'][:16]}...)"
         )
+        from lokal import cpu
+
+        best = cpu.advice()
+        if quantization in ("q8_0", "f16") and best.quantization != quantization:
+            click.echo(f"note: {best}; pack with -q {best.quantization} for this box", err=True)
+        elif quantization in ("q8_0", "f16"):
+            click.echo(f"{best} (a box with another CPU may want the other: docs/benchmarks.md)")
 
 
 @models.command("verify")
