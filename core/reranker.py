@@ -197,6 +197,9 @@ class Reranker(LoadedModel[RerankBackend]):
         self.n_gpu_layers = n_gpu_layers
         self.n_threads = n_threads
         self.on_truncate = on_truncate
+        if self.profile.scoring != "cross-encoder":
+            msg = f"{self.profile.name} cannot be scored by lokal: {self.profile.gguf_note}"
+            raise ProfileError(msg)
         if self.resolved.backend == models.GGUF:
             self._check_gguf_support()
         if not self.profile.known:
