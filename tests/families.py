@@ -31,8 +31,9 @@ HIDDEN = 64
 MAX_TOKENS = 512
 
 
-def train_vocab(out: Path, *, pad_id: int = 3) -> Path:
-    """A SentencePiece model (unk 0, bos 1, eos 2, pad 3) trained on real prose."""
+def train_vocab(out: Path, *, pad_id: int = 3, symbols: tuple[str, ...] = ()) -> Path:
+    """A SentencePiece model (unk 0, bos 1, eos 2, pad 3) trained on real prose; ``symbols``
+    become pieces of their own."""
     import sentencepiece as spm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -48,6 +49,7 @@ def train_vocab(out: Path, *, pad_id: int = 3) -> Path:
         eos_id=2,
         pad_id=pad_id,
         byte_fallback=True,  # llama.cpp's SentencePiece tokenizer needs the <0x..> pieces
+        user_defined_symbols=list(symbols),
         minloglevel=2,
     )
     corpus.unlink()
@@ -137,10 +139,12 @@ def build_embeddinggemma(out: Path, work: Path) -> Path:
         # six layers: Gemma 3's pattern of five sliding-window layers and one global one,
         # which llama.cpp assumes for gemma-embedding (its GGUF records no pattern)
         num_hidden_layers=6,
-        num_attention_heads=4,
+        # heads of 32: with 16-wide key/value rows llama.cpp's q8_0 kernels die with SIGILL
+        # on this AVX-512/AMX CPU (a tiny-shape problem; real models have 256)
+        num_attention_heads=2,
         num_key_value_heads=1,
-        head_dim=16,
-        query_pre_attn_scalar=16,
+        head_dim=32,
+        query_pre_attn_scalar=32,
         max_position_embeddings=2048,
         sliding_window=512,
         layer_types=["sliding_attention"] * 5 + ["full_attention"],
@@ -162,3 +166,35 @@ def build_embeddinggemma(out: Path, work: Path) -> Path:
         Normalize(),
     ]
     return _save_st(out, raw, modules, {"query": GEMMA_QUERY, "document": GEMMA_DOCUMENT})
+
+
+#: The chat markers and answers of Qwen3-Reranker's prompt, one piece each as in Qwen's vocabulary.
+RERANKER_SYMBOLS = ("<|im_start|>", "<|im_end|>", "<think>", "</think>", "yes", "no")
+
+
+def build_qwen3_reranker(out: Path, work: Path) -> Path:
+    """A tiny Qwen3-Reranker: a ``Qwen3ForCausalLM`` (tied embeddings, as the 0.6B) whose
+    vocabulary has the prompt's markers and the "yes" / "no" answers as tokens."""
+    import torch
+    from transformers import LlamaTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    vocab = train_vocab(work / "reranker-vocab", symbols=RERANKER_SYMBOLS)
+    tokenizer = _tokenizer(LlamaTokenizer, vocab, out, bos=False)
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=MAX_TOKENS,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        initializer_range=0.2,
+    )
+    Qwen3ForCausalLM(config).save_pretrained(str(out))
+    return out

@@ -17,7 +17,7 @@ import pytest
 from lokal import Embedder, ProfileError, Reranker, catalog, packing, profiles
 from lokal.profiles.embedding import GEMMA_DOCUMENT, GEMMA_QUERY, QWEN3_QUERY
 
-from .families import build_embeddinggemma, build_qwen3_embedding
+from .families import build_embeddinggemma, build_qwen3_embedding, build_qwen3_reranker
 
 CONFIGS = Path(__file__).parent / "data" / "st_configs"
 
@@ -196,29 +196,25 @@ def test_pack_refuses_what_llama_cpp_cannot_reproduce(
     assert not (tmp_path / "x.gguf").exists()
 
 
-def test_qwen3_reranker_is_refused_clearly_everywhere(tmp_path: Path) -> None:
-    """A causal-LM reranker is neither an embedding model nor a cross-encoder: the packer, the
-    Reranker on either backend and the Embedder all refuse it with the reason."""
+def test_qwen3_reranker_is_a_reranker_and_no_gguf(tmp_path: Path) -> None:
+    """A causal-LM reranker is neither an embedding model nor a cross-encoder: the Embedder
+    refuses it, and the packer refuses it with the reason (llama.cpp would score it otherwise)."""
     src = _config_dir(tmp_path, "Qwen3-Reranker-0.6B", "Qwen3ForCausalLM", [])
     (src / "modules.json").unlink()
     assert profiles.directory_kind(src) == profiles.RERANKER
     profile = profiles.reranker_from_dir(src)
-    assert (profile.family, profile.scoring, profile.gguf) == (
-        "qwen3-reranker",
-        "causal-lm",
-        "refuse",
-    )
-    with pytest.raises(ProfileError, match="yes'/'no' next-token logits"):
+    assert (profile.family, profile.scoring, profile.gguf) == ("qwen3-reranker", "yes-no", "refuse")
+    with pytest.raises(ProfileError, match="two-output rank head on a fixed template"):
         packing.pack(str(src), quantization="f16", output=tmp_path / "r.gguf")
-    with pytest.raises(ProfileError, match="cannot be scored by lokal: Qwen3-Reranker is a causal"):
-        Reranker(str(src), backend="sentence-transformers")
     with pytest.raises(ProfileError, match="is a reranker"):
         Embedder(str(src), backend="sentence-transformers")
 
 
 def test_mxbai_rerank_v2_is_refused(tmp_path: Path) -> None:
     src = _config_dir(tmp_path, "mxbai-rerank-base-v2", "Qwen2ForCausalLM", [])
-    with pytest.raises(ProfileError, match="mxbai-rerank-v2 is a causal LM"):
+    with pytest.raises(
+        ProfileError, match="cannot be scored by lokal: mxbai-rerank-v2 is a causal"
+    ):
         Reranker(str(src), backend="sentence-transformers")
 
 
@@ -347,3 +343,76 @@ def test_the_sentence_transformers_backend_adds_no_default_prompt(
     reference = card.encode(texts, prompt_name="document", normalize_embeddings=True)
     ours = Embedder(str(source), backend="sentence-transformers").embed_documents(texts).vectors
     assert np.allclose(ours, reference, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_lokal_eval_and_bench_run_on_a_family_model(
+    family_models: dict[str, dict[str, Path]], sentences: list[str], tmp_path: Path
+) -> None:
+    """The paths run on EmbeddingGemma's shapes (prompts on both sides, Dense layers); the
+    numbers of a random model mean nothing for quality."""
+    import subprocess
+    import sys
+
+    lokal = str(Path(sys.executable).parent / "lokal")
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    docs = sentences[:12]
+    corpus = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(docs)]
+    queries = [{"_id": f"q{i}", "text": " ".join(t.split()[:8])} for i, t in enumerate(docs)]
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps(c) for c in corpus) + "\n")
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(12))
+    (beir / "qrels" / "test.tsv").write_text(qrels)
+    model = str(family_models["gemma"]["q8_0"])
+
+    def run(*args: str) -> dict[str, object] | list[dict[str, object]]:
+        proc = subprocess.run([lokal, *args, "--json"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    report = run("eval", str(beir), "--model", model)
+    assert isinstance(report, dict)
+    (result,) = report["results"]  # type: ignore[misc]
+    assert result["identity"]["backend"] == "gguf"
+    assert 0 <= result["metrics"]["ndcg@10"] <= 1
+    rows = run("bench", model, "--texts", "8")
+    assert isinstance(rows, list)
+    assert rows[0]["texts"] == 8 and rows[0]["tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_qwen3_reranker_scores_as_its_model_card_does(tmp_path: Path, sentences: list[str]) -> None:
+    """lokal.Reranker on a Qwen3-Reranker equals the card's recipe: the formatted user turn
+    between the chat scaffolding, left padding, softmax over the "no" / "yes" logits."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lokal.backends.rerank_causal import DEFAULT_TASK, PREFIX, SUFFIX
+
+    source = build_qwen3_reranker(tmp_path / "Qwen3-Reranker-tiny", tmp_path / "work")
+    query = "How are exceptions raised and handled?"
+    docs = [" ".join(s.split()[:30]) for s in _texts(sentences)[:8]]  # pairs that fit
+    tokenizer = AutoTokenizer.from_pretrained(str(source), padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(str(source)).eval()
+    pre = tokenizer.encode(PREFIX, add_special_tokens=False)
+    suf = tokenizer.encode(SUFFIX, add_special_tokens=False)
+    pairs = [f"<Instruct>: {DEFAULT_TASK}\n<Query>: {query}\n<Document>: {d}" for d in docs]
+    enc = tokenizer(pairs, padding=False, truncation="longest_first", add_special_tokens=False,
+                    max_length=512 - len(pre) - len(suf))  # fmt: skip
+    batch = tokenizer.pad({"input_ids": [pre + ids + suf for ids in enc["input_ids"]]},
+                          padding=True, return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        last = model(**batch).logits[:, -1, :]
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    card = torch.log_softmax(torch.stack([last[:, no], last[:, yes]], dim=1), dim=1)[:, 1].exp()
+
+    rr = Reranker(str(source))
+    assert rr.profile.family == "qwen3-reranker" and rr.profile.activation == "sigmoid"
+    ours = rr.score(query, docs).scores
+    assert np.allclose(ours, card.numpy(), atol=1e-5)
+    assert np.ptp(ours) > 1e-3  # the scores differ, so the comparison can fail
+    order = [r.index for r in rr.rank(query, docs)]
+    assert order == list(np.argsort(-card.numpy(), kind="stable"))
+    with pytest.raises(ProfileError, match="two-output rank head"):
+        packing.pack(str(source), quantization="f16", output=tmp_path / "r.gguf")

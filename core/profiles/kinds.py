@@ -89,7 +89,7 @@ def is_causal_reranker_dir(path: str | Path) -> bool:
     if not any(a.endswith("ForCausalLM") for a in archs):
         return False
     name = guess_name(Path(path), hf, lambda n: reranker_from_name(n).known)
-    return reranker_from_name(name).scoring == "causal-lm"
+    return reranker_from_name(name).scoring != "cross-encoder"
 
 
 def directory_kind(path: str | Path) -> ModelKind:

@@ -54,11 +54,12 @@ RERANKER_FIELDS = ("context_length", "activation")
 
 BERT_PAIR = "[CLS] query [SEP] document [SEP] (document as segment B), no prefixes"
 XLMR_PAIR = "<s> query </s></s> document </s>, no prefixes"
-#: How a reranker turns a pair into its relevance logit: a sequence-classification head
-#: (sentence-transformers ``CrossEncoder``), or a causal LM's "yes" minus "no" next-token logits
-#: on its own prompt (Qwen3-Reranker), which lokal does not run (yet): such a model is refused on
-#: both backends with the reason, never loaded as a cross-encoder with a random head.
-SCORINGS = ("cross-encoder", "causal-lm")
+#: How a reranker turns a pair into its relevance logit: "cross-encoder", a sequence-classification
+#: head (sentence-transformers ``CrossEncoder``); "yes-no", a causal LM's "yes" minus "no"
+#: next-token logits on its own prompt (Qwen3-Reranker: :mod:`lokal.backends.rerank_causal`, on
+#: the sentence-transformers backend only); "unsupported", a causal LM whose recipe lokal does
+#: not reproduce: refused on both backends, never loaded as a cross-encoder with a random head.
+SCORINGS = ("cross-encoder", "yes-no", "unsupported")
 QWEN3_RERANK_FORMAT = (
     "chat template: system 'Judge whether the Document meets the requirements based on the "
     "Query and the Instruct provided...', user '<Instruct>: {task}\\n<Query>: {query}\\n"
@@ -151,12 +152,17 @@ _BERT_GGUF_NOTE = (
     "llama.cpp's BERT graph leaves out (needs an f32, f16, bf16 or q8_0 token table; other "
     "quantizations warn)"
 )
-_CAUSAL_NOTE = (
-    "a causal LM scored by its 'yes'/'no' next-token logits on its own prompt, not a "
-    "cross-encoder: lokal does not score it yet (a CrossEncoder load would put a random "
-    "classification head on it; llama.cpp's converter gives it a two-output rank head on a fixed "
-    "template, where lokal's GGUF reranker reads one relevance logit). Use a cross-encoder such "
-    "as BAAI/bge-reranker-v2-m3"
+_QWEN3_GGUF_NOTE = (
+    "Qwen3-Reranker is a causal LM scored by its 'yes'/'no' next-token logits on its own "
+    "prompt: lokal scores it on the sentence-transformers backend (transformers). Not on GGUF: "
+    "llama.cpp's converter gives it a two-output rank head on a fixed template, where lokal's "
+    "GGUF reranker reads one relevance logit"
+)
+_MXBAI_V2_NOTE = (
+    "mxbai-rerank-v2 is a causal LM scored by its next-token logits on the mxbai-rerank "
+    "package's own prompt, which lokal does not reproduce (a CrossEncoder load would put a "
+    "random classification head on it): use a cross-encoder such as BAAI/bge-reranker-v2-m3, "
+    "or Qwen3-Reranker"
 )
 _XLMR_GGUF_NOTE = (
     "XLM-RoBERTa has a single token type, so llama.cpp computes what PyTorch computes "
@@ -173,10 +179,10 @@ RERANKER_FAMILIES: tuple[RerankerRule, ...] = (
         "sigmoid",
         QWEN3_RERANK_FORMAT,
         "refuse",
-        "Qwen3-Reranker is " + _CAUSAL_NOTE,
+        _QWEN3_GGUF_NOTE,
         HF + "Qwen/Qwen3-Reranker-0.6B (architecture, prompt and yes/no scoring from its card "
         "and config)",
-        scoring="causal-lm",
+        scoring="yes-no",
     ),
     RerankerRule(
         r"mxbai-rerank-(base|large)-v2",
@@ -186,10 +192,10 @@ RERANKER_FAMILIES: tuple[RerankerRule, ...] = (
         "sigmoid",
         "the mxbai-rerank package's own prompt over a Qwen2 causal LM",
         "refuse",
-        "mxbai-rerank-v2 is " + _CAUSAL_NOTE,
+        _MXBAI_V2_NOTE,
         HF + "mixedbread-ai/mxbai-rerank-base-v2 (Qwen2 base verified from its card; prompt and "
         "context assumed)",
-        scoring="causal-lm",
+        scoring="unsupported",
     ),
     RerankerRule(
         r"bge-reranker-v2-m3",
@@ -314,7 +320,9 @@ def reranker_from_dir(path: str | Path, name: str | None = None) -> RerankerProf
         changes["architecture"] = str(archs[0])
         if not profile.known:
             changes.update(_architecture_defaults(str(archs[0]), hf))
-        elif profile.scoring == "causal-lm" and str(archs[0]).endswith("ForSequenceClassification"):
+        elif profile.scoring != "cross-encoder" and str(archs[0]).endswith(
+            "ForSequenceClassification"
+        ):
             # a causal-LM reranker converted to one relevance logit (a "-seq-cls" copy): a
             # cross-encoder for sentence-transformers; llama.cpp's converter has no such class
             changes.update(scoring="cross-encoder", **_architecture_defaults(str(archs[0]), hf))
