@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lokal import Embedder, ProfileError, Reranker, catalog, packing, profiles
+from lokal import Embedder, ProfileError, Reranker, catalog, models, packing, profiles
 from lokal.profiles.embedding import GEMMA_DOCUMENT, GEMMA_QUERY, QWEN3_QUERY
 
 from .families import build_embeddinggemma, build_qwen3_embedding, build_qwen3_reranker
@@ -416,3 +416,10 @@ def test_qwen3_reranker_scores_as_its_model_card_does(tmp_path: Path, sentences:
     assert order == list(np.argsort(-card.numpy(), kind="stable"))
     with pytest.raises(ProfileError, match="two-output rank head"):
         packing.pack(str(source), quantization="f16", output=tmp_path / "r.gguf")
+    # a GGUF made by llama.cpp's converter itself (a Qwen3-Reranker: rank pooling, "yes" and
+    # "no" outputs) is refused by name before llama.cpp scores anything
+    converted = tmp_path / "Qwen3-Reranker-tiny.f16.gguf"
+    packing._convert(source, converted, "f16", "Qwen3-Reranker-tiny")
+    assert profiles.model_kind(models.resolve(str(converted))) == profiles.RERANKER
+    with pytest.raises(ProfileError, match="cannot be scored on the GGUF backend: Qwen3-Reranker"):
+        Reranker(str(converted))
