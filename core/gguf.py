@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,7 +38,7 @@ _SCALARS = {
     11: "<q",
     12: "<d",
 }
-_STRING, _ARRAY = 8, 9
+_BOOL, _STRING, _ARRAY = 7, 8, 9
 # Arrays longer than this (tokenizer vocabularies) are summarised, not kept.
 _KEEP_ARRAY = 64
 # Sanity limits: a header claiming more than this is malformed, not a model.
@@ -189,10 +190,17 @@ def _encode_string(s: str) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
+def _encode_item(key: str, value: str | bool) -> bytes:
+    if isinstance(value, bool):  # GGUF type 7: one byte
+        return _encode_string(key) + struct.pack("<IB", _BOOL, int(value))
+    return _encode_string(key) + struct.pack("<I", _STRING) + _encode_string(value)
+
+
 def add_metadata(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], items: dict[str, str]
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], items: Mapping[str, str | bool]
 ) -> None:
-    """Copy ``src`` to ``dst`` with extra string keys in its metadata (replacing same-named keys).
+    """Copy ``src`` to ``dst`` with extra string (or bool) keys in its metadata (replacing
+    same-named keys).
 
     Tensor data offsets are relative to the data section, so adding keys only means rewriting
     the header and re-padding to the file's alignment; the tensor data is copied byte for byte.
@@ -219,10 +227,7 @@ def add_metadata(
         data_start = -(-tensors_end // alignment) * alignment
 
         kept = [blob for key, blob in kv_blobs if key not in items]
-        added = [
-            _encode_string(k) + struct.pack("<I", _STRING) + _encode_string(v)
-            for k, v in items.items()
-        ]
+        added = [_encode_item(k, v) for k, v in items.items()]
         header = (
             MAGIC
             + struct.pack("<I", version)

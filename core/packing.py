@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lokal import gguf, models, profiles
+from lokal import architectures, gguf, models, profiles
 from lokal.errors import (
     IntegrityError,
     MissingDependency,
@@ -116,6 +116,8 @@ def pack(
     profile = profiles.from_sentence_transformers_dir(src_dir, name=known_name)
     reranker = _reranker_profile(src_dir, known_name)
     name = name or (reranker or profile).name.rstrip("/").rsplit("/", 1)[-1]
+    # an embedding model llama.cpp cannot reproduce is refused before the converter starts
+    plan = architectures.conversion_plan(src_dir, name) if reranker is None else None
     out = Path(output) if output else models.cached_gguf_path(name, quantization)
     out.parent.mkdir(parents=True, exist_ok=True)
     src_sha = models.weights_sha256(src_dir)
@@ -123,14 +125,15 @@ def pack(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".lokal-pack-") as tmp:
         direct = quantization if quantization in CONVERTER_TYPES else "f16"
         converted = Path(tmp) / f"converted.{direct}.gguf"
-        _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name)
+        extra_args = plan.converter_args if plan is not None else ()
+        _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name, extra_args)
         tagged = Path(tmp) / "tagged.gguf"
-        extra = _identity_metadata(src_dir, profile, source)
-        if reranker is not None:
-            extra |= {
-                "lokal.kind": "reranker",
-                "lokal.reranker": json.dumps({**reranker.to_dict(), "name": name}),
-            }
+        extra: dict[str, str | bool] = {**_identity_metadata(src_dir, profile, source)}
+        if reranker is None:
+            extra.update(architectures.tokenizer_flags(src_dir, gguf.read_metadata(converted)))
+        else:
+            extra["lokal.kind"] = "reranker"
+            extra["lokal.reranker"] = json.dumps({**reranker.to_dict(), "name": name})
         gguf.add_metadata(
             converted,
             tagged,
@@ -266,7 +269,9 @@ def _renamed(key: str) -> str:
     return key
 
 
-def _convert(src_dir: Path, dst: Path, outtype: str, name: str) -> None:
+def _convert(
+    src_dir: Path, dst: Path, outtype: str, name: str, extra_args: tuple[str, ...] = ()
+) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -278,6 +283,7 @@ def _convert(src_dir: Path, dst: Path, outtype: str, name: str) -> None:
         str(dst),
         "--model-name",
         name,
+        *extra_args,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)  # noqa: S603

@@ -197,6 +197,9 @@ class Reranker(LoadedModel[RerankBackend]):
         self.n_gpu_layers = n_gpu_layers
         self.n_threads = n_threads
         self.on_truncate = on_truncate
+        if self.profile.scoring == "unsupported":
+            msg = f"{self.profile.name} cannot be scored by lokal: {self.profile.gguf_note}"
+            raise ProfileError(msg)
         if self.resolved.backend == models.GGUF:
             self._check_gguf_support()
         if not self.profile.known:
@@ -367,6 +370,13 @@ class Reranker(LoadedModel[RerankBackend]):
         return LlamaCppRerankBackend(path, **self._llama_options(self.profile.context_length))
 
     def _torch_backend(self, path: Path) -> RerankBackend:
+        if self.profile.scoring == "yes-no":
+            from lokal.backends.rerank_causal import CausalRerankBackend
+
+            causal: RerankBackend = CausalRerankBackend(
+                path, local=True, device=self.device, batch_size=self.batch_size
+            )
+            return causal
         from lokal.backends.rerank_st import CrossEncoderBackend
 
         return CrossEncoderBackend(path, local=True, device=self.device, batch_size=self.batch_size)

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 
 class SentenceTransformersBackend:
+    """``SentenceTransformer.encode`` on texts whose prompt lokal applied (the profile's prefix,
+    taken from the model's ``prompts``): the model adds none of its own."""
+
     name = "sentence-transformers"
     quantization = "f32"
     #: PyTorch runs one call on all its threads: two calls would fight for them.
@@ -70,6 +73,9 @@ class SentenceTransformersBackend:
             try:
                 vectors = self._model.encode(
                     list(texts),
+                    # the texts carry the profile's prefix already: never a second prompt from
+                    # the model's default_prompt_name (prompt=None would apply it)
+                    prompt="",
                     batch_size=self.batch_size,
                     convert_to_numpy=True,
                     show_progress_bar=False,

@@ -42,6 +42,15 @@ BGE_EN_QUERY = "Represent this sentence for searching relevant passages: "
 E5_INSTRUCT_QUERY = (
     "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
 )
+#: Qwen3-Embedding's query prompt, as its config_sentence_transformers.json has it: no space after
+#: "Query:" (the card's ``get_detailed_instruct`` is ``f"Instruct: {task}\nQuery:{query}"``).
+#: Documents take no prompt.
+QWEN3_QUERY = (
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+)
+#: EmbeddingGemma's retrieval prompts (its config_sentence_transformers.json, "query"/"document").
+GEMMA_QUERY = "task: search result | query: "
+GEMMA_DOCUMENT = "title: none | text: "
 
 #: Fields a user may override, with their types.
 FIELDS = (
@@ -139,8 +148,78 @@ class FamilyRule:
         return re.search(self.pattern, name, re.IGNORECASE) is not None
 
 
+_QWEN3_SIZES = (4096, 2560, 2048, 1024, 768, 512, 256, 128, 64, 32)
+
 # Order matters: the first matching rule wins, so specific patterns come before general ones.
 FAMILIES: tuple[FamilyRule, ...] = (
+    # ---- the 2025-2026 families (issue 17); docs/choosing-a-model.md has what each is for ----
+    *(
+        FamilyRule(
+            pattern,
+            "qwen3-embedding",
+            HF + f"Qwen/Qwen3-Embedding-{size}",
+            QWEN3_QUERY,
+            context_length=32768,
+            dimension=dim,
+            pooling="lasttoken",
+            # trained for any size from 32 up (MRL); lokal lists the usual ones
+            matryoshka_dims=tuple(d for d in _QWEN3_SIZES if d <= dim),
+        )
+        for pattern, size, dim in (
+            (r"qwen3-embedding-0\.6b", "0.6B", 1024),
+            (r"qwen3-embedding-4b", "4B", 2560),
+            (r"qwen3-embedding-8b", "8B", 4096),
+        )
+    ),
+    FamilyRule(
+        r"qwen3-embedding",
+        "qwen3-embedding",
+        HF + "Qwen/Qwen3-Embedding-0.6B",
+        QWEN3_QUERY,
+        context_length=32768,
+        pooling="lasttoken",
+    ),
+    FamilyRule(
+        r"embedding-?gemma",
+        "embeddinggemma",
+        HF + "google/embeddinggemma-300m",
+        GEMMA_QUERY,
+        GEMMA_DOCUMENT,
+        context_length=2048,
+        dimension=768,
+        pooling="mean",
+        matryoshka_dims=(768, 512, 256, 128),
+    ),
+    *(
+        FamilyRule(
+            hub,  # the hub name is the pattern: no regex characters in it
+            "granite-embedding",
+            HF + f"ibm-granite/{hub}",
+            context_length=ctx,
+            dimension=dim,
+            pooling="cls",
+        )
+        for hub, ctx, dim in (
+            ("granite-embedding-small-english-r2", 8192, 384),
+            ("granite-embedding-english-r2", 8192, 768),
+            ("granite-embedding-30m-english", 512, 384),
+            ("granite-embedding-125m-english", 512, 768),
+            ("granite-embedding-107m-multilingual", 512, 384),
+            ("granite-embedding-278m-multilingual", 512, 768),
+        )
+    ),
+    FamilyRule(
+        r"nomic-embed-text-v2",
+        "nomic-v2-moe",
+        HF + "nomic-ai/nomic-embed-text-v2-moe",
+        "search_query: ",
+        "search_document: ",
+        context_length=512,
+        dimension=768,
+        pooling="mean",
+        matryoshka_dims=(768, 256),
+    ),
+    # ---- the classic families ----
     FamilyRule(
         r"bge-m3", "bge-m3", HF + "BAAI/bge-m3", context_length=8192, dimension=1024, pooling="cls"
     ),
@@ -384,6 +463,10 @@ def from_sentence_transformers_dir(path: str | Path, name: str | None = None) ->
     if isinstance(bert_config.get("max_seq_length"), int):
         changes["context_length"] = bert_config["max_seq_length"]
         sources.append("max_seq_length in sentence_bert_config.json")
+    elif bert_config and _tokenizer_limit(root) is not None:
+        # sentence-transformers 6 keeps the limit in the tokenizer's config
+        changes["context_length"] = _tokenizer_limit(root)
+        sources.append("model_max_length in tokenizer_config.json")
 
     dimension = hf_config.get("hidden_size") or hf_config.get("d_model")
     normalize = False
@@ -396,7 +479,9 @@ def from_sentence_transformers_dir(path: str | Path, name: str | None = None) ->
             if mode:
                 changes["pooling"] = mode
                 ident = _pooling_conflict(mode, module_dir.name, table, ident)
-            dimension = pooling_cfg.get("word_embedding_dimension", dimension)
+            dimension = pooling_cfg.get(
+                "word_embedding_dimension", pooling_cfg.get("embedding_dimension", dimension)
+            )
         elif kind.endswith("Dense"):
             dimension = read_object(module_dir / "config.json").get("out_features", dimension)
         elif kind.endswith("Normalize"):
@@ -484,6 +569,11 @@ def _pooling_conflict(
     )
 
 
+def _tokenizer_limit(root: Path) -> int | None:
+    limit = read_object(root / "tokenizer_config.json").get("model_max_length")
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
 def _pooling_mode(cfg: Mapping[str, Any]) -> str | None:
     if cfg.get("pooling_mode_cls_token"):
         return "cls"
@@ -496,7 +586,8 @@ def _pooling_mode(cfg: Mapping[str, Any]) -> str | None:
 
 
 # GGUF pooling type numbers (llama.cpp's enum llama_pooling_type).
-_GGUF_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+# "lasttoken" as sentence-transformers names it, so a GGUF and its source agree on the model key.
+_GGUF_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "lasttoken", 4: "rank"}
 
 
 def from_gguf_metadata(metadata: Mapping[str, Any], fallback_name: str) -> Profile:

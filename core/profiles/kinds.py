@@ -27,7 +27,7 @@ from lokal.profiles.reranking import (
     reranker_from_gguf_metadata,
     reranker_from_name,
 )
-from lokal.profiles.sources import LOKAL_KEY_PREFIX, read_json, read_object
+from lokal.profiles.sources import LOKAL_KEY_PREFIX, guess_name, read_json, read_object
 
 if TYPE_CHECKING:
     from lokal.models import ResolvedModel
@@ -80,10 +80,22 @@ def gguf_kind(metadata: Mapping[str, Any]) -> ModelKind:
     return UNKNOWN
 
 
+def is_causal_reranker_dir(path: str | Path) -> bool:
+    """A causal LM that a reranker family scores by its next-token logits (Qwen3-Reranker,
+    mxbai-rerank-v2): its config names a ``*ForCausalLM`` and its name a causal-LM reranker
+    family. Not an embedding model, though it has no classification head."""
+    hf = read_object(Path(path) / "config.json")
+    archs = [str(a) for a in hf.get("architectures") or []]
+    if not any(a.endswith("ForCausalLM") for a in archs):
+        return False
+    name = guess_name(Path(path), hf, lambda n: reranker_from_name(n).known)
+    return reranker_from_name(name).scoring != "cross-encoder"
+
+
 def directory_kind(path: str | Path) -> ModelKind:
     """What a model directory is, from its config files."""
     if not is_classifier_dir(path):
-        return EMBEDDING
+        return RERANKER if is_causal_reranker_dir(path) else EMBEDDING
     return RERANKER if is_cross_encoder_dir(path) else UNKNOWN
 
 

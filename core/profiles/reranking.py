@@ -62,6 +62,18 @@ RERANKER_FIELDS = ("context_length", "activation")
 
 BERT_PAIR = "[CLS] query [SEP] document [SEP] (document as segment B), no prefixes"
 XLMR_PAIR = "<s> query </s></s> document </s>, no prefixes"
+#: How a reranker turns a pair into its relevance logit: "cross-encoder", a sequence-classification
+#: head (sentence-transformers ``CrossEncoder``); "yes-no", a causal LM's "yes" minus "no"
+#: next-token logits on its own prompt (Qwen3-Reranker: :mod:`lokal.backends.rerank_causal`, on
+#: the sentence-transformers backend only); "unsupported", a causal LM whose recipe lokal does
+#: not reproduce: refused on both backends, never loaded as a cross-encoder with a random head.
+SCORINGS = ("cross-encoder", "yes-no", "unsupported")
+QWEN3_RERANK_FORMAT = (
+    "chat template: system 'Judge whether the Document meets the requirements based on the "
+    "Query and the Instruct provided...', user '<Instruct>: {task}\\n<Query>: {query}\\n"
+    "<Document>: {document}', assistant '<think>\\n\\n</think>\\n\\n'; score = "
+    "sigmoid(logit('yes') - logit('no')) of the next token"
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,8 @@ class RerankerProfile:
     #: See :data:`GGUF_SUPPORT`.
     gguf: str = "ok"
     gguf_note: str = ""
+    #: See :data:`SCORINGS`.
+    scoring: str = "cross-encoder"
     known: bool = False
     source: str = "unknown reranker: sigmoid over the first logit, as sentence-transformers does"
     overridden: tuple[str, ...] = ()
@@ -134,6 +148,7 @@ class RerankerRule:
     gguf: str
     gguf_note: str
     source: str
+    scoring: str = "cross-encoder"
 
     def matches(self, name: str) -> bool:
         return re.search(self.pattern, name, re.IGNORECASE) is not None
@@ -145,12 +160,51 @@ _BERT_GGUF_NOTE = (
     "llama.cpp's BERT graph leaves out (needs an f32, f16, bf16 or q8_0 token table; other "
     "quantizations warn)"
 )
+_QWEN3_GGUF_NOTE = (
+    "Qwen3-Reranker is a causal LM scored by its 'yes'/'no' next-token logits on its own "
+    "prompt: lokal scores it on the sentence-transformers backend (transformers). Not on GGUF: "
+    "llama.cpp's converter gives it a two-output rank head on a fixed template, where lokal's "
+    "GGUF reranker reads one relevance logit"
+)
+_MXBAI_V2_NOTE = (
+    "mxbai-rerank-v2 is a causal LM scored by its next-token logits on the mxbai-rerank "
+    "package's own prompt, which lokal does not reproduce (a CrossEncoder load would put a "
+    "random classification head on it): use a cross-encoder such as BAAI/bge-reranker-v2-m3, "
+    "or Qwen3-Reranker"
+)
 _XLMR_GGUF_NOTE = (
     "XLM-RoBERTa has a single token type, so llama.cpp computes what PyTorch computes "
     "(measured on a small XLM-R cross-encoder, not on these weights)"
 )
 
 RERANKER_FAMILIES: tuple[RerankerRule, ...] = (
+    RerankerRule(
+        r"qwen3-reranker",
+        "qwen3-reranker",
+        "Qwen3ForCausalLM",
+        # 32k positions; the card's own example cuts pairs at 8192 tokens
+        8192,
+        "sigmoid",
+        QWEN3_RERANK_FORMAT,
+        "refuse",
+        _QWEN3_GGUF_NOTE,
+        HF + "Qwen/Qwen3-Reranker-0.6B (architecture, prompt and yes/no scoring from its card "
+        "and config)",
+        scoring="yes-no",
+    ),
+    RerankerRule(
+        r"mxbai-rerank-(base|large)-v2",
+        "mxbai-rerank-v2",
+        "Qwen2ForCausalLM",
+        8192,
+        "sigmoid",
+        "the mxbai-rerank package's own prompt over a Qwen2 causal LM",
+        "refuse",
+        _MXBAI_V2_NOTE,
+        HF + "mixedbread-ai/mxbai-rerank-base-v2 (Qwen2 base verified from its card; prompt and "
+        "context assumed)",
+        scoring="unsupported",
+    ),
     RerankerRule(
         r"bge-reranker-v2-m3",
         "bge-reranker",
@@ -230,6 +284,7 @@ def reranker_from_name(name: str) -> RerankerProfile:
                 input_format=rule.input_format,
                 gguf=rule.gguf,
                 gguf_note=rule.gguf_note,
+                scoring=rule.scoring,
                 known=True,
                 source=f"built-in reranker profile ({rule.source})",
             )
@@ -277,6 +332,12 @@ def reranker_from_dir(path: str | Path, name: str | None = None) -> RerankerProf
         changes["architecture"] = str(archs[0])
         if not profile.known:
             changes.update(_architecture_defaults(str(archs[0]), hf))
+        elif profile.scoring != "cross-encoder" and str(archs[0]).endswith(
+            "ForSequenceClassification"
+        ):
+            # a causal-LM reranker converted to one relevance logit (a "-seq-cls" copy): a
+            # cross-encoder for sentence-transformers; llama.cpp's converter has no such class
+            changes.update(scoring="cross-encoder", **_architecture_defaults(str(archs[0]), hf))
     labels = hf.get("id2label") or {}
     n_labels = int(hf.get("num_labels") or len(labels) or 1)
     if n_labels != 1:

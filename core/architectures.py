@@ -1,0 +1,167 @@
+"""Which embedding models llama.cpp can reproduce, and the converter flags each needs.
+
+``lokal models pack`` asks :func:`conversion_plan` before it starts llama.cpp's converter. A
+model whose vectors llama.cpp would compute differently from sentence-transformers is refused
+with the reason (:class:`~lokal.errors.ProfileError`), never packed into a GGUF that quietly
+disagrees with its source. What is checked, from the model directory's config files only:
+
+- the pooling (``modules.json`` -> the Pooling module's config): llama.cpp pools by mean, CLS
+  or last token (``LLAMA_POOLING_TYPE_MEAN / CLS / LAST``); max, weighted-mean or
+  sqrt-length-mean pooling has no counterpart, and neither has ``include_prompt: false`` (a
+  pooling that skips the prompt's tokens: llama.cpp never knows where the prompt ends);
+- ``Dense`` modules after the pooling: llama.cpp applies them only for EmbeddingGemma
+  (``gemma-embedding``, converted with ``--sentence-transformers-dense-modules``); on any other
+  architecture the converter drops them without a word;
+- the architecture: :data:`ARCHITECTURES` lists those whose GGUF lokal has compared with
+  sentence-transformers (tests/test_families.py builds a small random model of each from
+  transformers' own configuration class); others go to the converter as they are, with a
+  logged note that parity is not measured.
+
+Rerankers are checked by their profile (:mod:`lokal.profiles.reranking`, ``gguf``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lokal.errors import ProfileError
+from lokal.profiles.sources import read_json, read_object
+
+log = logging.getLogger(__name__)
+
+#: Poolings llama.cpp computes (sentence-transformers' names).
+GGUF_POOLINGS = ("mean", "cls", "lasttoken")
+#: The converter's flag that carries sentence-transformers Dense modules into the GGUF.
+DENSE_FLAG = "--sentence-transformers-dense-modules"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What lokal knows of one Hugging Face architecture on llama.cpp."""
+
+    #: llama.cpp's name for it (``general.architecture`` in the GGUF).
+    gguf: str
+    #: Families of this architecture in lokal's tables.
+    families: str
+    #: Whether llama.cpp applies sentence-transformers Dense modules after the pooling.
+    dense: bool = False
+
+
+#: Architectures whose GGUF vectors lokal compared with sentence-transformers (cosine >= 0.99
+#: at f16 on tests/test_families.py's small random models, or on real weights for BERT).
+ARCHITECTURES: dict[str, Architecture] = {
+    "BertModel": Architecture("bert", "MiniLM, BGE, E5, GTE, arctic, mxbai"),
+    "Qwen3ForCausalLM": Architecture("qwen3", "Qwen3-Embedding"),
+    "Qwen3Model": Architecture("qwen3", "Qwen3-Embedding"),
+    "Gemma3TextModel": Architecture("gemma-embedding", "EmbeddingGemma", dense=True),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to convert one model: extra converter arguments, and what was checked."""
+
+    converter_args: tuple[str, ...] = ()
+    architecture: str | None = None
+    measured: bool = False
+
+
+def _modules(root: Path) -> list[dict[str, object]]:
+    modules = read_json(root / "modules.json")
+    return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+
+
+def _pooling_refusal(config: dict[str, object]) -> str | None:
+    """Why llama.cpp cannot pool like this Pooling config (None: it can)."""
+    modes = {
+        "cls": config.get("pooling_mode_cls_token"),
+        "mean": config.get("pooling_mode_mean_tokens"),
+        "lasttoken": config.get("pooling_mode_lasttoken"),
+        "max": config.get("pooling_mode_max_tokens"),
+        "mean_sqrt_len_tokens": config.get("pooling_mode_mean_sqrt_len_tokens"),
+        "weightedmean": config.get("pooling_mode_weightedmean_tokens"),
+    }
+    chosen = [mode for mode, on in modes.items() if on]
+    named = config.get("pooling_mode")
+    if not chosen and isinstance(named, str):
+        chosen = [named]
+    unsupported = [mode for mode in chosen if mode not in GGUF_POOLINGS]
+    if unsupported or len(chosen) > 1:
+        return (
+            f"its pooling ({' + '.join(chosen)}) has no llama.cpp counterpart: llama.cpp pools "
+            f"by one of {', '.join(GGUF_POOLINGS)}"
+        )
+    if config.get("include_prompt") is False:
+        return (
+            "its pooling leaves the prompt's tokens out (include_prompt: false), and llama.cpp "
+            "pools every token of the text"
+        )
+    return None
+
+
+def conversion_plan(src_dir: str | Path, name: str) -> Plan:
+    """Check that llama.cpp can reproduce the embedding model in ``src_dir`` and say how to
+    convert it. Raises :class:`~lokal.errors.ProfileError` with the reason when it cannot."""
+    root = Path(src_dir)
+    archs = [str(a) for a in read_object(root / "config.json").get("architectures") or []]
+    arch = archs[0] if archs else None
+    known = ARCHITECTURES.get(arch or "")
+    args: list[str] = []
+    for module in _modules(root):
+        kind = str(module.get("type", ""))
+        where = root / str(module.get("path", ""))
+        if kind.endswith("Pooling"):
+            reason = _pooling_refusal(read_object(where / "config.json"))
+            if reason:
+                msg = f"cannot pack {name} as a GGUF: {reason}"
+                raise ProfileError(msg)
+        elif kind.endswith("Dense"):
+            if known is None or not known.dense:
+                msg = (
+                    f"cannot pack {name} as a GGUF: it has a Dense layer after the pooling "
+                    f"({where.name}), which llama.cpp applies only for EmbeddingGemma "
+                    f"(Gemma3TextModel), not for {arch or 'this architecture'}; use the "
+                    "sentence-transformers backend"
+                )
+                raise ProfileError(msg)
+            if DENSE_FLAG not in args:
+                args.append(DENSE_FLAG)
+    if known is None:
+        log.info(
+            "%s: architecture %s is not one whose GGUF lokal has compared with "
+            "sentence-transformers; check with `lokal eval` before relying on it",
+            name,
+            arch,
+        )
+    return Plan(tuple(args), arch, known is not None)
+
+
+def tokenizer_flags(src_dir: str | Path, metadata: dict[str, object]) -> dict[str, str | bool]:
+    """The GGUF's ``add_bos_token`` / ``add_eos_token`` as the source's own tokenizer behaves.
+
+    llama.cpp's converter does not always record them (a SentencePiece tokenizer without a start
+    token got none, and llama.cpp then adds one by default); a text would then reach llama.cpp
+    with a token sentence-transformers never put there, and a last-token pooling would read
+    another token. Only SentencePiece (``llama``) and byte-level BPE (``gpt2``) vocabularies are
+    checked: BERT's and XLM-R's pair rules are their own. Needs transformers (the ``convert``
+    extra, which packing needs anyway)."""
+    if metadata.get("tokenizer.ggml.model") not in ("llama", "gpt2"):
+        return {}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(src_dir), local_files_only=True)
+    ids = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    flags: dict[str, str | bool] = {}
+    for key, token_id, position in (
+        ("tokenizer.ggml.add_bos_token", tokenizer.bos_token_id, 0),
+        ("tokenizer.ggml.add_eos_token", tokenizer.eos_token_id, -1),
+    ):
+        if token_id is None:
+            continue
+        adds = bool(ids) and ids[position] == token_id
+        if metadata.get(key) != adds:
+            log.info("%s: setting %s = %s, as the source's tokenizer does", src_dir, key, adds)
+            flags[key] = adds
+    return flags

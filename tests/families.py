@@ -1,0 +1,200 @@
+"""Small random-weight models of the 2025-2026 families, built in the test run (no hub here).
+
+Each is made from the family's real configuration class in transformers (``Qwen3Config``,
+``Gemma3TextConfig``) with a hidden size of 64 and 2 layers, and saved as a
+sentence-transformers directory with the family's real prompts and module layout:
+
+- Qwen3-Embedding: Transformer -> Pooling (last token) -> Normalize; prompts ``query`` (the
+  instruction) and ``document`` (empty); the tokenizer appends the end-of-text token, which the
+  last-token pooling reads.
+- EmbeddingGemma: Transformer (bidirectional attention) -> Pooling (mean) -> Dense -> Dense ->
+  Normalize; prompts ``query`` and ``document`` (``task: search result | query: `` and
+  ``title: none | text: ``).
+
+The one thing that is not the family's own is the tokenizer: a SentencePiece vocabulary of 1,000
+pieces trained here on Python's language reference (the real ones are 150k-260k pieces and not
+on this machine), saved as a Llama/Gemma tokenizer that both transformers and llama.cpp read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lokal.profiles.embedding import GEMMA_DOCUMENT, GEMMA_QUERY, QWEN3_QUERY
+
+from .conftest import paragraphs
+
+HIDDEN = 64
+#: Context the tests' models are cut to (their position tables are the families' own).
+MAX_TOKENS = 512
+
+
+def train_vocab(out: Path, *, pad_id: int = 3, symbols: tuple[str, ...] = ()) -> Path:
+    """A SentencePiece model (unk 0, bos 1, eos 2, pad 3) trained on real prose; ``symbols``
+    become pieces of their own."""
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out / "corpus.txt"
+    corpus.write_text("\n".join(paragraphs()), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=1000,
+        model_type="unigram",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=pad_id,
+        byte_fallback=True,  # llama.cpp's SentencePiece tokenizer needs the <0x..> pieces
+        user_defined_symbols=list(symbols),
+        minloglevel=2,
+    )
+    corpus.unlink()
+    return out / "tokenizer.model"
+
+
+def _tokenizer(cls: Any, vocab: Path, out: Path, *, bos: bool) -> Any:
+    """A transformers tokenizer over ``vocab`` (the trained pieces' own special tokens; Gemma's
+    adds a ``<mask>``), saved with its ``tokenizer.model`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.model").write_bytes(vocab.read_bytes())
+    config = {
+        "add_bos_token": bos,
+        "add_eos_token": True,
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "legacy": False,
+        "model_max_length": MAX_TOKENS,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer = cls.from_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return tokenizer
+
+
+def _save_st(
+    out: Path, transformer_dir: Path, modules: list[object], prompts: dict[str, str]
+) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    first = Transformer(str(transformer_dir), max_seq_length=MAX_TOKENS)
+    model = SentenceTransformer(modules=[first, *modules], prompts=prompts, device="cpu")
+    model.save(str(out))
+    # the SentencePiece file itself: transformers saved only tokenizer.json; llama.cpp's
+    # converter reads tokenizer.model
+    (out / "tokenizer.model").write_bytes((transformer_dir / "tokenizer.model").read_bytes())
+    return out
+
+
+def build_qwen3_embedding(out: Path, work: Path) -> Path:
+    """A tiny Qwen3-Embedding as a sentence-transformers directory at ``out``."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    from transformers import LlamaTokenizer, Qwen3Config, Qwen3Model
+
+    raw = work / "qwen3-raw"
+    # as Qwen3-Embedding's tokenizer: no start token, the end-of-text token appended
+    tokenizer = _tokenizer(LlamaTokenizer, train_vocab(work / "qwen3-vocab"), raw, bos=False)
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        initializer_range=0.2,
+    )
+    Qwen3Model(config).save_pretrained(str(raw))
+    modules = [Pooling(HIDDEN, pooling_mode="lasttoken"), Normalize()]
+    return _save_st(out, raw, modules, {"query": QWEN3_QUERY, "document": ""})
+
+
+def build_embeddinggemma(out: Path, work: Path) -> Path:
+    """A tiny EmbeddingGemma as a sentence-transformers directory at ``out``."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
+    from transformers import Gemma3TextConfig, Gemma3TextModel, GemmaTokenizer
+
+    raw = work / "gemma-raw"
+    tokenizer = _tokenizer(GemmaTokenizer, train_vocab(work / "gemma-vocab"), raw, bos=True)
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        # six layers: Gemma 3's pattern of five sliding-window layers and one global one,
+        # which llama.cpp assumes for gemma-embedding (its GGUF records no pattern)
+        num_hidden_layers=6,
+        # heads of 32: with 16-wide key/value rows llama.cpp's q8_0 kernels die with SIGILL
+        # on this AVX-512/AMX CPU (a tiny-shape problem; real models have 256)
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        query_pre_attn_scalar=32,
+        max_position_embeddings=2048,
+        sliding_window=512,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        use_bidirectional_attention=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        initializer_range=0.2,
+    )
+    Gemma3TextModel(config).save_pretrained(str(raw))
+    # the converter reads the original sliding window from config.json
+    cfg = json.loads((raw / "config.json").read_text())
+    cfg["sliding_window"] = 512
+    (raw / "config.json").write_text(json.dumps(cfg, indent=2))
+    modules = [
+        Pooling(HIDDEN, pooling_mode="mean"),
+        Dense(HIDDEN, 2 * HIDDEN, bias=False, activation_function=torch.nn.Identity()),
+        Dense(2 * HIDDEN, HIDDEN, bias=False, activation_function=torch.nn.Identity()),
+        Normalize(),
+    ]
+    return _save_st(out, raw, modules, {"query": GEMMA_QUERY, "document": GEMMA_DOCUMENT})
+
+
+#: The chat markers and answers of Qwen3-Reranker's prompt, one piece each as in Qwen's vocabulary.
+RERANKER_SYMBOLS = ("<|im_start|>", "<|im_end|>", "<think>", "</think>", "yes", "no")
+
+
+def build_qwen3_reranker(out: Path, work: Path) -> Path:
+    """A tiny Qwen3-Reranker: a ``Qwen3ForCausalLM`` (tied embeddings, as the 0.6B) whose
+    vocabulary has the prompt's markers and the "yes" / "no" answers as tokens."""
+    import torch
+    from transformers import LlamaTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    vocab = train_vocab(work / "reranker-vocab", symbols=RERANKER_SYMBOLS)
+    tokenizer = _tokenizer(LlamaTokenizer, vocab, out, bos=False)
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=MAX_TOKENS,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        initializer_range=0.2,
+    )
+    Qwen3ForCausalLM(config).save_pretrained(str(out))
+    return out
