@@ -36,7 +36,7 @@ from lokal.central import filters
 from lokal.central.connect import connect, psycopg_module, read_password, redact
 from lokal.errors import CentralError, CentralUnreachable, ModelMismatch, ModelVariantWarning
 from lokal.identity import ModelIdentity
-from lokal.index import search
+from lokal.index import fulltext, search
 from lokal.index.store import Chunk, Hit, Record
 
 log = logging.getLogger(__name__)
@@ -396,26 +396,13 @@ class CentralIndex:
         self, conn: Any, text: str, k: int, flt: Mapping[str, Any] | None
     ) -> list[tuple[Any, ...]]:
         """Rows (record columns, ts_rank_cd) of the best full-text matches for any word of
-        ``text``, best first. Words in more than
-        :data:`~lokal.index.search.COMMON_TERM_SHARE` of the chunks are left out, as in an
-        index file (unless every word is that common)."""
-        words = search.query_words(text)
+        ``text``, best first: every word searched, as in an index file
+        (:mod:`lokal.index.fulltext`), with the collection's text search configuration."""
+        words = fulltext.query_words(text)
         if not words or k <= 0:
             return []
         where, params = self._filter(flt)
         config = self.text_search_config
-        total = self._row_estimate(conn)
-        limit = int(max(search.COMMON_TERM_SHARE * total, search.COMMON_TERM_MIN_DOCS))
-        # one round trip: each word's chunk count, counted no further than the limit
-        count_sql = self._sql(
-            "SELECT w, (SELECT count(*) FROM (SELECT 1 FROM {s}.chunks c WHERE "
-            "c.tsv @@ plainto_tsquery(%s::regconfig, w) LIMIT %s) m) FROM unnest(%s::text[]) w"
-        )
-        counts = {
-            w: int(n) for w, n in conn.execute(count_sql, [config, limit + 1, words]).fetchall()
-        }
-        rare = [w for w in words if counts[w] <= limit]
-        words = rare or sorted(words, key=lambda w: counts[w])[:1]
         query = " || ".join(["plainto_tsquery(%s::regconfig, %s)"] * len(words))
         query_params = [p for w in words for p in (config, w)]
         sql = self._sql(
@@ -425,17 +412,6 @@ class CentralIndex:
         )
         rows: list[tuple[Any, ...]] = conn.execute(sql, [*query_params, *params, k]).fetchall()
         return rows
-
-    def _row_estimate(self, conn: Any) -> int:
-        """Rows in the chunks table: the planner's estimate when large, else a count."""
-        row = conn.execute(
-            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", [f"{self.schema}.chunks"]
-        ).fetchone()
-        estimate = int(row[0]) if row and row[0] is not None else -1
-        if estimate >= 100_000:
-            return estimate
-        sql = self._sql("SELECT count(*) FROM {s}.chunks")
-        return int(conn.execute(sql).fetchone()[0])
 
     def text_search(
         self, text: str, k: int = 4, *, filter: Mapping[str, Any] | None = None

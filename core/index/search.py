@@ -16,7 +16,6 @@ the stored float32 vectors, so returned scores are always exact cosines.
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lokal.errors import IndexFileError
-from lokal.index import sqlite
+from lokal.index import fulltext, sqlite
 from lokal.index.filters import compile_filter
 from lokal.index.reading import Reading, reading
 from lokal.index.records import RECORD_COLUMNS, Hit, record
@@ -250,24 +249,6 @@ def mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -
     return chosen
 
 
-#: Query words found in more than this share of chunks say nothing about relevance (the, what,
-#: is ...) and only add noise to the full-text ranking; they are left out of hybrid queries.
-COMMON_TERM_SHARE = 0.05
-#: ... but a word in this many chunks or fewer is never "common" (small indexes).
-COMMON_TERM_MIN_DOCS = 3
-
-
-def query_words(text: str) -> list[str]:
-    return list(dict.fromkeys(w.lower() for w in re.findall(r"\w+", text)))[:64]
-
-
-def fts_query(words: Sequence[str]) -> str | None:
-    """An FTS5 query matching any of ``words`` (each quoted: no FTS syntax is injected)."""
-    if not words:
-        return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
 #: Filters whose matching rows an open index remembers (until the file changes).
 _FILTER_CACHE_SIZE = 16
 
@@ -410,32 +391,17 @@ class Searching(Reading):
     def _text_ranks(
         self, text: str, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[int, float]]:
-        """(rowid, bm25) of the best full-text matches (FTS5's bm25: lower is better). Words
-        found in more than :data:`COMMON_TERM_SHARE` of the chunks are left
-        out (unless every word is that common)."""
-        conn = self._reader()
-        words = query_words(text)
-        if words:
-            total = max(1, len(self))
-            counts = dict(
-                conn.execute(
-                    "SELECT term, doc FROM chunks_fts_vocab WHERE term IN "
-                    "(SELECT value FROM json_each(?))",
-                    (json.dumps(words),),
-                ).fetchall()
-            )
-            limit = max(COMMON_TERM_SHARE * total, COMMON_TERM_MIN_DOCS)
-            rare = [w for w in words if counts.get(w, 0) <= limit]
-            words = rare or sorted(words, key=lambda w: counts.get(w, 0))[:1]
-        query = fts_query(words)
-        if query is None:
+        """(rowid, bm25) of the best full-text matches for any word of ``text`` (FTS5's bm25:
+        lower is better), every word searched (:mod:`lokal.index.fulltext`)."""
+        query = fulltext.match_query(fulltext.query_words(text))
+        if query is None or k <= 0:
             return []
         where, params = compile_filter(filter)
         sql = (
             "SELECT f.rowid, bm25(chunks_fts) AS rank FROM chunks_fts f JOIN chunks c ON "
-            f"c.id = f.rowid WHERE chunks_fts MATCH ? AND {where} ORDER BY rank LIMIT ?"
+            f"c.id = f.rowid WHERE chunks_fts MATCH ? AND {where} ORDER BY rank, f.rowid LIMIT ?"
         )
-        rows = conn.execute(sql, [query, *params, k]).fetchall()
+        rows = self._reader().execute(sql, [query, *params, k]).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     @reading

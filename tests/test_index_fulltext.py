@@ -1,0 +1,132 @@
+"""The full-text half of search (lokal.index.fulltext): the tokenizer follows the model's
+language, every query word is searched, and migration 4 rebuilds an older file's table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lokal.central import schema as central_schema
+from lokal.identity import ModelIdentity
+from lokal.index import Chunk, Index, fulltext, schema
+
+DIM = 8
+ENGLISH = ModelIdentity.external("test", "Hand", "sentence-transformers/all-MiniLM-L6-v2", DIM)
+MULTILINGUAL = ModelIdentity.external("test", "Hand", "intfloat/multilingual-e5-small", DIM)
+
+TEXTS = {
+    "pumps": "The pumps were running hot before the operators stopped them.",
+    "valve": "Close the valve slowly; a pump that runs dry overheats.",
+    "cafe": "The café on the corner serves coffee from eight.",
+    "plain": "Nothing here is about machines at all.",
+}
+
+
+def vecs(n: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, DIM)).astype(np.float32)
+
+
+def fill(index: Index, texts: dict[str, str]) -> None:
+    index.upsert([Chunk(t, id=i) for i, t in texts.items()], vecs(len(texts)))
+
+
+@pytest.mark.parametrize(
+    ("name", "language"),
+    [
+        ("sentence-transformers/all-MiniLM-L6-v2", "english"),
+        ("all-MiniLM-L6-v2.q8_0.gguf", "english"),
+        ("BAAI/bge-small-en-v1.5", "english"),
+        ("intfloat/e5-small-v2", "english"),
+        ("nomic-ai/nomic-embed-text-v1.5", "english"),
+        ("Snowflake/snowflake-arctic-embed-m", "english"),
+        ("intfloat/multilingual-e5-small", "any"),
+        ("BAAI/bge-m3", "any"),
+        ("Snowflake/snowflake-arctic-embed-m-v2.0", "any"),
+        ("Alibaba-NLP/gte-multilingual-base", "any"),
+        ("sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", "any"),
+        ("some/unknown-model", "any"),
+    ],
+)
+def test_the_language_decision_is_one_for_index_files_and_the_centre(
+    name: str, language: str
+) -> None:
+    assert fulltext.language(name) == language
+    identity = ModelIdentity.external("test", "Hand", name, DIM)
+    config = central_schema.text_search_config(identity)
+    assert config == ("english" if language == "english" else "simple")
+    assert fulltext.tokenizer_for(name) == fulltext.TOKENIZERS[language]
+
+
+def test_an_english_model_gets_stemming_and_folded_diacritics(tmp_path: Path) -> None:
+    with Index.create(tmp_path / "en.db", ENGLISH) as index:
+        assert fulltext.file_tokenizer(index._conn) == "porter unicode61 remove_diacritics 2"
+        fill(index, TEXTS)
+        # "pump running" matches "pumps were running" and "a pump that runs" (Porter)
+        assert {h.id for h in index.text_search("pump running", k=4)} == {"pumps", "valve"}
+        assert [h.id for h in index.text_search("cafe", k=4)] == ["cafe"]
+        assert index.check().ok
+
+
+def test_another_model_gets_no_stemming(tmp_path: Path) -> None:
+    with Index.create(tmp_path / "any.db", MULTILINGUAL) as index:
+        assert fulltext.file_tokenizer(index._conn) == "unicode61 remove_diacritics 2"
+        fill(index, TEXTS)
+        assert [h.id for h in index.text_search("pumps", k=4)] == ["pumps"]
+        assert [h.id for h in index.text_search("CAFE", k=4)] == ["cafe"]
+
+
+def test_no_query_word_is_dropped_as_common(tmp_path: Path) -> None:
+    """Before: a word in more than 5% of the chunks was left out of the query, so "reset the
+    pump" searched "reset" alone (in no chunk) and found nothing."""
+    texts = {f"p{i}": f"Pump {i} has a pressure gauge and a drain." for i in range(30)}
+    texts["other"] = "Reset the controller by holding the button."
+    with Index.create(tmp_path / "common.db", ENGLISH) as index:
+        fill(index, texts)
+        assert index.text_search("pump 7", k=3)[0].id == "p7"
+        hits = index.text_search("pump", k=40)
+        assert len(hits) == 30
+        both = index.text_search("reset the pump", k=40)
+        assert {h.id for h in both} == set(texts)  # every word searched
+        assert both[0].score == 1.0
+
+
+def test_quotes_and_fts_syntax_in_questions_are_words(tmp_path: Path) -> None:
+    with Index.create(tmp_path / "syntax.db", ENGLISH) as index:
+        fill(index, TEXTS)
+        for text in ('"pump', "pump OR NOT*", "NEAR(pump valve)", "pump -valve", ":) ^"):
+            index.text_search(text, k=4)  # never an FTS5 syntax error
+        assert index.text_search("", k=4) == [] and index.text_search("!!", k=4) == []
+
+
+def test_migration_4_rebuilds_an_older_files_full_text_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.db"
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+        with Index.create(path, ENGLISH) as old:
+            fill(old, TEXTS)
+            old.replace_document("doc.txt", [Chunk("Pumping stations", ordinal=0)], vecs(1))
+    with Index.open(path) as reader:  # a reader does not migrate: the old table, no stemming
+        assert schema.applied(reader._conn) == {1, 2, 3}
+        assert fulltext.file_tokenizer(reader._conn) == "unicode61 remove_diacritics 2"
+        assert [h.id for h in reader.text_search("pump", k=4)] == ["valve"]
+    with Index.open(path, ENGLISH, writable=True) as ix:
+        assert schema.applied(ix._conn) == {1, 2, 3, 4}
+        assert fulltext.file_tokenizer(ix._conn) == "porter unicode61 remove_diacritics 2"
+        found = {h.id for h in ix.text_search("pump", k=8)}
+        assert found == {"pumps", "valve", "doc.txt#0"}
+        assert len(ix) == 5 and ix.check().ok
+        # later writes keep the rebuilt table consistent (external content: delete by text)
+        ix.delete(["valve"])
+        ix.upsert([Chunk("Two pumps, one spare.", id="spare")], vecs(1))
+        assert {h.id for h in ix.text_search("pump", k=8)} == {"pumps", "doc.txt#0", "spare"}
+        assert ix.check().ok
+    with Index.open(path) as reader:
+        assert {h.id for h in reader.text_search("pumped", k=8)} == {
+            "pumps",
+            "doc.txt#0",
+            "spare",
+        }
