@@ -10,7 +10,7 @@ import pytest
 
 from lokal.central import schema as central_schema
 from lokal.identity import ModelIdentity
-from lokal.index import Chunk, Index, fulltext, schema
+from lokal.index import Chunk, Index, fulltext, schema, search
 
 DIM = 8
 ENGLISH = ModelIdentity.external("test", "Hand", "sentence-transformers/all-MiniLM-L6-v2", DIM)
@@ -69,12 +69,23 @@ def test_an_english_model_gets_stemming_and_folded_diacritics(tmp_path: Path) ->
         assert index.check().ok
 
 
-def test_another_model_gets_no_stemming(tmp_path: Path) -> None:
+def test_another_model_gets_trigrams_for_any_language(tmp_path: Path) -> None:
+    texts = {
+        **TEXTS,
+        "zh": "数据库连接池的大小由配置文件决定。",
+        "ja": "ポンプを再起動するには赤いボタンを押します。",
+        "de": "Die Pumpe läuft heiß, wenn das Ventil geschlossen ist.",
+    }
     with Index.create(tmp_path / "any.db", MULTILINGUAL) as index:
-        assert fulltext.file_tokenizer(index._conn) == "unicode61 remove_diacritics 2"
-        fill(index, TEXTS)
-        assert [h.id for h in index.text_search("pumps", k=4)] == ["pumps"]
+        assert fulltext.file_tokenizer(index._conn) == "trigram remove_diacritics 1"
+        fill(index, texts)
         assert [h.id for h in index.text_search("CAFE", k=4)] == ["cafe"]
+        assert [h.id for h in index.text_search("lauft", k=4)] == ["de"]  # folded
+        # substrings: "pump" is in "pumps", "pump" and "Pumpe"; no stemming needed
+        assert {h.id for h in index.text_search("pump", k=8)} == {"pumps", "valve", "de"}
+        # no spaces between words: the question's run is not in the text verbatim
+        assert [h.id for h in index.text_search("连接池的配置", k=4)] == ["zh"]
+        assert [h.id for h in index.text_search("赤いボタン", k=4)] == ["ja"]
 
 
 def test_no_query_word_is_dropped_as_common(tmp_path: Path) -> None:
@@ -92,11 +103,15 @@ def test_no_query_word_is_dropped_as_common(tmp_path: Path) -> None:
         assert both[0].score == 1.0
 
 
-def test_quotes_and_fts_syntax_in_questions_are_words(tmp_path: Path) -> None:
-    with Index.create(tmp_path / "syntax.db", ENGLISH) as index:
+@pytest.mark.parametrize("identity", [ENGLISH, MULTILINGUAL], ids=["english", "any"])
+def test_quotes_and_fts_syntax_in_questions_are_words(
+    tmp_path: Path, identity: ModelIdentity
+) -> None:
+    with Index.create(tmp_path / "syntax.db", identity) as index:
         fill(index, TEXTS)
-        for text in ('"pump', "pump OR NOT*", "NEAR(pump valve)", "pump -valve", ":) ^"):
+        for text in ('"pump', "pump OR NOT*", "NEAR(pump valve)", "pump -valve", ":) ^", "a"):
             index.text_search(text, k=4)  # never an FTS5 syntax error
+            index.hybrid_search(vecs(1)[0], text, k=4)
         assert index.text_search("", k=4) == [] and index.text_search("!!", k=4) == []
 
 
@@ -130,3 +145,19 @@ def test_migration_4_rebuilds_an_older_files_full_text_in_place(
             "doc.txt#0",
             "spare",
         }
+
+
+def test_fusion_keeps_what_either_ranking_found() -> None:
+    vector = [(1, 0.9), (2, 0.8), (3, 0.1)]
+    text = [(4, -1.0), (1, -5.0), (5, -9.0)]  # bm25 negated: higher is better
+    top = search.fuse([vector, text], 5)
+    scores = dict(top)
+    assert top[0] == (1, pytest.approx(0.5 + 0.5 * 0.5))  # first by vector, middle by text
+    assert scores[4] == pytest.approx(0.5)  # first by text alone
+    assert scores[2] == pytest.approx(0.5 * 0.7 / 0.8)
+    assert scores[3] == 0.0 and scores[5] == 0.0  # last in one ranking, absent from the other
+    assert search.fuse([[(7, 0.3)], [(7, 2.0)]], 3) == [(7, 1.0)]  # first in both
+    assert search.fuse([[], [(8, 1.0), (9, 1.0)]], 3) == [(8, 0.5), (9, 0.5)]  # ties by item
+    assert search.fuse([[], []], 3) == []
+    assert search.hybrid_depth(5) == search.HYBRID_DEPTH and search.hybrid_depth(500) == 500
+    assert search.hybrid_depth(5, 20) == 20

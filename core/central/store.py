@@ -8,7 +8,7 @@
 Results are the index's own types: :class:`CentralRecord` and :class:`CentralHit` are a
 :class:`~lokal.index.Record` and a :class:`~lokal.index.Hit` with one more field, ``site``;
 ``document`` is the chunk's ``path`` on its box. Scores mean what they mean locally:
-``(1 + cosine) / 2`` for vector search, the normalized reciprocal-rank fusion for hybrid search.
+``(1 + cosine) / 2`` for vector search, the fused score for hybrid search (as in an index).
 
 **k results whenever k rows match.** pgvector's HNSW index filters *after* its graph search
 (``hnsw.ef_search`` candidates), so a selective filter can leave fewer than k. lokal raises
@@ -434,30 +434,31 @@ class CentralIndex:
         filter: Mapping[str, Any] | None = None,
         fetch_k: int | None = None,
     ) -> list[CentralHit]:
-        """Vector and full-text rankings fused by reciprocal rank fusion, as
-        :meth:`lokal.index.Index.hybrid_search` does. ``score`` is the fused score divided by
-        its maximum (first in both lists = 1.0)."""
+        """The vector and full-text rankings, ``fetch_k`` candidates each (default
+        :data:`lokal.index.search.HYBRID_DEPTH`), fused as
+        :meth:`lokal.index.Index.hybrid_search` fuses them (:func:`lokal.index.search.fuse`:
+        min-max normalized scores, weighted). ``score`` is the fused score: 1.0 for first in
+        both rankings."""
         q = self._query(vector)
-        fetch = fetch_k or search.candidate_depth(k)
+        fetch = search.hybrid_depth(k, fetch_k)
         with self._session() as conn:
             with conn.transaction():
                 nearest = self._nearest(conn, q, fetch, filter)
                 lexical = self._text_ranks(conn, text, fetch, filter)
         rows: dict[Key, Sequence[Any]] = {}
-        numbers: dict[Key, int] = {}
-        rankings: list[list[int]] = []
-        for ranking in (nearest, lexical):
-            rankings.append([])
-            for r in ranking:
-                key = (r[0], r[1])
-                rows.setdefault(key, r)
-                rankings[-1].append(numbers.setdefault(key, len(numbers)))
-        keys = list(numbers)
-        top = search.fused_top(rankings, k)
+        for r in (*nearest, *lexical):
+            rows.setdefault((r[0], r[1]), r)
+        top = search.fuse(
+            [
+                [((r[0], r[1]), 1.0 - float(r[11])) for r in nearest],  # cosine
+                [((r[0], r[1]), float(r[11])) for r in lexical],  # ts_rank_cd
+            ],
+            k,
+        )
         distances = {(r[0], r[1]): float(r[11]) for r in nearest}
-        missing = [keys[n] for n, _ in top if keys[n] not in distances]
+        missing = [key for key, _ in top if key not in distances]
         distances.update(self._distances(q, missing))
-        return [self._hit(rows[keys[n]], s, distances.get(keys[n])) for n, s in top]
+        return [self._hit(rows[key], s, distances.get(key)) for key, s in top]
 
     def _distances(self, q: np.ndarray, keys: Sequence[Key]) -> dict[Key, float]:
         if not keys:

@@ -8,13 +8,16 @@ kept with it, so that the library, both vector stores, ``lokal search``, ``/v1/s
   snowflake-arctic-embed v1, mxbai-embed-large ...): FTS5's ``porter unicode61
   remove_diacritics 2`` (Porter stemming, case and diacritics folded) in an index file,
   PostgreSQL's ``english`` configuration centrally;
-- any other model (multilingual, or unknown: its texts may be in any language): FTS5's
-  ``unicode61 remove_diacritics 2`` (words split at Unicode separators, case and diacritics
-  folded, no stemming) in an index file, ``simple`` centrally.
+- any other model (multilingual, or unknown: its texts may be in any language, some written
+  without spaces between words): FTS5's ``trigram remove_diacritics 1`` (every three-character
+  substring, case and diacritics folded: no language's stemming needed, and Chinese or Japanese
+  text is searchable) in an index file, ``simple`` centrally. A query word shorter than three
+  characters cannot match a trigram table (an FTS5 limit); longer ones match as substrings.
 
 Queries match any of the question's words (OR), ranked by BM25. No word is left out: a word
-every text holds costs BM25 almost nothing, while dropping it lost the only match of short
-questions (benchmarks/hybrid_fusion.py; docs/choosing-a-model.md, "Hybrid search").
+that most texts hold costs BM25 almost nothing, while dropping such words (what lokal did before
+migration 4) lost 0.04 to 0.18 nDCG@10 of the full-text ranking on the three eval sets in
+docs/choosing-a-model.md (benchmarks/hybrid_fusion.py).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ ANY = "any"
 #: The FTS5 tokenizer of each language choice.
 TOKENIZERS = {
     ENGLISH: "porter unicode61 remove_diacritics 2",
-    ANY: "unicode61 remove_diacritics 2",
+    ANY: "trigram remove_diacritics 1",
 }
+#: The tokenizer of files made before migration 4 (no stemming).
+OLD_TOKENIZER = "unicode61 remove_diacritics 2"
 #: PostgreSQL's text search configuration of each language choice (the central store).
 TEXT_SEARCH_CONFIGS = {ENGLISH: "english", ANY: "simple"}
 
@@ -71,7 +76,7 @@ def text_search_config(model_name: str) -> str:
 
 def create_table(conn: Any, tokenizer: str) -> None:
     """The ``chunks_fts`` table (external content: ``chunks.text``) and its vocabulary."""
-    if tokenizer not in TOKENIZERS.values():
+    if tokenizer not in (*TOKENIZERS.values(), OLD_TOKENIZER):
         msg = f"unknown full-text tokenizer {tokenizer!r}; known: {sorted(TOKENIZERS.values())}"
         raise ValueError(msg)
     conn.execute(
@@ -87,7 +92,7 @@ def file_tokenizer(conn: Any) -> str:
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'"
     ).fetchone()
     found = re.search(r"tokenize\s*=\s*'([^']*)'", row[0] if row else "")
-    return " ".join(found.group(1).split()) if found else "unicode61"
+    return " ".join(found.group(1).split()) if found else OLD_TOKENIZER
 
 
 def query_words(text: str) -> list[str]:
@@ -98,9 +103,22 @@ def query_words(text: str) -> list[str]:
     return found[:MAX_WORDS]
 
 
-def match_query(words: Sequence[str]) -> str | None:
+#: Scripts written without spaces between words: a "word" of theirs is a whole phrase.
+_NO_SPACES = re.compile(r"[\u0e00-\u0eff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def match_query(words: Sequence[str], tokenizer: str = TOKENIZERS[ENGLISH]) -> str | None:
     """An FTS5 query matching any of ``words``, each a quoted string (no FTS5 syntax gets in;
-    the table's tokenizer stems and folds each as it does the texts)."""
-    if not words:
+    the table's tokenizer stems and folds each as it does the texts). For a trigram table, a
+    run of a script without spaces is searched by its three-character pieces, since the run
+    as a whole is rarely in the text verbatim."""
+    terms: list[str] = []
+    for w in words:
+        if tokenizer.startswith("trigram") and len(w) > 3 and _NO_SPACES.search(w):
+            terms.extend(w[i : i + 3] for i in range(len(w) - 2))
+        else:
+            terms.append(w)
+    terms = list(dict.fromkeys(terms))
+    if not terms:
         return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)

@@ -33,12 +33,16 @@ from lokal.index.records import RECORD_COLUMNS, Hit, record
 QUANTIZATIONS = ("float", "int8", "bit")
 #: Candidates per wanted result in the quantized modes, before float rescoring.
 OVERSAMPLE = {"float": 1, "int8": 4, "bit": 40}
-#: Reciprocal rank fusion constant (Cormack et al. 2009).
-RRF_K = 60
+#: Hybrid search takes this many candidates from each of its two rankings (``k`` when more),
+#: and :func:`fuse` weighs the vector ranking so (the full text: one minus it). Chosen by
+#: measurement: min-max score fusion at depth 100 beat reciprocal rank fusion (k = 5 ... 100,
+#: depth 20 ... 200) on all three eval sets of docs/choosing-a-model.md
+#: (benchmarks/hybrid_fusion.py), and weights 0.5 and 0.7 were within 0.003 of each other.
+HYBRID_DEPTH = 100
+VECTOR_WEIGHT = 0.5
 
 #: The candidate depth for ``k`` results, ``max(4 * k, 20)``: what a reranker reorders by
-#: default (:func:`lokal.retrieval.candidate_depth`) and what hybrid search takes from each of
-#: the two rankings it fuses.
+#: default (:func:`lokal.retrieval.candidate_depth`).
 CANDIDATE_FACTOR = 4
 CANDIDATE_MIN = 20
 
@@ -216,21 +220,33 @@ def relevance(cosine: np.ndarray | float) -> Any:
     return np.clip((1.0 + np.asarray(cosine)) / 2.0, 0.0, 1.0)
 
 
-def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal rank fusion of several rankings of rowids (best first)."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, rowid in enumerate(ranking):
-            fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (k + rank + 1)
-    return fused
+def hybrid_depth(k: int, fetch_k: int | None = None) -> int:
+    """Candidates hybrid search takes from each ranking: ``fetch_k`` when given, else
+    :data:`HYBRID_DEPTH`; never fewer than ``k``."""
+    return max(k, fetch_k or HYBRID_DEPTH)
 
 
-def fused_top(rankings: Sequence[Sequence[int]], k: int) -> list[tuple[int, float]]:
-    """The ``k`` best items of the rankings' reciprocal rank fusion, with the fused score
-    divided by its maximum (first in every one of two lists = 1.0); ties by item."""
-    top = sorted(rrf(rankings).items(), key=lambda t: (-t[1], t[0]))[:k]
-    best = 2.0 / (RRF_K + 1)
-    return [(item, score / best) for item, score in top]
+def fuse(
+    rankings: Sequence[Sequence[tuple[Any, float]]],
+    k: int,
+    weights: Sequence[float] = (VECTOR_WEIGHT, 1.0 - VECTOR_WEIGHT),
+) -> list[tuple[Any, float]]:
+    """The ``k`` best items of several scored rankings ((item, score), higher is better, best
+    first), fused by min-max normalized scores: each ranking's scores are scaled to [0, 1] over
+    that ranking (its best 1, its last 0; a single score, or all equal: 1), weighted and
+    summed. First in every ranking = 1.0 (the weights sum to 1); ties by item."""
+    fused: dict[Any, float] = {}
+    for weight, ranking in zip(weights, rankings, strict=True):
+        if not ranking:
+            continue
+        scores = [s for _, s in ranking]
+        hi, lo = max(scores), min(scores)
+        for item, score in ranking:
+            norm = 1.0 if hi == lo else (score - lo) / (hi - lo)
+            fused[item] = fused.get(item, 0.0) + weight * norm
+    total = sum(weights) or 1.0
+    top = sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
+    return [(item, score / total) for item, score in top]
 
 
 def mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -> list[int]:
@@ -262,11 +278,19 @@ class Searching(Reading):
         # filter (canonical JSON) -> positions in self._cache of the rows it matches; emptied
         # whenever the cache is reloaded (the file changed)
         self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._tokenizer: str | None = None
 
     def _file_replaced(self) -> None:
         super()._file_replaced()
         self._cache = None
         self._filter_positions.clear()
+        self._tokenizer = None
+
+    def _fts_tokenizer(self) -> str:
+        """The file's full-text tokenizer (read once per file: only a migration changes it)."""
+        if self._tokenizer is None:
+            self._tokenizer = fulltext.file_tokenizer(self._reader())
+        return self._tokenizer
 
     def _cache_for_search(self) -> VectorCache:
         conn = self._reader()
@@ -393,7 +417,7 @@ class Searching(Reading):
     ) -> list[tuple[int, float]]:
         """(rowid, bm25) of the best full-text matches for any word of ``text`` (FTS5's bm25:
         lower is better), every word searched (:mod:`lokal.index.fulltext`)."""
-        query = fulltext.match_query(fulltext.query_words(text))
+        query = fulltext.match_query(fulltext.query_words(text), self._fts_tokenizer())
         if query is None or k <= 0:
             return []
         where, params = compile_filter(filter)
@@ -414,14 +438,15 @@ class Searching(Reading):
         filter: Mapping[str, Any] | None = None,
         fetch_k: int | None = None,
     ) -> list[Hit]:
-        """Vector and full-text (BM25) rankings fused by reciprocal rank fusion. ``score`` is
-        the fused score divided by its maximum (first in both lists = 1.0)."""
+        """The vector ranking and the full-text (BM25) ranking, ``fetch_k`` candidates each
+        (default :data:`HYBRID_DEPTH`), fused by :func:`fuse` (min-max normalized scores,
+        weighted). ``score`` is the fused score: 1.0 for first in both rankings."""
         q = self._query(vector)
-        fetch = fetch_k or candidate_depth(k)
+        fetch = hybrid_depth(k, fetch_k)
         with self._lock, sqlite.read(self._reader()):
             nearest = self._nearest(q, fetch, filter)
             lexical = self._text_ranks(text, fetch, filter)
-            top = fused_top([[r for r, _ in nearest], [r for r, _ in lexical]], k)
+            top = fuse([nearest, [(r, -bm25) for r, bm25 in lexical]], k)
             cosines: dict[int, float | None] = {r: c for r, c in nearest}
             missing = [r for r, _ in top if r not in cosines]
             for r, v in self._float_vectors(missing).items():
