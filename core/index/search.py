@@ -1,4 +1,4 @@
-"""Search over the index's vectors: exact top-k, quantized candidates, rank fusion, MMR.
+"""Search over the index: exact top-k, quantized candidates, hybrid fusion, MMR.
 
 sqlite-vec 0.1.9 searches by brute force inside SQLite (measured: 69 ms at 100k rows where
 numpy takes 15 ms). lokal keeps a search copy of the vectors in memory instead — float32, or
