@@ -161,3 +161,42 @@ def test_fusion_keeps_what_either_ranking_found() -> None:
     assert search.fuse([[], []], 3) == []
     assert search.hybrid_depth(5) == search.HYBRID_DEPTH and search.hybrid_depth(500) == 500
     assert search.hybrid_depth(5, 20) == 20
+
+
+def test_quantized_hybrid_rescores_no_more_than_a_plain_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hybrid takes 100 vector candidates; in bit mode rescoring all 100 x 40 of them with
+    their float vectors cost 1.4 s at 50k chunks. It rescores what a plain search of
+    candidate_depth(k) would (5 x 4 x 40 = 800 here), and its scores stay exact cosines."""
+    texts = {f"t{i}": f"pump {i} note" for i in range(5000)}
+    with Index.create(tmp_path / "bit.db", ENGLISH, quantization="bit") as index:
+        fill(index, texts)
+        read: list[int] = []
+        original = index._float_vectors
+
+        def counting(rowids: list[int]) -> dict[int, np.ndarray]:
+            read.append(len(rowids))
+            return original(rowids)
+
+        monkeypatch.setattr(index, "_float_vectors", counting)
+        q = vecs(1)[0]
+        hits = index.hybrid_search(q, "pump 42", k=5)
+        budget = search.candidate_depth(5) * search.OVERSAMPLE["bit"]
+        assert len(hits) == 5 and read[0] <= budget  # (then the few text-only hits' cosines)
+        assert sum(read) <= budget + 5
+        unit = q / np.linalg.norm(q)
+        for h in hits:
+            assert h.distance is not None
+            stored = original(
+                [
+                    int(
+                        index._conn.execute(
+                            "SELECT id FROM chunks WHERE chunk_id = ?", (h.id,)
+                        ).fetchone()[0]
+                    )
+                ]
+            )
+            assert 1 - float(next(iter(stored.values())) @ unit) == pytest.approx(
+                h.distance, abs=1e-5
+            )

@@ -348,13 +348,17 @@ class Searching(Reading):
         return out
 
     def _nearest(
-        self, q: np.ndarray, n: int, flt: Mapping[str, Any] | None
+        self, q: np.ndarray, n: int, flt: Mapping[str, Any] | None, *, budget: int | None = None
     ) -> list[tuple[int, float]]:
-        """(rowid, exact cosine) of the ``n`` nearest rows matching ``flt``, best first."""
+        """(rowid, exact cosine) of the ``n`` nearest rows matching ``flt``, best first. In the
+        quantized modes at most ``budget`` candidates (default: ``n`` times the oversampling)
+        are rescored with their float vectors."""
         cache = self._cache_for_search()
         pos = self._filtered_positions(cache, flt)
         scores = approximate_scores(cache, q, pos)
         want = n * OVERSAMPLE[cache.quantization]
+        if budget is not None:
+            want = max(n, min(want, budget))
         best = top_positions(scores, want)
         rows = cache.rowids[best] if pos is None else cache.rowids[pos[best]]
         if cache.quantization == "float":
@@ -443,8 +447,12 @@ class Searching(Reading):
         weighted). ``score`` is the fused score: 1.0 for first in both rankings."""
         q = self._query(vector)
         fetch = hybrid_depth(k, fetch_k)
+        # quantized modes: rescore no more candidates than a plain search of
+        # candidate_depth(k) would (100 x 40 float reads in bit mode took 1.4 s at 50k chunks,
+        # benchmarks/hybrid_latency.py); the best of them are exact, as before
+        budget = candidate_depth(k) * OVERSAMPLE[self.quantization]
         with self._lock, sqlite.read(self._reader()):
-            nearest = self._nearest(q, fetch, filter)
+            nearest = self._nearest(q, fetch, filter, budget=budget)
             lexical = self._text_ranks(text, fetch, filter)
             top = fuse([nearest, [(r, -bm25) for r, bm25 in lexical]], k)
             cosines: dict[int, float | None] = {r: c for r, c in nearest}
