@@ -143,10 +143,10 @@ class LokalVectorStore(HandleOwner, VectorStore):
 
     Searches take lokal's filter language as ``filter=`` (LangChain-style dicts with
     ``$``-operators, evaluated inside the index: ``k`` results whenever ``k`` chunks match),
-    ``hybrid=True`` for vector + full-text search fused by reciprocal rank (finds exact
+    ``hybrid=True`` for vector + full-text search fused (finds exact
     identifiers and error codes), and ``score_threshold=``. Scores are lokal's *relevance*, in
-    [0, 1], higher is better: ``(1 + cosine) / 2`` for vector search, the normalized fused
-    rank for hybrid search. Through a retriever::
+    [0, 1], higher is better: ``(1 + cosine) / 2`` for vector search, the fused score (1.0:
+    first in both rankings) for hybrid search. Through a retriever::
 
         store.as_retriever(search_kwargs={"k": 5, "filter": {"kind": "manual"}, "hybrid": True})
         store.as_retriever(search_type="similarity_score_threshold",
@@ -354,8 +354,8 @@ class LokalVectorStore(HandleOwner, VectorStore):
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
         """The ``k`` best chunks for ``query`` with lokal's relevance score: in [0, 1], higher is
-        better (``(1 + cosine) / 2``; hybrid: the fused rank normalized so that first in both
-        rankings is 1.0). Not a distance."""
+        better (``(1 + cosine) / 2``; hybrid: the fused score, 1.0 for first in both
+        rankings). Not a distance."""
         _no_options("similarity_search", kwargs, "k, filter, hybrid, score_threshold")
         if not self._has_file():
             return []

@@ -43,7 +43,7 @@ class LokalCentralVectorStore(VectorStore):
     where a chunk came from: ``site`` (the box) and ``path`` (the document on it).
     ``k`` results come back whenever ``k`` chunks match a filter; ``hybrid=True`` fuses
     vector and full-text rankings; MMR and ``score_threshold`` work as on a file. Scores are
-    lokal's relevance in [0, 1]: ``(1 + cosine) / 2``, or the normalized fused rank.
+    lokal's relevance in [0, 1]: ``(1 + cosine) / 2``, or the fused score (hybrid).
 
     The collection records the model that made its vectors. ``embedding`` may be ``None`` (the
     recorded model is loaded), a :class:`~lokal.integrations.langchain.LocalEmbeddings`

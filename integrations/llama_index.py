@@ -456,7 +456,7 @@ class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
             if query.alpha is not None:
                 log.warning(
                     "LokalVectorStore ignores alpha=%s: hybrid search fuses the vector and "
-                    "full-text rankings by reciprocal rank",
+                    "full-text rankings with lokal's measured weights",
                     query.alpha,
                 )
             k = query.hybrid_top_k or k

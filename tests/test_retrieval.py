@@ -3,8 +3,12 @@ index handle the vector stores share."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -127,3 +131,29 @@ def test_handle_checks_the_model_and_refuses_agent_files(tmp_path: Path) -> None
             handle.writer(4)
     finally:
         handle.close()
+
+
+def test_lokal_search_is_hybrid_unless_told_not_to_be(index_file: Path) -> None:
+    """``lokal search`` (a real process) fuses vector and full text by default, exactly as
+    ``retrieve(hybrid=True)``; ``--no-hybrid`` ranks by the vectors alone."""
+    lokal = str(Path(sys.executable).parent / "lokal")
+
+    def run(*flags: str) -> list[dict[str, Any]]:
+        proc = subprocess.run(
+            [lokal, "search", "ERR-4711 pump", "--index", str(index_file), "-k", "3", "--json",
+             *flags],
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        found: list[dict[str, Any]] = json.loads(proc.stdout)
+        return found
+
+    index, embedder = open_recorded(index_file)
+    with index:
+        hybrid = retrieve(index, "ERR-4711 pump", 3, embedder=embedder, hybrid=True)
+        vector = retrieve(index, "ERR-4711 pump", 3, embedder=embedder)
+    # the test can tell them apart: fused scores (first in both lists: 1.0) are not cosines
+    assert hybrid[0].score == 1.0 and vector[0].score < 0.99
+    for flags, want in (((), hybrid), (("--hybrid",), hybrid), (("--no-hybrid",), vector)):
+        got = run(*flags)
+        assert [g["id"] for g in got] == [w.hit.id for w in want], flags
+        assert [g["score"] for g in got] == pytest.approx([w.score for w in want], abs=1e-3)

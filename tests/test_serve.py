@@ -625,9 +625,11 @@ def test_search_equals_index_search(
         want = index.search(vector, 3)
         want_filtered = index.search(vector, 3, filter={"file": 2})
         want_hybrid = index.hybrid_search(vector, query, 3)
-        candidates = index.search(vector, 20)
-    r = httpx.post(f"{server.url}/v1/search", json={"query": query, "k": 3}, timeout=TIMEOUT)
+        candidates = index.hybrid_search(vector, query, 20)
+    body = {"query": query, "k": 3, "hybrid": False}
+    r = httpx.post(f"{server.url}/v1/search", json=body, timeout=TIMEOUT)
     assert r.status_code == 200, r.text
+    assert r.json()["hybrid"] is False
     hits = r.json()["results"]
     assert [h["id"] for h in hits] == [w.id for w in want]
     np.testing.assert_allclose([h["score"] for h in hits], [w.score for w in want], atol=1e-5)
@@ -636,16 +638,16 @@ def test_search_equals_index_search(
     assert hits[0]["text"] == want[0].text
     flt = httpx.post(
         f"{server.url}/v1/search",
-        json={"query": query, "k": 3, "filter": {"file": 2}},
+        json={"query": query, "k": 3, "filter": {"file": 2}, "hybrid": False},
         timeout=TIMEOUT,
     ).json()["results"]
     assert [h["id"] for h in flt] == [w.id for w in want_filtered]
     assert all(h["metadata"]["file"] == 2 for h in flt)
-    hyb = httpx.post(
-        f"{server.url}/v1/search", json={"query": query, "k": 3, "hybrid": True}, timeout=TIMEOUT
-    ).json()["results"]
-    assert [h["id"] for h in hyb] == [w.id for w in want_hybrid]
-    # rerank: the reranker orders the first fetch_k candidates
+    for body in ({"query": query, "k": 3, "hybrid": True}, {"query": query, "k": 3}):
+        hyb = httpx.post(f"{server.url}/v1/search", json=body, timeout=TIMEOUT).json()
+        assert hyb["hybrid"] is True  # the default: vector and full text fused
+        assert [h["id"] for h in hyb["results"]] == [w.id for w in want_hybrid]
+    # rerank: the reranker orders the first fetch_k candidates of the (hybrid) retrieval
     rr = httpx.post(
         f"{server.url}/v1/search",
         json={"query": query, "k": 3, "rerank": True, "fetch_k": 20},

@@ -61,8 +61,8 @@ from lokal.agent.cli.output import ProgressBars, emit_json, friendly_errors, tab
     metavar="SPEC",
     help="Another setup to run on the same data (repeatable): key=value pairs, comma-separated, "
     "changing the options above. Keys: model, backend, quant, dims, prefixes (on|off), "
-    "query-prefix, document-prefix, search (vector|hybrid), rerank (MODEL|off), candidates, "
-    "label.",
+    "query-prefix, document-prefix, search (vector|hybrid|text), rerank (MODEL|off), "
+    "candidates, label. The bare words hybrid, vector and text set the search.",
 )
 @click.option(
     "--chart",
@@ -110,7 +110,8 @@ def eval_cmd(
     Examples:
       python benchmarks/make_manpage_eval.py manpages --pages 1000
       lokal eval manpages
-      lokal eval manpages --compare hybrid --compare quant=f16 --compare prefixes=off
+      lokal eval manpages --compare hybrid --compare text    # fused, and full text alone
+      lokal eval manpages --compare quant=f16 --compare prefixes=off
       lokal eval manpages --compare rerank=bge-reranker-base.q8_0.gguf --chart eval.png
       lokal eval questions.jsonl --index /var/lib/lokal/index.db --compare hybrid --json
     """

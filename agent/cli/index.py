@@ -140,7 +140,12 @@ def _rank_with_warnings(reranker: Any) -> Any:
     "filter_json",
     help='Metadata filter as JSON, e.g. \'{"kind": {"$in": ["md", "txt"]}}\'.',
 )
-@click.option("--hybrid", is_flag=True, help="Fuse vector and full-text (BM25) rankings.")
+@click.option(
+    "--hybrid/--no-hybrid",
+    default=True,
+    show_default=True,
+    help="Fuse the vector and full-text (BM25) rankings; --no-hybrid: vectors alone.",
+)
 @click.option(
     "--rerank",
     "rerank",
@@ -172,7 +177,9 @@ def search_cmd(
 ) -> None:
     """Search an index: path, line range and score of the best chunks for QUERY.
 
-    The model the index records is loaded (no model to name). With --rerank, the best
+    The model the index records is loaded (no model to name). By default the vector and
+    full-text (BM25) rankings are fused (hybrid): exact words, names and codes count as well
+    as meaning; --no-hybrid ranks by the vectors alone. With --rerank, the best
     max(4k, 20) chunks are reordered by a cross-encoder that reads the query and each chunk
     together; its score is shown first, the retrieval rank and score after it.
 

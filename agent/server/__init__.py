@@ -15,8 +15,9 @@ tools already speak, so a program in any language can use lokal by changing only
   ``output_dimension``), ``POST /v1/rerank`` and ``POST /v2/rerank`` (``model``, ``query``,
   ``documents``, ``top_n``, ``return_documents``, ``max_tokens_per_doc``). Errors are
   ``{"message": "..."}``.
-- lokal: ``POST /v1/search`` over a lokal index (``query``, ``k``, ``filter``, ``hybrid``,
-  ``rerank``), ``GET /v1/status`` (request and model-call counters), ``GET /health``.
+- lokal: ``POST /v1/search`` over a lokal index (``query``, ``k``, ``filter``, ``hybrid``
+  (default true: vector and full text fused; false: vectors alone), ``rerank``),
+  ``GET /v1/status`` (request and model-call counters), ``GET /health``.
 
 Prefixes come from the model's profile. The embedding APIs take an extra ``input_type``
 (``"query"`` or ``"document"``, also Cohere's ``"search_query"``/``"search_document"``, and its

@@ -35,7 +35,7 @@ class LokalApi(ServiceBase):
                 400, "'filter' must be an object (lokal's filter language)", param="filter"
             )
         check_filter(flt)
-        hybrid = bool(bool_field(body, "hybrid"))
+        hybrid = bool_field(body, "hybrid") is not False  # hybrid unless asked not to be
         rerank = bool(bool_field(body, "rerank"))
         fetch_k = int_field(body, "fetch_k", candidate_depth(k), lo=k, hi=self.settings.max_k)
         assert fetch_k is not None

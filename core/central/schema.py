@@ -37,15 +37,13 @@ from typing import Any
 from lokal.central.connect import one_line, psycopg_module
 from lokal.errors import CentralError, ModelMismatch, ModelVariantWarning
 from lokal.identity import ModelIdentity
+from lokal.index import fulltext
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEMA = "lokal"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
-_ENGLISH_ONLY = re.compile(
-    r"all-minilm|all-mpnet|bge-[a-z]+-en|snowflake-arctic-embed|nomic-embed-text", re.IGNORECASE
-)
 #: the columns a sync writes (``tsv`` is generated)
 COLUMNS = (
     "site",
@@ -106,8 +104,9 @@ def site_role(s: str, site: str) -> str:
 
 
 def text_search_config(identity: ModelIdentity) -> str:
-    """``english`` (stemming, stop words) for English-only models, ``simple`` otherwise."""
-    return "english" if _ENGLISH_ONLY.search(identity.name) else "simple"
+    """``english`` (stemming, stop words) for English-only models, ``simple`` otherwise: the
+    same language decision as an index file's tokenizer (:mod:`lokal.index.fulltext`)."""
+    return fulltext.text_search_config(identity.name)
 
 
 # ---- migrations ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 Results are the index's own types: :class:`CentralRecord` and :class:`CentralHit` are a
 :class:`~lokal.index.Record` and a :class:`~lokal.index.Hit` with one more field, ``site``;
 ``document`` is the chunk's ``path`` on its box. Scores mean what they mean locally:
-``(1 + cosine) / 2`` for vector search, the normalized reciprocal-rank fusion for hybrid search.
+``(1 + cosine) / 2`` for vector search, the fused score for hybrid search (as in an index).
 
 **k results whenever k rows match.** pgvector's HNSW index filters *after* its graph search
 (``hnsw.ef_search`` candidates), so a selective filter can leave fewer than k. lokal raises
@@ -36,7 +36,7 @@ from lokal.central import filters
 from lokal.central.connect import connect, psycopg_module, read_password, redact
 from lokal.errors import CentralError, CentralUnreachable, ModelMismatch, ModelVariantWarning
 from lokal.identity import ModelIdentity
-from lokal.index import search
+from lokal.index import fulltext, search
 from lokal.index.store import Chunk, Hit, Record
 
 log = logging.getLogger(__name__)
@@ -396,26 +396,13 @@ class CentralIndex:
         self, conn: Any, text: str, k: int, flt: Mapping[str, Any] | None
     ) -> list[tuple[Any, ...]]:
         """Rows (record columns, ts_rank_cd) of the best full-text matches for any word of
-        ``text``, best first. Words in more than
-        :data:`~lokal.index.search.COMMON_TERM_SHARE` of the chunks are left out, as in an
-        index file (unless every word is that common)."""
-        words = search.query_words(text)
+        ``text``, best first: every word searched, as in an index file
+        (:mod:`lokal.index.fulltext`), with the collection's text search configuration."""
+        words = fulltext.query_words(text)
         if not words or k <= 0:
             return []
         where, params = self._filter(flt)
         config = self.text_search_config
-        total = self._row_estimate(conn)
-        limit = int(max(search.COMMON_TERM_SHARE * total, search.COMMON_TERM_MIN_DOCS))
-        # one round trip: each word's chunk count, counted no further than the limit
-        count_sql = self._sql(
-            "SELECT w, (SELECT count(*) FROM (SELECT 1 FROM {s}.chunks c WHERE "
-            "c.tsv @@ plainto_tsquery(%s::regconfig, w) LIMIT %s) m) FROM unnest(%s::text[]) w"
-        )
-        counts = {
-            w: int(n) for w, n in conn.execute(count_sql, [config, limit + 1, words]).fetchall()
-        }
-        rare = [w for w in words if counts[w] <= limit]
-        words = rare or sorted(words, key=lambda w: counts[w])[:1]
         query = " || ".join(["plainto_tsquery(%s::regconfig, %s)"] * len(words))
         query_params = [p for w in words for p in (config, w)]
         sql = self._sql(
@@ -425,17 +412,6 @@ class CentralIndex:
         )
         rows: list[tuple[Any, ...]] = conn.execute(sql, [*query_params, *params, k]).fetchall()
         return rows
-
-    def _row_estimate(self, conn: Any) -> int:
-        """Rows in the chunks table: the planner's estimate when large, else a count."""
-        row = conn.execute(
-            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", [f"{self.schema}.chunks"]
-        ).fetchone()
-        estimate = int(row[0]) if row and row[0] is not None else -1
-        if estimate >= 100_000:
-            return estimate
-        sql = self._sql("SELECT count(*) FROM {s}.chunks")
-        return int(conn.execute(sql).fetchone()[0])
 
     def text_search(
         self, text: str, k: int = 4, *, filter: Mapping[str, Any] | None = None
@@ -458,30 +434,31 @@ class CentralIndex:
         filter: Mapping[str, Any] | None = None,
         fetch_k: int | None = None,
     ) -> list[CentralHit]:
-        """Vector and full-text rankings fused by reciprocal rank fusion, as
-        :meth:`lokal.index.Index.hybrid_search` does. ``score`` is the fused score divided by
-        its maximum (first in both lists = 1.0)."""
+        """The vector and full-text rankings, ``fetch_k`` candidates each (default
+        :data:`lokal.index.search.HYBRID_DEPTH`), fused as
+        :meth:`lokal.index.Index.hybrid_search` fuses them (:func:`lokal.index.search.fuse`:
+        min-max normalized scores, weighted). ``score`` is the fused score: 1.0 for first in
+        both rankings."""
         q = self._query(vector)
-        fetch = fetch_k or search.candidate_depth(k)
+        fetch = search.hybrid_depth(k, fetch_k)
         with self._session() as conn:
             with conn.transaction():
                 nearest = self._nearest(conn, q, fetch, filter)
                 lexical = self._text_ranks(conn, text, fetch, filter)
         rows: dict[Key, Sequence[Any]] = {}
-        numbers: dict[Key, int] = {}
-        rankings: list[list[int]] = []
-        for ranking in (nearest, lexical):
-            rankings.append([])
-            for r in ranking:
-                key = (r[0], r[1])
-                rows.setdefault(key, r)
-                rankings[-1].append(numbers.setdefault(key, len(numbers)))
-        keys = list(numbers)
-        top = search.fused_top(rankings, k)
+        for r in (*nearest, *lexical):
+            rows.setdefault((r[0], r[1]), r)
+        top = search.fuse(
+            [
+                [((r[0], r[1]), 1.0 - float(r[11])) for r in nearest],  # cosine
+                [((r[0], r[1]), float(r[11])) for r in lexical],  # ts_rank_cd
+            ],
+            k,
+        )
         distances = {(r[0], r[1]): float(r[11]) for r in nearest}
-        missing = [keys[n] for n, _ in top if keys[n] not in distances]
+        missing = [key for key, _ in top if key not in distances]
         distances.update(self._distances(q, missing))
-        return [self._hit(rows[keys[n]], s, distances.get(keys[n])) for n, s in top]
+        return [self._hit(rows[key], s, distances.get(key)) for key, s in top]
 
     def _distances(self, q: np.ndarray, keys: Sequence[Key]) -> dict[Key, float]:
         if not keys:

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 #: ``progress(stage, done, total)``: called as work advances (the CLI draws bars with it).
 Progress = Callable[[str, int, int], None]
-SEARCHES = ("vector", "hybrid")
+#: ``vector``: the model's vectors; ``text``: full text alone (BM25); ``hybrid``: both, fused
+#: as lokal.retrieval fuses them for every caller.
+SEARCHES = ("vector", "hybrid", "text")
 _BATCH = 64
 
 
@@ -89,8 +91,8 @@ def parse_setup(spec: str, base: Setup) -> Setup:
     """A ``--compare`` spec: ``key=value`` pairs separated by commas, changing ``base``.
 
     Keys: model, backend, quant, dims, prefixes (on|off), query-prefix, document-prefix,
-    search (vector|hybrid), rerank (a model, or off), candidates, label. The bare words
-    ``hybrid`` and ``vector`` set the search. The label defaults to the spec itself.
+    search (vector|hybrid|text), rerank (a model, or off), candidates, label. The bare words
+    ``hybrid``, ``vector`` and ``text`` set the search. The label defaults to the spec itself.
     """
     changes: dict[str, Any] = {"label": spec.strip()}
     for part in (p.strip() for p in spec.split(",")):
@@ -266,7 +268,9 @@ def corpus_index(
     folder = cache_dir() / evalset.fingerprint()[:24]
     path = folder / f"{identity.key[:16]}-{identity.variant[:16]}.db"
     if path.is_file():
-        index = Index.open(path, identity)
+        # writable: a cache file made by an older lokal gets the migrations (its full-text
+        # table rebuilt with today's tokenizer), so the cache never measures old search
+        index = Index.open(path, identity, writable=True)
         done = index.settings.get("lokal_eval", {})
         if done.get("complete") and done.get("texts") == len(evalset.units):
             stats = CorpusStats(
@@ -337,11 +341,17 @@ def _documents(hits: Sequence[Hit], owner: dict[str, str]) -> list[tuple[str, fl
 def _retrieve(
     index: Index, setup: Setup, vector: Any, text: str, want: int, total: int
 ) -> list[Hit]:
-    """At least ``want`` distinct documents' worth of hits (or all ``total`` chunks)."""
+    """At least ``want`` distinct documents' worth of hits (or all ``total`` chunks), searched
+    as every other caller searches (hybrid: lokal.retrieval's default depth and fusion)."""
     fetch = min(want, total)
     while True:
-        hybrid = setup.search == "hybrid"
-        hits = retrieval.search(index, vector, text, fetch, hybrid=hybrid, fetch_k=fetch)
+        if setup.search == "text":
+            hits: Sequence[Hit] = index.text_search(text, fetch)
+            if len(hits) < fetch:  # every text that holds a word of the question
+                return list(hits)
+        else:
+            hybrid = setup.search == "hybrid"
+            hits = retrieval.search(index, vector, text, fetch, hybrid=hybrid)
         docs = {h.document or h.id for h in hits}
         if len(docs) >= want or fetch >= total:
             return list(hits)

@@ -43,7 +43,8 @@ class Record:
 @dataclass(frozen=True)
 class Hit(Record):
     """A search result. ``score`` is in [0, 1], higher is better: ``(1 + cosine) / 2`` for
-    vector search, normalized reciprocal-rank fusion for hybrid search. ``distance`` is the
+    vector search, the fused score for hybrid search (1.0: first in both rankings;
+    :func:`lokal.index.search.fuse`). ``distance`` is the
     cosine distance (``1 - cosine``) where a vector score exists."""
 
     score: float = 0.0

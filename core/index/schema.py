@@ -11,7 +11,9 @@ Tables:
 - ``chunks_vec``: a sqlite-vec ``vec0`` table with the float32 vectors (cosine distance), in
   chunks of :data:`VEC_CHUNK_SIZE` rows;
 - ``chunks_fts``: an FTS5 full-text table over ``chunks.text`` (external content), and
-  ``chunks_fts_vocab`` (fts5vocab) with each term's document count;
+  ``chunks_fts_vocab`` (fts5vocab) with each term's document count. Its tokenizer follows the
+  model's language (:mod:`lokal.index.fulltext`: Porter stemming for English-only models);
+  migration 4 rebuilds the table of an older file, whose tokenizer had no stemming;
 - ``changes``: the change feed, kept by triggers on ``chunks`` so that every write path records
   itself: one row per chunk id with its latest operation (``upsert`` or ``delete``, a tombstone)
   under a sequence number that only grows. A reader asks "what changed after N"
@@ -30,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from lokal.index import stored
+from lokal.index import fulltext, stored
 
 Migration = tuple[int, str, Callable[[Any, dict[str, Any]], None]]
 
@@ -123,6 +125,17 @@ def _m003_change_feed(conn: Any, ctx: dict[str, Any]) -> None:
     conn.execute("INSERT OR IGNORE INTO lokal_meta VALUES ('generation', ?)", (uuid.uuid4().hex,))
 
 
+def _m004_fulltext_language(conn: Any, ctx: dict[str, Any]) -> None:
+    # The full-text table again, with the tokenizer of the model's language (ctx["tokenizer"],
+    # from Index.create / Index.open), rebuilt from chunks.text in this transaction: an older
+    # file's table had no stemming, and what a query matches depends on the table's tokenizer.
+    tokenizer = ctx.get("tokenizer") or fulltext.TOKENIZERS[fulltext.ANY]
+    conn.execute("DROP TABLE IF EXISTS chunks_fts_vocab")
+    conn.execute("DROP TABLE IF EXISTS chunks_fts")
+    fulltext.create_table(conn, tokenizer)
+    conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+
+
 def _m005_stored_search_copy(conn: Any, ctx: dict[str, Any]) -> None:
     # The 1-bit codes of every vector in blocks of 1024 rowids: the compact search copy of a
     # 1M-row index loads in a fraction of a second instead of 13-20 s row by row.
@@ -133,6 +146,7 @@ MIGRATIONS: list[Migration] = [
     (1, "initial: meta, documents, chunks, vectors (vec0), full text (fts5)", _m001_initial),
     (2, "covering index on chunk metadata for filters", _m002_metadata_index),
     (3, "change feed: changes table kept by triggers on chunks; generation", _m003_change_feed),
+    (4, "full text tokenized for the model's language", _m004_fulltext_language),
     (5, "stored search copy: 1-bit codes in blocks (vectors_bits)", _m005_stored_search_copy),
 ]
 

@@ -1,4 +1,4 @@
-"""Search over the index's vectors: exact top-k, quantized candidates, rank fusion, MMR.
+"""Search over the index: exact top-k, quantized candidates, hybrid fusion, MMR.
 
 The search copy of the vectors and its math (:class:`VectorCache`, encodings, scores) live in
 :mod:`lokal.index.vectors`; the names are re-exported here. Filters are evaluated in SQL
@@ -12,7 +12,6 @@ This module owns search: :class:`Searching`, the search methods of :class:`~loka
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lokal.errors import IndexFileError
-from lokal.index import sqlite, vectors
+from lokal.index import fulltext, sqlite, vectors
 from lokal.index.filters import compile_filter
 from lokal.index.reading import Reading, reading
 from lokal.index.records import RECORD_COLUMNS, Hit, record
@@ -56,21 +55,25 @@ __all__ = [
     "encode",
     "encoded_dtype",
     "encoded_shape",
-    "fused_top",
+    "fuse",
+    "hybrid_depth",
     "mmr",
     "normalize",
     "refuse_damaged",
     "relevance",
-    "rrf",
     "top_positions",
 ]
 
-#: Reciprocal rank fusion constant (Cormack et al. 2009).
-RRF_K = 60
+#: Hybrid search takes this many candidates from each of its two rankings (``k`` when more),
+#: and :func:`fuse` weighs the vector ranking so (the full text: one minus it). Chosen by
+#: measurement: min-max score fusion at depth 100 beat reciprocal rank fusion (k = 5 ... 100,
+#: depth 20 ... 200) on all three eval sets of docs/choosing-a-model.md
+#: (benchmarks/hybrid_fusion.py), and weights 0.5 and 0.7 were within 0.003 of each other.
+HYBRID_DEPTH = 100
+VECTOR_WEIGHT = 0.5
 
 #: The candidate depth for ``k`` results, ``max(4 * k, 20)``: what a reranker reorders by
-#: default (:func:`lokal.retrieval.candidate_depth`) and what hybrid search takes from each of
-#: the two rankings it fuses.
+#: default (:func:`lokal.retrieval.candidate_depth`).
 CANDIDATE_FACTOR = 4
 CANDIDATE_MIN = 20
 
@@ -85,21 +88,33 @@ def relevance(cosine: np.ndarray | float) -> Any:
     return np.clip((1.0 + np.asarray(cosine)) / 2.0, 0.0, 1.0)
 
 
-def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal rank fusion of several rankings of rowids (best first)."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, rowid in enumerate(ranking):
-            fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (k + rank + 1)
-    return fused
+def hybrid_depth(k: int, fetch_k: int | None = None) -> int:
+    """Candidates hybrid search takes from each ranking: ``fetch_k`` when given, else
+    :data:`HYBRID_DEPTH`; never fewer than ``k``."""
+    return max(k, fetch_k or HYBRID_DEPTH)
 
 
-def fused_top(rankings: Sequence[Sequence[int]], k: int) -> list[tuple[int, float]]:
-    """The ``k`` best items of the rankings' reciprocal rank fusion, with the fused score
-    divided by its maximum (first in every one of two lists = 1.0); ties by item."""
-    top = sorted(rrf(rankings).items(), key=lambda t: (-t[1], t[0]))[:k]
-    best = 2.0 / (RRF_K + 1)
-    return [(item, score / best) for item, score in top]
+def fuse(
+    rankings: Sequence[Sequence[tuple[Any, float]]],
+    k: int,
+    weights: Sequence[float] = (VECTOR_WEIGHT, 1.0 - VECTOR_WEIGHT),
+) -> list[tuple[Any, float]]:
+    """The ``k`` best items of several scored rankings ((item, score), higher is better, best
+    first), fused by min-max normalized scores: each ranking's scores are scaled to [0, 1] over
+    that ranking (its best 1, its last 0; a single score, or all equal: 1), weighted and
+    summed. First in every ranking = 1.0 (the weights sum to 1); ties by item."""
+    fused: dict[Any, float] = {}
+    for weight, ranking in zip(weights, rankings, strict=True):
+        if not ranking:
+            continue
+        scores = [s for _, s in ranking]
+        hi, lo = max(scores), min(scores)
+        for item, score in ranking:
+            norm = 1.0 if hi == lo else (score - lo) / (hi - lo)
+            fused[item] = fused.get(item, 0.0) + weight * norm
+    total = sum(weights) or 1.0
+    top = sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
+    return [(item, score / total) for item, score in top]
 
 
 def mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -> list[int]:
@@ -118,24 +133,6 @@ def mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -
     return chosen
 
 
-#: Query words found in more than this share of chunks say nothing about relevance (the, what,
-#: is ...) and only add noise to the full-text ranking; they are left out of hybrid queries.
-COMMON_TERM_SHARE = 0.05
-#: ... but a word in this many chunks or fewer is never "common" (small indexes).
-COMMON_TERM_MIN_DOCS = 3
-
-
-def query_words(text: str) -> list[str]:
-    return list(dict.fromkeys(w.lower() for w in re.findall(r"\w+", text)))[:64]
-
-
-def fts_query(words: Sequence[str]) -> str | None:
-    """An FTS5 query matching any of ``words`` (each quoted: no FTS syntax is injected)."""
-    if not words:
-        return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
 #: Filters whose matching rows an open index remembers (until the file changes).
 _FILTER_CACHE_SIZE = 16
 
@@ -151,11 +148,19 @@ class Searching(Reading):
         # filter (canonical JSON) -> positions in self._cache of the rows it matches; emptied
         # whenever the cache is reloaded (the file changed)
         self._filter_positions: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._tokenizer: str | None = None
 
     def _file_replaced(self) -> None:
         super()._file_replaced()
         self._cache = None
         self._filter_positions.clear()
+        self._tokenizer = None
+
+    def _fts_tokenizer(self) -> str:
+        """The file's full-text tokenizer (read once per file: only a migration changes it)."""
+        if self._tokenizer is None:
+            self._tokenizer = fulltext.file_tokenizer(self._reader())
+        return self._tokenizer
 
     def _cache_for_search(self) -> VectorCache:
         conn = self._reader()
@@ -238,13 +243,17 @@ class Searching(Reading):
         return out
 
     def _nearest(
-        self, q: np.ndarray, n: int, flt: Mapping[str, Any] | None
+        self, q: np.ndarray, n: int, flt: Mapping[str, Any] | None, *, budget: int | None = None
     ) -> list[tuple[int, float]]:
-        """(rowid, exact cosine) of the ``n`` nearest rows matching ``flt``, best first."""
+        """(rowid, exact cosine) of the ``n`` nearest rows matching ``flt``, best first. In the
+        quantized modes at most ``budget`` candidates (default: ``n`` times the oversampling)
+        are rescored with their float vectors."""
         cache = self._cache_for_search()
         pos = self._filtered_positions(cache, flt)
         scores = approximate_scores(cache, q, pos)
         want = n * OVERSAMPLE[cache.quantization]
+        if budget is not None:
+            want = max(n, min(want, budget))
         best = top_positions(scores, want)
         rows = cache.rowids[best] if pos is None else cache.rowids[pos[best]]
         if cache.quantization == "float":
@@ -305,32 +314,17 @@ class Searching(Reading):
     def _text_ranks(
         self, text: str, k: int, filter: Mapping[str, Any] | None
     ) -> list[tuple[int, float]]:
-        """(rowid, bm25) of the best full-text matches (FTS5's bm25: lower is better). Words
-        found in more than :data:`COMMON_TERM_SHARE` of the chunks are left
-        out (unless every word is that common)."""
-        conn = self._reader()
-        words = query_words(text)
-        if words:
-            total = max(1, len(self))
-            counts = dict(
-                conn.execute(
-                    "SELECT term, doc FROM chunks_fts_vocab WHERE term IN "
-                    "(SELECT value FROM json_each(?))",
-                    (json.dumps(words),),
-                ).fetchall()
-            )
-            limit = max(COMMON_TERM_SHARE * total, COMMON_TERM_MIN_DOCS)
-            rare = [w for w in words if counts.get(w, 0) <= limit]
-            words = rare or sorted(words, key=lambda w: counts.get(w, 0))[:1]
-        query = fts_query(words)
-        if query is None:
+        """(rowid, bm25) of the best full-text matches for any word of ``text`` (FTS5's bm25:
+        lower is better), every word searched (:mod:`lokal.index.fulltext`)."""
+        query = fulltext.match_query(fulltext.query_words(text), self._fts_tokenizer())
+        if query is None or k <= 0:
             return []
         where, params = compile_filter(filter)
         sql = (
             "SELECT f.rowid, bm25(chunks_fts) AS rank FROM chunks_fts f JOIN chunks c ON "
-            f"c.id = f.rowid WHERE chunks_fts MATCH ? AND {where} ORDER BY rank LIMIT ?"
+            f"c.id = f.rowid WHERE chunks_fts MATCH ? AND {where} ORDER BY rank, f.rowid LIMIT ?"
         )
-        rows = conn.execute(sql, [query, *params, k]).fetchall()
+        rows = self._reader().execute(sql, [query, *params, k]).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     @reading
@@ -343,14 +337,19 @@ class Searching(Reading):
         filter: Mapping[str, Any] | None = None,
         fetch_k: int | None = None,
     ) -> list[Hit]:
-        """Vector and full-text (BM25) rankings fused by reciprocal rank fusion. ``score`` is
-        the fused score divided by its maximum (first in both lists = 1.0)."""
+        """The vector ranking and the full-text (BM25) ranking, ``fetch_k`` candidates each
+        (default :data:`HYBRID_DEPTH`), fused by :func:`fuse` (min-max normalized scores,
+        weighted). ``score`` is the fused score: 1.0 for first in both rankings."""
         q = self._query(vector)
-        fetch = fetch_k or candidate_depth(k)
+        fetch = hybrid_depth(k, fetch_k)
+        # quantized modes: rescore no more candidates than a plain search of
+        # candidate_depth(k) would (100 x 40 float reads in bit mode took 1.4 s at 50k chunks,
+        # benchmarks/hybrid_latency.py); the best of them are exact, as before
+        budget = candidate_depth(k) * OVERSAMPLE[self.quantization]
         with self._lock, sqlite.read(self._reader()):
-            nearest = self._nearest(q, fetch, filter)
+            nearest = self._nearest(q, fetch, filter, budget=budget)
             lexical = self._text_ranks(text, fetch, filter)
-            top = fused_top([[r for r, _ in nearest], [r for r, _ in lexical]], k)
+            top = fuse([nearest, [(r, -bm25) for r, bm25 in lexical]], k)
             cosines: dict[int, float | None] = {r: c for r, c in nearest}
             missing = [r for r, _ in top if r not in cosines]
             for r, v in self._float_vectors(missing).items():

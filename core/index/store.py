@@ -33,7 +33,7 @@ from lokal.errors import (
     ModelVariantWarning,
 )
 from lokal.identity import ModelIdentity
-from lokal.index import compaction, lifecycle, schema, search, sqlite, upkeep
+from lokal.index import compaction, fulltext, lifecycle, schema, search, sqlite, upkeep
 from lokal.index.lifecycle import FILE_MODE
 from lokal.index.reading import open_indexes
 from lokal.index.records import CheckReport, Chunk, DocumentRecord, Hit, Record
@@ -92,7 +92,11 @@ class Index(Writing, Searching):
             conn.execute(f"PRAGMA auto_vacuum = {compaction.INCREMENTAL}")
             conn.execute("VACUUM")
             with sqlite.write(conn):
-                schema.migrate(conn, {"dimension": identity.dimension})
+                ctx = {
+                    "dimension": identity.dimension,
+                    "tokenizer": fulltext.tokenizer_for(identity.name),
+                }
+                schema.migrate(conn, ctx)
                 meta = {
                     "model": json.dumps(identity.to_dict()),
                     "dimension": str(identity.dimension),
@@ -169,7 +173,11 @@ class Index(Writing, Searching):
                 index._check_identity(identity, writing=writable)
             if writable:
                 with sqlite.write(conn):
-                    schema.migrate(conn, {"dimension": index.dimension})
+                    ctx = {
+                        "dimension": index.dimension,
+                        "tokenizer": fulltext.tokenizer_for(index.identity.name),
+                    }
+                    schema.migrate(conn, ctx)
             else:
                 conn.execute("PRAGMA query_only = ON")
         except BaseException:
