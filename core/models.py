@@ -7,6 +7,8 @@
   backend it is the q8_0 file that ``lokal models pack`` makes from them in lokal's model cache.
 - a path to a ``.gguf`` file, or to a sentence-transformers directory;
 - a name in lokal's model cache (``$LOKAL_HOME/models``), for example ``all-MiniLM-L6-v2``;
+- one of Ollama's names (``all-minilm``, ``nomic-embed-text:latest``, see
+  :data:`lokal.catalog.OLLAMA_NAMES`): the model it denotes, as its hub id;
 - a Hugging Face hub id. A hub id already in the Hugging Face cache loads offline; one that is
   not is downloaded only on a connected machine, and never when ``LOKAL_OFFLINE=1`` or
   ``HF_HUB_OFFLINE=1`` is set. Offline, the error says how to bring the model.
@@ -21,10 +23,10 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lokal import gguf, profiles
+from lokal import catalog, gguf, profiles
 from lokal.errors import MissingDependency, ModelNotFound, ProfileError
 from lokal.profiles import Profile
 
@@ -192,6 +194,10 @@ def resolve(
         msg = f"no such file or directory: {path}"
         raise ModelNotFound(msg)
 
+    ollama = catalog.ollama_hub_id(text)
+    if ollama is not None and _find_cached_gguf(text) is None:
+        found = resolve(ollama, backend, local_only=local_only)
+        return replace(found, reason=f"Ollama's name '{text}' for {ollama}; {found.reason}")
     short = text.rsplit("/", 1)[-1]
     if backend in ("auto", GGUF):
         cached = _find_cached_gguf(short)
