@@ -151,4 +151,3 @@ def ollama_hub_id(name: str) -> str | None:
         msg = f"Ollama's '{base}' has no tag '{tag}'; its tags: {', '.join(tags)}"
         raise ModelNotFound(msg)
     return hub_id
-
