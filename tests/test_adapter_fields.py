@@ -340,3 +340,14 @@ def test_every_node_postprocessor_field_is_honoured(cross_encoder_dir: Path) -> 
     nodes = [NodeWithScore(node=TextNode(text=t)) for t in ("Hold the red button.", "Blue.")]
     assert len(rerank.postprocess_nodes(nodes, query_str="how do I reset the pump?")) == 1
     assert handler.get_event_pairs(CBEventType.RERANKING)
+
+
+def test_lokal_serve_answers_to_ollama_names(st_embedder: Embedder) -> None:
+    """An Ollama client names the model as it knows it: `lokal serve` answers to that name."""
+    from lokal.agent.server.models import Served
+
+    served = Served.of(st_embedder, [], "embedding")
+    for name in ("all-minilm", "all-minilm:latest", "all-minilm:l6-v2", "all-MiniLM-L6-v2"):
+        assert served.matches(name), name
+    for name in ("all-minilm:l12-v2", "nomic-embed-text", "all-minilm:l7", "bge-m3"):
+        assert not served.matches(name), name
