@@ -50,7 +50,7 @@ def _fold_model_kwargs(data: dict[str, Any]) -> None:
     model_kwargs = data.pop("model_kwargs", None) or {}
     if not isinstance(model_kwargs, Mapping):
         msg = f"model_kwargs must be a dict, got {type(model_kwargs).__name__}"
-        raise TypeError(msg)
+        raise ValueError(msg)  # pydantic reports a ValueError as a ValidationError
     for key, value in model_kwargs.items():
         if key not in MODEL_KWARGS:
             msg = (
