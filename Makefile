@@ -8,6 +8,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # torch first, pinned to the CPU wheel: a bare `torch` requirement resolves to a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# llama-cpp-python has no wheel on PyPI: pip builds it for this CPU (-march=native). Some VMs
+# advertise AMX but fault on its tile instructions (SIGILL inside ggml's AMX kernels, measured
+# on a Xeon VM): build it without AMX, and never from pip's wheel cache, which cannot tell a
+# build with other flags (or for another CPU) from this one.
+LLAMA_CPP ?= llama-cpp-python>=0.3.36
+ifeq ($(shell uname -m),x86_64)
+NO_AMX    := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_ENV ?= CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)"
+endif
 
 .PHONY: setup model demo test lint typecheck pytest wheel-check clean
 
@@ -20,6 +29,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(LLAMA_ENV) $(BIN)/python -m pip install --quiet --no-cache-dir '$(LLAMA_CPP)'
 	$(BIN)/python -m pip install --quiet --editable '.[all]' --config-settings editable_mode=strict
 	$(BIN)/python -m pip install --quiet --group dev
 	touch $@

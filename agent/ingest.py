@@ -450,6 +450,11 @@ def check_index(index_path: Path) -> dict[str, Any]:
         except LokalError as exc:  # a damaged documents table: one more problem
             documents = []
             report.problems.append(f"documents: {exc}")
+        try:
+            search_copy: dict[str, Any] | None = index.search_copy()
+        except LokalError as exc:  # the damage is in the report already
+            log.debug("search copy of a damaged index: %s", exc)
+            search_copy = None
         for doc in documents:
             if doc.status != "indexed":
                 continue
@@ -465,4 +470,5 @@ def check_index(index_path: Path) -> dict[str, Any]:
         "problems": report.problems,
         "stale": stale,
         "counts": report.counts,
+        "search_copy": search_copy,
     }

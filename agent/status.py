@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lokal.agent.config import AgentConfig
+from lokal.errors import LokalError
 
 
 def status_path(index: Path) -> Path:
@@ -97,6 +98,11 @@ def read_status(config: AgentConfig) -> dict[str, Any]:
         with Index.open(index) as ix:
             out["model"] = out["model"] or ix.identity.describe()
             out["chunks"] = len(ix)
+            try:
+                out["search_copy"] = ix.search_copy()
+            except LokalError as exc:  # a damaged file: lokal check says what is wrong
+                out["search_copy"] = None
+                out["problems"].append({"path": str(index), "status": "index", "reason": str(exc)})
             for doc in ix.documents():
                 out["documents"][doc.status] = out["documents"].get(doc.status, 0) + 1
                 # failed and skipped files, and files indexed with a warning (bad bytes)

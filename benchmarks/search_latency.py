@@ -1,7 +1,7 @@
 """Search latency and recall: lokal's Index (float, int8, bit + float rescoring) against numpy
 brute force, sqlite-vec's own vec0 KNN and langchain-community's SQLiteVec, on the same file.
 
-Two parts:
+Three parts:
 
 1. **Latency** (synthetic vectors: random normal, normalized, 384 dims, k=10). For each size an
    index file is built through the public ``Index.upsert`` (timed). If that takes longer than
@@ -32,7 +32,8 @@ Two parts:
 
     .venv/bin/python benchmarks/search_latency.py [--sizes 10000,100000,1000000] [--quick]
         [--queries 100] [--budget 60] [--corpus 24000] [--work /tmp/lokal-search-bench]
-        [--skip langchain,recall,latency] [--api-budget 600] [--rebuild] [--json FILE]
+        [--skip langchain,recall,latency,coldopen] [--cold-sizes 100000,1000000]
+        [--cold-samples 5] [--api-budget 600] [--rebuild] [--json FILE]
 """
 
 from __future__ import annotations
@@ -796,7 +797,7 @@ def lokal_diagnostics(
     qs: np.ndarray,
 ) -> dict[str, Any]:
     """Where a lokal search spends its time (run after the memory figures are taken)."""
-    from lokal.index import search, sqlite
+    from lokal.index import search, sqlite, vectors
     from lokal.index.filters import compile_filter
 
     mode = index.quantization
@@ -820,11 +821,11 @@ def lokal_diagnostics(
     it = iter(np.resize(qs, (max(n_q, 1), DIM)))
     d["scan_ms"] = _median_ms(lambda: scan(next(it)), n_q)
     if mode == "int8":  # the same scan with smaller conversion blocks
-        block = search._BLOCK
-        search._BLOCK = 2048
+        block = vectors._BLOCK
+        vectors._BLOCK = 2048
         it = iter(np.resize(qs, (max(n_q, 1), DIM)))
         d["scan_ms_block_2048"] = _median_ms(lambda: scan(next(it)), n_q)
-        search._BLOCK = block
+        vectors._BLOCK = block
     groups = np.load(spec["groups"])
     rows = np.flatnonzero(np.isin(groups, FILTER_GROUPS)) + 1
     it = iter(np.resize(qs, (max(n_q, 1), DIM)))
@@ -1209,6 +1210,11 @@ def report(results: dict[str, Any]) -> str:
             "",
             load_table(res),
         ]
+    if results.get("cold_open"):
+        from _cold_open import cold_open_table
+
+        parts += ["", "### Cold open: the first search in a new process", ""]
+        parts += [cold_open_table(results["cold_open"])]
     if results.get("recall"):
         parts += ["", "### Recall@10 on real embeddings", "", recall_tables(results["recall"])]
     parts += ["", "### Targets", "", *(f"- {t}" for t in targets(results))]
@@ -1228,7 +1234,11 @@ def parse_args() -> argparse.Namespace:
         "--embed-threads", type=int, help="llama.cpp threads (default: lokal's; 1 on a busy box)"
     )
     p.add_argument("--api-budget", type=float, default=600.0, help="seconds of Index.upsert")
-    p.add_argument("--skip", default="", help="any of: langchain,recall,latency")
+    p.add_argument("--skip", default="", help="any of: langchain,recall,latency,coldopen")
+    p.add_argument(
+        "--cold-sizes", default="100000,1000000", help="row counts of the cold-open rows"
+    )
+    p.add_argument("--cold-samples", type=int, default=5, help="fresh processes per mode (5)")
     p.add_argument("--rebuild", action="store_true", help="rebuild cached index files")
     p.add_argument("--build-only", action="store_true", help="build the files, measure nothing")
     p.add_argument(
@@ -1260,6 +1270,12 @@ def main() -> None:
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
     texts, _ = collect_texts(a.corpus + a.recall_queries, work)
+    if "coldopen" not in a.skip:
+        from _cold_open import cold_open
+
+        sizes = [int(n) for n in a.cold_sizes.split(",") if n.strip()]
+        modes = [*MODES, "auto"]
+        results["cold_open"] = cold_open(sizes, modes, a.cold_samples, work, rebuild=a.rebuild)
     if "recall" not in a.skip:
         results["recall"] = run_recall(a, work)
     if "latency" not in a.skip:

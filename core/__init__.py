@@ -20,6 +20,7 @@ from lokal.errors import (
     ModelNotFound,
     ProfileError,
     TextTooLong,
+    UnknownPrefix,
 )
 
 __version__ = "0.1.0"
@@ -63,6 +64,7 @@ __all__ = [
     "TextTooLong",
     "Truncated",
     "TruncationWarning",
+    "UnknownPrefix",
     "open_recorded",
     "retrieve",
 ]

@@ -12,6 +12,9 @@ up, then embeds the benchmark texts as documents and reports, as JSON lines on s
 - ``peak_rss_mb``: the child's peak resident memory;
 - ``load_avg``: the machine's 1-minute load before and after (a busy machine slows every row).
 
+A reranker (``kind="reranker"``) ranks ``texts`` candidates for each of ``queries`` questions,
+one call each: ``p50_ms`` per question, ``tokens_per_s`` over the pairs it read.
+
 The texts are real prose from Python's own documentation (``pydoc_data.topics``, part of the
 standard library): consecutive paragraphs joined to 600-1,000 characters, about the size of
 a chunk.
@@ -46,6 +49,11 @@ class BenchSpec:
     texts: int = 400
     batch_size: int = 32
     threads: int | None = None
+    #: "embedder", or "reranker": ``texts`` candidates ranked for each of ``queries`` questions
+    kind: str = "embedder"
+    queries: int = 5
+    #: a reranker's cut of each candidate (``Reranker.score(max_document_tokens=...)``)
+    max_document_tokens: int | None = None
 
     @property
     def label(self) -> str:
@@ -96,8 +104,75 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+#: Questions a reranker is timed on (about Python's documentation, which the candidates are).
+RERANK_QUERIES = (
+    "how does the for statement iterate over a sequence",
+    "what happens when an exception is raised inside a try block",
+    "how are default argument values evaluated in a function definition",
+    "which methods make an object usable in a with statement",
+    "how does Python look up names in nested scopes",
+    "what does the yield expression do in a generator function",
+    "how are strings formatted with f-string literals",
+)
+
+
+def measure_reranker(
+    spec: BenchSpec, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """A reranker's latency: ``spec.texts`` candidates (passages of about a chunk) ranked for
+    each of ``spec.queries`` questions, one call per question, after one untimed call."""
+    from lokal.embedder import TruncationWarning
+    from lokal.reranker import Reranker
+
+    load_before = os.getloadavg()[0]
+    texts = bench_texts(spec.texts)
+    queries = [RERANK_QUERIES[i % len(RERANK_QUERIES)] for i in range(spec.queries)]
+    start = time.perf_counter()
+    reranker = Reranker(
+        spec.model, backend=spec.backend, batch_size=spec.batch_size, n_threads=spec.threads
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        reranker.score(queries[0], texts[:2])
+        load_seconds = time.perf_counter() - start
+        reranker.score(queries[0], texts, max_document_tokens=spec.max_document_tokens)
+        times, tokens = [], 0
+        for i, query in enumerate(queries):
+            t0 = time.perf_counter()
+            result = reranker.score(query, texts, max_document_tokens=spec.max_document_tokens)
+            times.append(time.perf_counter() - t0)
+            most = reranker.context_length
+            if spec.max_document_tokens is not None:
+                special = reranker.backend.special_tokens
+                most = min(most, result.query_tokens + spec.max_document_tokens + special)
+            tokens += sum(min(n, most) for n in result.token_counts)
+            if progress is not None:
+                progress(i + 1, len(queries))
+    times.sort()
+    return {
+        "label": spec.label,
+        "kind": "reranker",
+        "spec": asdict(spec),
+        "model": reranker.resolved.name,
+        "backend": reranker.backend.name,
+        "quantization": reranker.backend.quantization,
+        "candidates": len(texts),
+        "max_document_tokens": spec.max_document_tokens,
+        "queries": len(queries),
+        "tokens": tokens,
+        "p50_ms": round(1000 * times[len(times) // 2], 1),
+        "max_ms": round(1000 * times[-1], 1),
+        "tokens_per_s": round(tokens / sum(times), 1),
+        "load_seconds": round(load_seconds, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
 def measure(spec: BenchSpec, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Measure ``spec`` in this process (use :func:`run_isolated` for a fair peak memory)."""
+    if spec.kind == "reranker":
+        return measure_reranker(spec, progress)
     from lokal.embedder import TruncationWarning
     from lokal.evaluation.runner import Setup, make_embedder
 
@@ -144,6 +219,26 @@ def measure(spec: BenchSpec, progress: Callable[[int, int], None] | None = None)
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
     }
+
+
+def quantization_findings(results: list[dict[str, Any]]) -> list[str]:
+    """This CPU's advice (:func:`lokal.cpu.advice`) and, for each model measured at both
+    q8_0 and f16 on the GGUF backend, which ran faster here and by how much."""
+    from lokal import cpu
+
+    lines = [str(cpu.advice())]
+    by_model: dict[str, dict[str, float]] = {}
+    for r in results:
+        if r.get("backend") == "gguf" and r.get("quantization") in ("q8_0", "f16"):
+            by_model.setdefault(r["model"], {})[r["quantization"]] = float(r["tokens_per_s"])
+    for model, speeds in by_model.items():
+        if len(speeds) == 2:
+            fast, slow = sorted(speeds, key=lambda q: -speeds[q])
+            lines.append(
+                f"measured: {model.rsplit('/', 1)[-1]} {fast} {speeds[fast]:,.0f} tokens/s, "
+                f"{slow} {speeds[slow]:,.0f}: {fast} {speeds[fast] / speeds[slow]:.2f}x"
+            )
+    return lines
 
 
 class BenchError(LokalError):

@@ -27,7 +27,7 @@ import numpy as np
 
 from lokal import models, profiles
 from lokal.backends import Backend
-from lokal.errors import ModelNotFound, ProfileError, TextTooLong
+from lokal.errors import ModelNotFound, ProfileError, TextTooLong, UnknownPrefix
 from lokal.identity import ModelIdentity
 from lokal.loading import (
     TRUNCATION_POLICIES,
@@ -118,6 +118,10 @@ class Embedder(LoadedModel[Backend]):
             Ignored by sentence-transformers.
         profile: overrides for any profile field (``context_length``, ``pooling``, ...).
         on_truncate: called with each call's list of :class:`Truncated` records when any.
+        allow_unknown_prefixes: embed queries of an unknown model whose card or config asks
+            for a query prefix lokal cannot map, without that prefix. By default
+            :meth:`embed_query` raises :class:`~lokal.errors.UnknownPrefix` for such a model
+            until ``query_prefix`` is set (``""`` for none).
     """
 
     KIND = "embed"
@@ -141,6 +145,7 @@ class Embedder(LoadedModel[Backend]):
         concurrency: int = 1,
         profile: Mapping[str, Any] | None = None,
         on_truncate: Callable[[list[Truncated]], None] | None = None,
+        allow_unknown_prefixes: bool = False,
     ) -> None:
         check_options(truncation, batch_size, concurrency)
         super().__init__()
@@ -161,9 +166,21 @@ class Embedder(LoadedModel[Backend]):
         self.n_threads = n_threads
         self.concurrency = concurrency
         self.on_truncate = on_truncate
+        self.allow_unknown_prefixes = allow_unknown_prefixes
         self.dimensions = self.check_dimensions(dimensions, force_dimensions)
         if not self.profile.known:
             log.warning("%s", self.profile.describe())
+        ident = self.profile.identification
+        for conflict in ident.conflicts if ident else ():
+            log.warning("%s: conflicting evidence: %s", self.profile.name, conflict)
+        if ident is not None and allow_unknown_prefixes and self._unmapped_query_prefix():
+            log.warning(
+                "%s: queries are embedded without the prefix its %s asks for (%r), as "
+                "allow_unknown_prefixes=True says",
+                self.profile.name,
+                ident.asked_where,
+                ident.asked_prefixes[0],
+            )
         log.info(
             "lokal model %s via %s (%s)", self.profile.name, self.backend_name, self.resolved.reason
         )
@@ -196,7 +213,11 @@ class Embedder(LoadedModel[Backend]):
         return vector
 
     def embed_queries(self, texts: Sequence[str]) -> EmbedResult:
-        """Queries' vectors, with the profile's query prefix applied."""
+        """Queries' vectors, with the profile's query prefix applied.
+
+        Raises :class:`~lokal.errors.UnknownPrefix` for an unknown model whose files ask for a
+        query prefix lokal cannot map (see ``allow_unknown_prefixes``)."""
+        self._check_query_prefix()
         return self._embed([self.profile.query_prefix + t for t in _texts(texts)])
 
     def embed_documents(self, texts: Sequence[str]) -> EmbedResult:
@@ -268,6 +289,25 @@ class Embedder(LoadedModel[Backend]):
         return dimensions
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _unmapped_query_prefix(self) -> bool:
+        """An unknown model (no family matched) whose files ask for a query prefix, none
+        mapped from its config, and none set by the caller."""
+        ident = self.profile.identification
+        return not (
+            ident is None
+            or not ident.asked_prefixes
+            or ident.family is not None
+            or self.profile.query_prefix
+            or "query_prefix" in self.profile.overridden
+        )
+
+    def _check_query_prefix(self) -> None:
+        if self.allow_unknown_prefixes or not self._unmapped_query_prefix():
+            return
+        ident = self.profile.identification
+        assert ident is not None
+        raise UnknownPrefix(self.profile.name, ident.asked_prefixes, ident.asked_where)
 
     def _gguf_key(self) -> tuple[Any, ...]:
         return (self.concurrency,)

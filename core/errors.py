@@ -8,6 +8,8 @@ type. The hierarchy is small and flat::
     ├── ModelNotFound          a model name, path or hub id could not be resolved on this machine
     ├── ModelLoadError         the weights exist but cannot be loaded (malformed GGUF, bad config)
     ├── ProfileError           an invalid profile override or ``dimensions`` request
+    │   └── UnknownPrefix      an unknown model's card or config asks for a query prefix
+    │                          lokal cannot map (``embed_query`` refuses until one is set)
     ├── TextTooLong            ``truncation="error"`` and a text exceeds the model's context
     ├── ModelMismatch          vectors from two different models would be mixed
     ├── IntegrityError         a manifest or checksum does not match the file
@@ -15,6 +17,7 @@ type. The hierarchy is small and flat::
     ├── IndexFileError         base of the index errors (``lokal.index``):
     │   ├── IndexReadOnly      a write to an index this process may only read
     │   ├── FilterError        a metadata filter that is malformed or unsafe
+    │   ├── MemoryBudgetError  a search copy memory budget that is not a size (256M, 1G)
     │   └── SQLiteUnavailable  no SQLite library here can load sqlite-vec (names what to install)
     ├── CentralError           the central PostgreSQL store refused or failed (``lokal.central``):
     │   ├── CentralUnreachable cannot connect, or the connection was lost (retry later)
@@ -67,6 +70,26 @@ class ProfileError(LokalError, ValueError):
     """A profile field or an embedding option is invalid for this model."""
 
 
+class UnknownPrefix(ProfileError):
+    """An unknown model (no family matched by any evidence) whose model card or
+    sentence-transformers config asks for a query instruction or prefix that lokal cannot map.
+    Queries embedded without it would quietly retrieve worse, so :meth:`lokal.Embedder.embed_query`
+    refuses until the caller sets ``query_prefix`` (``""`` for none) or passes
+    ``allow_unknown_prefixes=True``. ``asked`` holds what the files ask for."""
+
+    def __init__(self, model: str, asked: tuple[str, ...], where: str) -> None:
+        self.model = model
+        self.asked = asked
+        shown = ", ".join(repr(a) for a in asked[:3])
+        first = repr(asked[0]) if asked else "'...'"
+        super().__init__(
+            f"{model} is not a model lokal knows, and its {where} asks for a query "
+            f"instruction or prefix lokal cannot map: {shown}. Set it yourself "
+            f"(query_prefix={first}, or query_prefix='' for none), or pass "
+            "allow_unknown_prefixes=True to embed queries without one."
+        )
+
+
 class TextTooLong(LokalError, ValueError):
     """A text is longer than the model's context and the truncation policy is ``"error"``."""
 
@@ -109,6 +132,11 @@ class IndexReadOnly(IndexFileError, PermissionError):
 
 class FilterError(IndexFileError, ValueError):
     """A metadata filter is malformed, uses an unknown operator, or an unsafe key."""
+
+
+class MemoryBudgetError(IndexFileError, ValueError):
+    """A memory budget for the search copy (``LOKAL_MEMORY_BUDGET``, ``memory_budget``) that
+    is not a positive size."""
 
 
 class SQLiteUnavailable(IndexFileError, MissingDependency):

@@ -3,9 +3,12 @@
 ``lokal models pack`` is how an operator prepares a model on a connected machine for an
 air-gapped box, and how the default GGUF is made from the bundled MiniLM weights. A packed file
 carries lokal's metadata (``lokal.*`` keys): the source weights' sha256 — so the GGUF and the
-sentence-transformers model it came from share one model key — the profile, and the
-quantization. Beside it, ``FILE.gguf.json`` is its manifest (size, sha256, source), which
-``lokal models verify`` checks after the file has travelled.
+sentence-transformers model it came from share one model key — the full profile (family,
+prefixes, pooling, normalization, context, dimension, Matryoshka sizes), the model id the
+evidence named and the evidence itself, the config's prompts, and the quantization: the file
+alone says how to use it, on any box, without its manifest. Beside it, ``FILE.gguf.json`` is
+its manifest (size, sha256, source), which ``lokal models verify`` checks after the file has
+travelled.
 
 Conversion runs llama.cpp's own converter (the ``convert`` extra) in a subprocess; other
 quantizations than f16/q8_0 go through ``llama_model_quantize`` (the ``gguf`` extra).
@@ -122,9 +125,9 @@ def pack(
         converted = Path(tmp) / f"converted.{direct}.gguf"
         _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name)
         tagged = Path(tmp) / "tagged.gguf"
-        extra = {}
+        extra = _identity_metadata(src_dir, profile, source)
         if reranker is not None:
-            extra = {
+            extra |= {
                 "lokal.kind": "reranker",
                 "lokal.reranker": json.dumps({**reranker.to_dict(), "name": name}),
             }
@@ -154,6 +157,7 @@ def pack(
             "source": str(source),
             "source_sha256": src_sha,
             "profile": {**profile.to_dict(), "name": name},
+            "source_id": extra["lokal.source_id"],
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         if reranker is not None:
@@ -163,6 +167,22 @@ def pack(
     models.manifest_path(out).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("packed %s -> %s (%s, %d bytes)", source, out, quantization, manifest["size"])
     return Packed(out, manifest)
+
+
+def _identity_metadata(src_dir: Path, profile: profiles.Profile, source: str) -> dict[str, str]:
+    """The ``lokal.*`` keys that let the GGUF alone say what it is, beside ``lokal.profile``:
+    the model id the evidence named (``lokal.source_id``), the evidence itself
+    (``lokal.evidence``: what decided, conflicts, prefixes the card asks for) and the
+    sentence-transformers prompts as the config gave them (``lokal.prompts``)."""
+    ident = profile.identification
+    decided = ident is not None and ident.decided_by is not None
+    out = {"lokal.source_id": ident.name if ident is not None and decided else source}
+    if ident is not None:
+        out["lokal.evidence"] = json.dumps(ident.to_dict())
+    prompts = profiles.read_object(src_dir / "config_sentence_transformers.json").get("prompts")
+    if isinstance(prompts, dict) and prompts:
+        out["lokal.prompts"] = json.dumps(prompts)
+    return out
 
 
 # ---- rerankers (cross-encoders) ------------------------------------------------------------------

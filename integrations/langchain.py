@@ -147,8 +147,9 @@ class LokalVectorStore(HandleOwner, VectorStore):
     Args:
         path: the index file. Created on the first add if it does not exist.
         embedding: see above.
-        quantization: search copy of the vectors for a new file: ``"float"`` (exact),
-            ``"int8"`` or ``"bit"`` (large indexes on small boxes; results are rescored exactly).
+        quantization: search copy of the vectors for a new file: ``"auto"`` (exact float
+            while it fits the memory budget, else 1-bit rescored exactly), ``"float"``
+            (always exact), ``"int8"`` or ``"bit"``.
     """
 
     def __init__(
@@ -156,7 +157,7 @@ class LokalVectorStore(HandleOwner, VectorStore):
         path: str | os.PathLike[str],
         embedding: Embeddings | None = None,
         *,
-        quantization: str = "float",
+        quantization: str = "auto",
     ) -> None:
         if quantization not in QUANTIZATIONS:
             msg = f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}"
@@ -456,7 +457,7 @@ class LokalVectorStore(HandleOwner, VectorStore):
         *,
         ids: list[str] | None = None,
         path: str | os.PathLike[str] | None = None,
-        quantization: str = "float",
+        quantization: str = "auto",
         **kwargs: Any,
     ) -> Self:
         """Add ``texts`` to the index file ``path`` (created if needed) and return the store."""

@@ -260,7 +260,9 @@ class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
     is_embedding_query: bool = True
     path: str = Field(description="The index file; created on first use if it does not exist.")
     quantization: str = Field(
-        "float", description='Search copy of the vectors for a new file: "float", "int8", "bit".'
+        "auto",
+        description='Search copy of the vectors for a new file: "auto" (float while it fits '
+        'the memory budget, else "bit"), "float", "int8", "bit".',
     )
 
     _handle: IndexHandle = PrivateAttr()

@@ -151,6 +151,11 @@ class EmbedderSettings(FrameworkNames):
     profile: dict[str, Any] | None = Field(
         None, description="Overrides for any profile field, e.g. {'context_length': 512}."
     )
+    allow_unknown_prefixes: bool = Field(
+        False,
+        description="Embed queries of an unknown model whose card or config asks for a query "
+        "prefix lokal cannot map, without it (default: refuse until query_prefix is set).",
+    )
 
     @classmethod
     def _fold_more(cls, data: dict[str, Any]) -> None:
@@ -214,6 +219,7 @@ class EmbedderSettings(FrameworkNames):
             n_gpu_layers=self.n_gpu_layers,
             n_threads=self.n_threads,
             profile=self.profile,
+            allow_unknown_prefixes=self.allow_unknown_prefixes,
         )
 
 

@@ -407,7 +407,7 @@ def test_cache_load_equals_the_stored_vectors(index: Index, corpus_vectors: np.n
     from lokal.index import search
 
     with lokal_sqlite.read(index._conn):
-        for quantization in search.QUANTIZATIONS:
+        for quantization in search.MODES:  # the search copies ("auto" picks one of them)
             cache = search.VectorCache.load(index._conn, index.dimension, quantization, (0, 0))
             assert len(cache.rowids) == N and np.all(np.diff(cache.rowids) > 0)
             want = search.encode(search.normalize(corpus_vectors), quantization)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,62 @@ def test_html_visible_text_only() -> None:
     parsed = parse(Path("x.html"), html.encode())
     assert parsed.kind == "html"
     assert "Hold the" in parsed.text and "red" in parsed.text and "secret" not in parsed.text
+
+
+def test_html_reads_as_a_person_reads() -> None:
+    # issue 16: inline elements one line; headings the chunker splits on; tables as rows
+    html = """<!doctype html><html><head><title>Pump manual</title></head><body>
+      <header><a href="/">Acme</a> <a href="/shop">Shop</a></header>
+      <nav><ul><li><a href="/a">Home</a></li><li>About</li></ul></nav>
+      <main><article>
+        <header><h1>Pump P-101</h1><p>Updated <time>2026-01-05</time></p></header>
+        <p>Hold the <b>red</b>
+           button for <em>five</em> seconds.</p>
+        <h2>Fault codes</h2>
+        <table><caption>Codes</caption>
+          <tr><th>Code</th><th>Meaning</th></tr>
+          <tr><td>ERR-4711</td><td>Pump <i>overheated</i></td></tr></table>
+        <ul><li>Check the <a href="#">valve</a>.</li><li><p>Call service.</p></li></ul>
+        <p>Line one<br>line two</p>
+        <pre>reset --hard
+  --force</pre>
+        <div hidden>Hidden by attribute.</div>
+        <p style="color: red; display : none">Hidden by style.</p>
+        <span aria-hidden="true">Icon text.</span>
+        <div role="navigation">Role navigation.</div>
+        <footer>Article footer stays.</footer>
+      </article></main>
+      <aside>Related links</aside>
+      <footer>Copyright Acme</footer>
+      <script>var tracking = 1;</script><noscript>Enable JavaScript</noscript>
+    </body></html>"""
+    text = parse(Path("p.html"), html.encode()).text
+    assert text.split("\n\n") == [
+        "# Pump P-101",
+        "Updated 2026-01-05",
+        "Hold the red button for five seconds.",
+        "## Fault codes",
+        "Codes\nCode | Meaning\nERR-4711 | Pump overheated",
+        "- Check the valve.",
+        "- Call service.",
+        "Line one\nline two",
+        "reset --hard\n  --force",
+        "Article footer stays.",
+    ]
+    # the chunker splits on the headings the walk made
+    from lokal.chunking import SEPARATORS
+
+    assert len(re.split(SEPARATORS[0], text)) == 2
+
+
+def test_html_deep_nesting_does_not_recurse() -> None:
+    html = "<div>" * 3000 + "<p>Deep <b>inside</b>.</p>" + "</div>" * 3000
+    assert parse(Path("deep.html"), html.encode()).text == "Deep inside."
+
+
+def test_html_in_a_legacy_encoding() -> None:
+    html = "<p>Zażółć gęślą jaźń: żółta łódź płynie po Wiśle.</p>"
+    assert parse(Path("pl.html"), html.encode("cp1250")).text == html[3:-4]
 
 
 def test_docx() -> None:
@@ -153,3 +211,49 @@ def test_legacy_encodings_are_not_taken_for_broken_utf8(text: str, encoding: str
     data = text.encode(encoding) + " née".encode()
     decoded, found = decode(data)
     assert not found.startswith("utf-8") and "\ufffd" not in decoded
+
+
+#: Real sentences (pangrams and plain statements) in the languages each legacy encoding is for.
+KNOWN = [
+    ("cp1250", "Zażółć gęślą jaźń. Příliš žluťoučký kůň úpěl ďábelské ódy."),
+    ("cp1251", "Съешь же ещё этих мягких французских булок, да выпей чаю."),
+    ("cp1252", "Le cœur déçu mais l'âme plutôt naïve, Louÿs rêva de crapaüter en canoë."),
+    ("latin-1", "Falsches Üben von Xylophonmusik quält jeden größeren Zwerg."),
+    ("shift_jis", "いろはにほへと ちりぬるを わかよたれそ つねならむ。東京は日本の首都です。"),
+    ("gb18030", "我能吞下玻璃而不伤身体。北京是中华人民共和国的首都。"),
+    ("euc-kr", "다람쥐 헌 쳇바퀴에 타고파. 서울은 대한민국의 수도입니다."),
+    ("utf-16-le", "Grüße aus Köln, 東京は日本の首都です。"),
+    ("utf-16-be", "Grüße aus Köln, 東京は日本の首都です。"),
+]
+
+
+@pytest.mark.parametrize(("encoding", "text"), KNOWN)
+def test_known_text_in_legacy_encodings(encoding: str, text: str) -> None:
+    # issue 16: the detector's answer is taken (no cp1252 override); UTF-16 needs no BOM
+    data = (text + "\n").encode(encoding)
+    assert not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    parsed = parse(Path("note.txt"), data)
+    assert parsed.text == text + "\n", parsed.encoding
+    assert parsed.warning is None
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("cp1250", "Zażółć gęślą jaźń"),  # the issue's one line: was 'Za¿ó³æ gêœl¹ jaŸñ'
+        ("cp1251", "Привет, мир."),  # charset-normalizer's first pick: cp1125 '╧ЁштхҐ, ьшЁ.'
+        ("cp1252", "Crème brûlée."),  # first pick: cp1006 (Urdu) 'Crﻟme brﻳlﻠe.'
+        ("cp1252", "Le cœur déçu mais l'âme"),  # its only candidates are CJK: cp932 'Le c忖r'
+        ("latin-1", "Falsches Üben von Xylophonmusik"),  # only CJK candidates: johab
+    ],
+)
+def test_short_legacy_text_ties_are_broken_by_likelihood(encoding: str, text: str) -> None:
+    assert decode(text.encode(encoding))[0] == text
+
+
+def test_binary_with_zero_bytes_is_not_taken_for_utf16() -> None:
+    import struct
+
+    data = b"".join(struct.pack("<If", i, i / 3) for i in range(2000))  # little-endian records
+    with pytest.raises(Unsupported, match="binary"):
+        parse(Path("samples.dat"), data)

@@ -866,3 +866,23 @@ def test_real_reranker_ranks_the_obvious(request: pytest.FixtureRequest) -> None
     ]
     for query, docs, best in cases:
         assert reranker.rank(query, docs, top_n=1)[0].index == best, (query, reranker)
+
+
+def test_bench_measures_a_reranker_within_a_token_budget(
+    cross_encoder_dir: Path, st_reranker: Reranker
+) -> None:
+    """`lokal bench --reranker`'s measure: candidates ranked per question, p50 latency and
+    tokens read; a cut of each candidate (max_document_tokens) reads fewer tokens."""
+    from lokal.benchmark import BenchSpec, measure
+
+    def spec(cut: int | None) -> BenchSpec:
+        return BenchSpec(
+            str(cross_encoder_dir), "sentence-transformers", None, 6, 8, None, "reranker", 2, cut
+        )
+
+    full, cut = measure(spec(None)), measure(spec(32))
+    assert (full["kind"], full["candidates"], full["queries"]) == ("reranker", 6, 2)
+    assert full["backend"] == "sentence-transformers" and full["p50_ms"] > 0
+    assert full["tokens"] > 2 * 6 * 100  # passages of about a chunk: 150-250 tokens each
+    assert cut["max_document_tokens"] == 32
+    assert cut["tokens"] <= 2 * 6 * (32 + 20) < full["tokens"]

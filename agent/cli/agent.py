@@ -104,6 +104,10 @@ def agent_status(config_path: Path, as_json: bool) -> None:
             f"{counts.get('skipped', 0)} skipped, {counts.get('failed', 0)} failed; "
             f"{status['chunks']} chunks"
         )
+        if status.get("search_copy"):
+            from lokal.index.vectors import describe_copy
+
+            click.echo(f"search copy: {describe_copy(status['search_copy'])}")
         for r in status["roots"]:
             state = (
                 f"watched ({r['watch']})" if r.get("available") else f"unavailable: {r.get('why')}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -176,6 +177,24 @@ def eval_cmd(
 )
 @click.option("--texts", type=click.IntRange(1), default=400, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--reranker",
+    "rerankers",
+    multiple=True,
+    help="Measure this reranker too (repeatable): --candidates passages ranked per question.",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(1),
+    default=40,
+    show_default=True,
+    help="Passages a reranker ranks per question (lokal search --rerank's default for k=10).",
+)
+@click.option(
+    "--doc-tokens",
+    type=click.IntRange(1),
+    help="Cut each candidate to this many tokens before reranking (max_document_tokens).",
+)
 @threads_option
 @json_option
 def bench_cmd(
@@ -184,6 +203,9 @@ def bench_cmd(
     quants: tuple[str, ...],
     texts: int,
     batch_size: int,
+    rerankers: tuple[str, ...],
+    candidates: int,
+    doc_tokens: int | None,
     threads: int | None,
     as_json: bool,
 ) -> None:
@@ -199,11 +221,15 @@ def bench_cmd(
       lokal bench                                          # the default model as auto picks it
       lokal bench all-MiniLM-L6-v2 -b sentence-transformers -b gguf -q q8_0 -q q4_0
       lokal bench /srv/models/bge-small.q8_0.gguf --texts 1000 --json
+      lokal bench --reranker bge-reranker-base.q8_0.gguf --candidates 20 --doc-tokens 256
     """
-    from lokal.benchmark import BenchSpec, run_isolated
+    from lokal.benchmark import BenchSpec, quantization_findings, run_isolated
 
-    specs = []
-    for m in models_ or (None,):
+    specs = [
+        BenchSpec(r, "auto", None, candidates, batch_size, threads, "reranker", 5, doc_tokens)
+        for r in rerankers
+    ]
+    for m in models_ or (() if rerankers else (None,)):
         for b in backends or ("auto",):
             if b == "sentence-transformers" or not quants:
                 specs.append(BenchSpec(m, b, None, texts, batch_size, threads))
@@ -223,6 +249,10 @@ def bench_cmd(
             bars.close()
     if as_json:
         emit_json(results)
+        return
+    _reranker_table([r for r in results if r.get("kind") == "reranker"])
+    results = [r for r in results if r.get("kind") != "reranker"]
+    if not results:
         return
     table(
         [
@@ -245,4 +275,40 @@ def bench_cmd(
         f"{results[0]['texts']} texts, {results[0]['tokens']:,} tokens for the first model; "
         "load = the machine's 1-minute load average before/after (busy machines measure slower)",
         err=True,
+    )
+    for line in quantization_findings(results):
+        click.echo(line)
+
+
+def _reranker_table(results: list[dict[str, Any]]) -> None:
+    if not results:
+        return
+    table(
+        [
+            [
+                r["model"].rsplit("/", 1)[-1],
+                r["backend"],
+                r["quantization"],
+                str(r["candidates"]),
+                str(r["max_document_tokens"] or "-"),
+                f"{r['load_seconds']:.1f}",
+                f"{r['p50_ms']:,.0f}",
+                f"{r['tokens_per_s']:,.0f}",
+                f"{r['peak_rss_mb']:,.0f}",
+                f"{r['load_avg'][0]:.1f}/{r['load_avg'][1]:.1f}",
+            ]
+            for r in results
+        ],
+        [
+            "reranker",
+            "backend",
+            "quant",
+            "candidates",
+            "doc tokens",
+            "load s",
+            "p50 ms/query",
+            "tokens/s",
+            "peak MB",
+            "load",
+        ],
     )

@@ -275,6 +275,10 @@ def check_report(index_path: Path, as_json: bool) -> None:
         click.echo("OK" if result["ok"] else "PROBLEMS")
         for key, value in result["counts"].items():
             click.echo(f"  {key}: {value}")
+        if result.get("search_copy"):
+            from lokal.index.vectors import describe_copy
+
+            click.echo(f"  search copy: {describe_copy(result['search_copy'])}")
         for problem in result["problems"]:
             click.echo(f"  integrity: {problem}")
         for s in result["stale"]:

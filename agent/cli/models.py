@@ -11,7 +11,7 @@ import click
 
 from lokal.agent.cli.options import backend_option, json_option
 from lokal.agent.cli.output import emit_json, friendly_errors, table
-from lokal.errors import LokalError
+from lokal.errors import LokalError, ModelNotFound
 
 
 @click.group()
@@ -116,7 +116,9 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
 
     MODEL is a .gguf path, a sentence-transformers directory, a name in the model cache or a
     hub id; a reranker (cross-encoder) shows its reranker profile. Nothing is loaded: this
-    reads the files only.
+    reads the files only. An embedding model shows which evidence identified it (its
+    sentence-transformers config, model card, weights' sha256 or name), every conflict between
+    them, and the query prefixes its files ask for.
 
     \b
     Example:
@@ -137,10 +139,16 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
             "quantization": r.quantization,
             "profile": dataclasses.asdict(reranker) if reranker else r.profile.to_dict(),
         }
+        ident = None if reranker else r.profile.identification
+        if ident is not None:
+            info["identification"] = ident.to_dict()
         if r.path is not None:
             files = [r.path] if r.path.is_file() else [p for p in r.path.rglob("*") if p.is_file()]
             info["size"] = sum(p.stat().st_size for p in files)
-            info["source_sha256"] = source_sha256(r)
+            try:
+                info["source_sha256"] = source_sha256(r)
+            except ModelNotFound as exc:  # configs without weights: show what they say
+                info["source_sha256"] = f"none ({exc})"
             if r.path.is_file():
                 info["sha256"] = m.file_sha256(r.path)
     if as_json:
@@ -168,6 +176,8 @@ def models_info(model: str | None, backend: str, as_json: bool) -> None:
         ]
     else:
         rows += _embedding_profile_rows(r.profile)
+        if ident is not None:
+            rows += _evidence_rows(ident)
     for key in ("size", "sha256", "source_sha256"):
         if key in info:
             rows.append([key, str(info[key])])
@@ -193,6 +203,18 @@ def _embedding_profile_rows(p: Any) -> list[list[str]]:
         ["matryoshka dims", ", ".join(map(str, p.matryoshka_dims)) or "-"],
         ["profile source", p.source],
     ]
+
+
+def _evidence_rows(ident: Any) -> list[list[str]]:
+    """Which evidence identified the model, all of it, what disagrees and what is asked."""
+    rows = [["identified as", ident.describe()]]
+    rows += [["evidence", e.describe()] for e in ident.evidence]
+    rows += [["CONFLICT", c] for c in ident.conflicts]
+    if ident.asked_prefixes:
+        asked = ", ".join(repr(a) for a in ident.asked_prefixes)
+        rows.append(["asks for", f"{asked} ({ident.asked_where})"])
+    rows += [["note", n] for n in ident.notes]
+    return rows
 
 
 @models.command("pack")
@@ -243,6 +265,13 @@ def models_pack(
             f"packed {source} -> {packed.path} ({quantization}, {mb:.1f} MB, "
             f"sha256 {packed.manifest['sha256'][:16]}...)"
         )
+        from lokal import cpu
+
+        best = cpu.advice()
+        if quantization in ("q8_0", "f16") and best.quantization != quantization:
+            click.echo(f"note: {best}; pack with -q {best.quantization} for this box", err=True)
+        elif quantization in ("q8_0", "f16"):
+            click.echo(f"{best} (a box with another CPU may want the other: docs/benchmarks.md)")
 
 
 @models.command("verify")

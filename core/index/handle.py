@@ -36,7 +36,7 @@ class IndexHandle:
         path: str | os.PathLike[str],
         identity: IdentityFor,
         *,
-        quantization: str = "float",
+        quantization: str = "auto",
         who: str = "applications",
     ) -> None:
         self.path = Path(path)

@@ -17,6 +17,8 @@ Tables:
   under a sequence number that only grows. A reader asks "what changed after N"
   (:mod:`lokal.index.feed`). ``lokal_meta.generation`` names the file's history: a new file
   (including the agent's rebuild on a model change) has a new one.
+- ``vectors_bits``: the compact (1-bit) search copy in blocks of rowids, kept in step by every
+  write, so a new process loads it at disk speed (:mod:`lokal.index.stored`).
 
 Add a migration by appending to :data:`MIGRATIONS`; never edit one that has shipped.
 """
@@ -27,6 +29,8 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from lokal.index import stored
 
 Migration = tuple[int, str, Callable[[Any, dict[str, Any]], None]]
 
@@ -119,10 +123,17 @@ def _m003_change_feed(conn: Any, ctx: dict[str, Any]) -> None:
     conn.execute("INSERT OR IGNORE INTO lokal_meta VALUES ('generation', ?)", (uuid.uuid4().hex,))
 
 
+def _m005_stored_search_copy(conn: Any, ctx: dict[str, Any]) -> None:
+    # The 1-bit codes of every vector in blocks of 1024 rowids: the compact search copy of a
+    # 1M-row index loads in a fraction of a second instead of 13-20 s row by row.
+    stored.rebuild_bits(conn, int(ctx["dimension"]))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial: meta, documents, chunks, vectors (vec0), full text (fts5)", _m001_initial),
     (2, "covering index on chunk metadata for filters", _m002_metadata_index),
     (3, "change feed: changes table kept by triggers on chunks; generation", _m003_change_feed),
+    (5, "stored search copy: 1-bit codes in blocks (vectors_bits)", _m005_stored_search_copy),
 ]
 
 

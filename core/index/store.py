@@ -73,7 +73,7 @@ class Index(Writing, Searching):
         path: str | os.PathLike[str],
         identity: ModelIdentity,
         *,
-        quantization: str = "float",
+        quantization: str = "auto",
         managed_by: str = "app",
         settings: Mapping[str, Any] | None = None,
     ) -> Index:

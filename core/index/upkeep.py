@@ -7,7 +7,8 @@
 - the one-to-one agreement of chunks, vectors and full-text rows (no orphans, no duplicates);
 - every stored vector: readable, the index's dimension, finite, and unit length where the
   model normalizes (random bytes in a vector page make norms infinite or absurd);
-- the search copy (what :class:`~lokal.index.search.VectorCache` loads) against those rows;
+- the search copy (what :class:`~lokal.index.vectors.VectorCache` loads) and the stored
+  compact copy (:mod:`lokal.index.stored`) against those rows;
 - the full-text index against the chunks' text (FTS5 ``integrity-check``);
 - free space: pages SQLite keeps free, and vector slots left empty by deletions.
 """
@@ -26,7 +27,7 @@ import numpy as np
 
 from lokal.errors import IndexFileError
 from lokal.identity import ModelIdentity
-from lokal.index import lifecycle, search, sqlite
+from lokal.index import lifecycle, search, sqlite, stored, vectors
 from lokal.index.records import CheckReport
 from lokal.index.search import bad_vectors, describe_rows
 
@@ -37,6 +38,7 @@ class Index(Protocol):
     path: Path
     dimension: int
     quantization: str
+    memory_budget: int
     identity: ModelIdentity
     writable: bool
 
@@ -220,33 +222,56 @@ def _vector_rowids(conn: Any) -> list[int]:
 
 
 def _compare_search_copy(
-    index: Index, conn: Any, stored: tuple[np.ndarray, np.ndarray], found: _Findings
+    index: Index, conn: Any, rows: tuple[np.ndarray, np.ndarray], found: _Findings
 ) -> None:
-    """The search copy must hold exactly the stored rows, each as search would encode it."""
-    rowids, vectors = stored
+    """The search copy must hold exactly the stored rows, each as search would encode it:
+    the copy this index loads now (float / int8 / bit for its size and memory budget) and the
+    stored compact copy (``vectors_bits``), which every write keeps in step."""
+    mode = vectors.choose_mode(
+        index.quantization, len(rows[0]), index.dimension, index.memory_budget
+    )
 
     def load() -> search.VectorCache:
         return search.VectorCache.load(
-            conn, index.dimension, index.quantization, (-1, -1), unit=index.identity.normalize
+            conn, index.dimension, mode, (-1, -1), unit=index.identity.normalize
         )
 
     cache = found.guard("loading the search copy", load)
-    if cache is None:
-        return
-    if not np.array_equal(cache.rowids, rowids):
-        extra = np.setdiff1d(cache.rowids, rowids)
-        missing = np.setdiff1d(rowids, cache.rowids)
+    if cache is not None:
+        _compare_copy(f"search copy ({mode})", cache.rowids, cache.data, rows, mode, found)
+    if found.guard("the stored bit copy", lambda: stored.has_bits(conn)):
+        codes = found.guard(
+            "reading the stored bit copy", lambda: stored.read_bits(conn, index.dimension)
+        )
+        if codes is not None:
+            _compare_copy("stored bit copy", codes[0], codes[1], rows, "bit", found)
+
+
+def _compare_copy(
+    what: str,
+    ids: np.ndarray,
+    data: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray],
+    mode: str,
+    found: _Findings,
+) -> None:
+    rowids, floats = rows
+    if not np.array_equal(ids, rowids):
+        extra = np.setdiff1d(ids, rowids)
+        missing = np.setdiff1d(rowids, ids)
         found.add(
-            f"search copy and stored vectors disagree: {len(extra)} rows only in the copy, "
+            f"{what} and stored vectors disagree: {len(extra)} rows only in the copy, "
             f"{len(missing)} only stored"
         )
         return
     if not len(rowids):
         return  # an empty index: nothing to compare
-    want = search.encode(search.normalize(vectors), index.quantization)
-    differ = np.flatnonzero((cache.data != want).any(axis=1))  # (n, d) or (n, d/8); n may be 0
+    want = search.encode(search.normalize(floats), mode)
+    differ = np.flatnonzero((data != want).any(axis=1))  # (n, d) or (n, d/8); n may be 0
+    # a vector that is not finite is reported as such; its code says nothing more
+    differ = differ[np.isfinite(floats[differ]).all(axis=1)]
     if len(differ):
-        found.add(f"search copy differs from the stored vectors: {describe_rows(rowids[differ])}")
+        found.add(f"{what} differs from the stored vectors: {describe_rows(rowids[differ])}")
 
 
 def free_space(conn: Any) -> dict[str, int]:

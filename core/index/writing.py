@@ -9,14 +9,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lokal.errors import IndexFileError, IndexReadOnly
-from lokal.index import compaction, search, sqlite
+from lokal.index import compaction, search, sqlite, stored
 from lokal.index.filters import compile_filter
 from lokal.index.reading import Reading
 from lokal.index.records import Chunk
@@ -34,6 +35,18 @@ class Writing(Reading):
         super().__init__(conn, path, writable=writable)
         self._deleted = 0  # rows deleted by the current write
         self._deleting_writes = 0  # writes that deleted rows since the last look at the waste
+        self._bits = stored.BitsWriter(self.dimension)  # the stored compact copy's changes
+
+    @contextmanager
+    def _transaction(self, conn: Any) -> Iterator[Any]:
+        """A write transaction that brings the stored compact copy (lokal.index.stored) in
+        step with its changes before it commits; on any error both roll back."""
+        try:
+            with sqlite.write(conn):
+                yield conn
+                self._bits.flush(conn)
+        finally:
+            self._bits.discard()
 
     def _writer(self) -> Any:
         if not self.writable:
@@ -84,6 +97,7 @@ class Writing(Reading):
             )
             conn.execute("DELETE FROM chunks_vec WHERE rowid = ?", (rowid,))
             conn.execute("DELETE FROM chunks WHERE id = ?", (rowid,))
+            self._bits.remove(rowid)
             self._deleted += 1
         return len(rowids)
 
@@ -115,6 +129,7 @@ class Writing(Reading):
             "INSERT INTO chunks_vec (rowid, embedding) VALUES (?, ?)", (rowid, vector.tobytes())
         )
         conn.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)", (rowid, chunk.text))
+        self._bits.add(rowid, vector)
 
     def _rowids_for(self, conn: Any, ids: Sequence[str]) -> list[int]:
         rows = conn.execute(
@@ -135,7 +150,7 @@ class Writing(Reading):
             raise ValueError(msg)
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 doc_id = self._document_id(conn, document)
                 self._delete_rows(conn, self._rowids_for(conn, ids))
                 for chunk, chunk_id, vector in zip(chunks, ids, arr, strict=True):
@@ -147,7 +162,7 @@ class Writing(Reading):
         """Delete chunks by id; returns how many existed."""
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 n = self._delete_rows(conn, self._rowids_for(conn, ids))
             self._changed()
         return n
@@ -160,7 +175,7 @@ class Writing(Reading):
         where, params = compile_filter(filter)
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 rowids = [
                     r[0] for r in conn.execute(f"SELECT c.id FROM chunks c WHERE {where}", params)
                 ]
@@ -186,7 +201,7 @@ class Writing(Reading):
         arr = self._vectors(vectors, len(chunks))
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 doc_id = self._document_id(conn, uri)
                 self._delete_document_rows(conn, doc_id)
                 ids = [c.id or f"{uri}#{c.ordinal}" for c in chunks]
@@ -227,7 +242,7 @@ class Writing(Reading):
         them and keeps the reason, so the document is retried when it changes."""
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 doc_id = self._document_id(conn, uri)
                 if status != "indexed":
                     self._delete_document_rows(conn, doc_id)
@@ -252,7 +267,7 @@ class Writing(Reading):
         """Record the settings that produced the chunks (chunker, parsers)."""
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 conn.execute(
                     "INSERT OR REPLACE INTO lokal_meta VALUES ('settings', ?)",
                     (json.dumps(dict(settings), sort_keys=True),),
@@ -263,7 +278,7 @@ class Writing(Reading):
         """Delete a document and its chunks; returns the number of chunks removed."""
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 row = conn.execute("SELECT id FROM documents WHERE uri = ?", (uri,)).fetchone()
                 if row is None:
                     return 0
@@ -276,9 +291,10 @@ class Writing(Reading):
         """Delete every document and chunk (the file and its model identity stay)."""
         with self._lock:
             conn = self._writer()
-            with sqlite.write(conn):
+            with self._transaction(conn):
                 self._deleted += len(self)
                 conn.execute("DELETE FROM chunks_vec")
+                self._bits.clear()
                 conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
                 conn.execute("DELETE FROM chunks")
                 conn.execute("DELETE FROM documents")

@@ -5,7 +5,10 @@
 - :mod:`lokal.profiles.reranking`: reranker (cross-encoder) profiles and their table;
 - :mod:`lokal.profiles.kinds`: the one place that decides whether a model is an embedding
   model or a reranker;
-- :mod:`lokal.profiles.sources`: reading config files and names, shared by the others.
+- :mod:`lokal.profiles.sources`: reading config files and names, shared by the others;
+- :mod:`lokal.profiles.evidence`: which model a directory or GGUF holds, by its config, its
+  model card (:mod:`lokal.profiles.cards`), its weights' sha256
+  (:mod:`lokal.profiles.checkpoints`) and its name, with the evidence that decided.
 
 Everything is importable from ``lokal.profiles`` as before the split.
 """
@@ -19,10 +22,12 @@ from lokal.profiles.embedding import (
     FIELDS,
     FamilyRule,
     Profile,
+    family_of,
     from_gguf_metadata,
     from_name,
     from_sentence_transformers_dir,
 )
+from lokal.profiles.evidence import Evidence, Identification, identify_dir, identify_gguf
 from lokal.profiles.kinds import (
     EMBEDDING,
     RERANKER,
@@ -78,18 +83,23 @@ __all__ = [
     "RERANKER_FIELDS",
     "UNKNOWN",
     "XLMR_PAIR",
+    "Evidence",
     "FamilyRule",
+    "Identification",
     "ModelKind",
     "Profile",
     "RerankerProfile",
     "RerankerRule",
     "directory_kind",
+    "family_of",
     "from_gguf_metadata",
     "from_name",
     "from_sentence_transformers_dir",
     "gguf_kind",
     "gguf_name",
     "guess_name",
+    "identify_dir",
+    "identify_gguf",
     "is_classifier_dir",
     "is_cross_encoder_dir",
     "is_reranker_gguf",

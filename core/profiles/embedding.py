@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from lokal.errors import ProfileError
+from lokal.profiles import evidence
+from lokal.profiles.evidence import Identification
 from lokal.profiles.sources import (
     HF,
     LOKAL_KEY_PREFIX,
     gguf_name,
     guess_name,
+    name_candidates,
     read_json,
     read_object,
 )
@@ -71,6 +74,9 @@ class Profile:
     source: str = "unknown model: no prefixes applied"
     #: Fields the user set explicitly.
     overridden: tuple[str, ...] = ()
+    #: Which evidence named the model, what disagreed, what its files ask for
+    #: (:mod:`lokal.profiles.evidence`); None for a profile from a name alone.
+    identification: Identification | None = field(default=None, compare=False)
 
     def replace(self, **changes: Any) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -95,7 +101,9 @@ class Profile:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """The profile's fields (its identification is :meth:`Identification.to_dict`)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.pop("identification")
         d["matryoshka_dims"] = list(self.matryoshka_dims)
         d["overridden"] = list(self.overridden)
         return d
@@ -331,38 +339,48 @@ def from_name(name: str) -> Profile:
 # Prompt names sentence-transformers models use for the two sides of retrieval.
 _QUERY_PROMPTS = ("query", "search_query", "retrieval.query", "retrieval_query")
 _DOCUMENT_PROMPTS = ("document", "passage", "search_document", "retrieval.passage", "corpus")
+_ST_CONFIG = "config_sentence_transformers.json"
+
+
+def family_of(name: str) -> str | None:
+    """The family the built-in table gives a model id (None: not in the table)."""
+    profile = from_name(name)
+    return profile.family if profile.known else None
 
 
 def from_sentence_transformers_dir(path: str | Path, name: str | None = None) -> Profile:
-    """Profile of a sentence-transformers model directory, read from its config files only.
+    """Profile of a sentence-transformers model directory, read from its files only.
 
-    No torch import: this reads ``config_sentence_transformers.json`` (``prompts``),
-    ``sentence_bert_config.json`` (``max_seq_length``), ``modules.json`` (pooling, Normalize,
-    Dense) and ``config.json`` (hidden size, name). The built-in table fills what the configs
-    leave open.
+    No torch import: ``config_sentence_transformers.json`` (``prompts``,
+    ``default_prompt_name``), ``sentence_bert_config.json`` (``max_seq_length``),
+    ``modules.json`` (pooling, Normalize, Dense) and ``config.json`` (hidden size, name) give
+    the fields they hold; the model card, the weights' sha256 or the name identify the model
+    (:func:`lokal.profiles.evidence.identify_dir`), whose built-in profile fills the rest.
+    ``name``: the name the caller asked by (a hub id); the profile keeps it as its name.
     """
     root = Path(path)
-    st_config = read_object(root / "config_sentence_transformers.json")
+    st_config = read_object(root / _ST_CONFIG)
     bert_config = read_object(root / "sentence_bert_config.json")
     hf_config = read_object(root / "config.json")
     modules = read_json(root / "modules.json")
     modules = modules if isinstance(modules, list) else []
 
-    if name is None:
-        name = guess_name(root, hf_config, lambda n: from_name(n).known)
-    profile = from_name(name)
+    ident = evidence.identify_dir(
+        root,
+        family_of,
+        name=name,
+        names=name_candidates(root, hf_config),
+        config=_config_evidence(root, st_config, modules),
+    )
+    display = name or guess_name(root, hf_config, lambda n: from_name(n).known)
+    table = from_name(ident.name)
+    profile = table.replace(name=display)
     changes: dict[str, Any] = {}
     sources = []
 
-    prompts = st_config.get("prompts") or {}
-    if isinstance(prompts, dict) and prompts:
-        query = next((prompts[k] for k in _QUERY_PROMPTS if k in prompts), None)
-        doc = next((prompts[k] for k in _DOCUMENT_PROMPTS if k in prompts), None)
-        if query is not None or doc is not None:
-            changes["query_prefix"] = query or ""
-            changes["document_prefix"] = doc or ""
-            changes["known"] = True
-            sources.append("prompts in config_sentence_transformers.json")
+    prompts_found, ident = _prompts(st_config, table, ident, changes)
+    if prompts_found:
+        sources.append(f"prompts in {_ST_CONFIG}")
     if isinstance(bert_config.get("max_seq_length"), int):
         changes["context_length"] = bert_config["max_seq_length"]
         sources.append("max_seq_length in sentence_bert_config.json")
@@ -377,6 +395,7 @@ def from_sentence_transformers_dir(path: str | Path, name: str | None = None) ->
             mode = _pooling_mode(pooling_cfg)
             if mode:
                 changes["pooling"] = mode
+                ident = _pooling_conflict(mode, module_dir.name, table, ident)
             dimension = pooling_cfg.get("word_embedding_dimension", dimension)
         elif kind.endswith("Dense"):
             dimension = read_object(module_dir / "config.json").get("out_features", dimension)
@@ -387,10 +406,82 @@ def from_sentence_transformers_dir(path: str | Path, name: str | None = None) ->
         sources.append("modules.json")
     if isinstance(dimension, int):
         changes["dimension"] = dimension
+    base = profile.source if profile.known else "no built-in profile"
+    if profile.known and ident.decided_by is not None and ident.decided_by.kind != evidence.NAME:
+        base += f", identified by {ident.decided_by.where}"
     if sources:
-        base = profile.source if profile.known else "no built-in profile"
         changes["source"] = f"{', '.join(sources)} at {root}; {base}"
-    return profile.replace(**changes)
+    elif profile.known:
+        changes["source"] = base
+    return profile.replace(**changes, identification=ident)
+
+
+def _config_evidence(
+    root: Path, st_config: Mapping[str, Any], modules: list[Any]
+) -> tuple[evidence.Evidence, ...]:
+    """What the sentence-transformers config says, as evidence (it names no model)."""
+    found = []
+    prompts = st_config.get("prompts")
+    if isinstance(prompts, dict) and prompts:
+        shown = ", ".join(f"{k} {v!r}" for k, v in prompts.items())
+        default = st_config.get("default_prompt_name")
+        shown += f"; default_prompt_name {default!r}" if default else ""
+        found.append(evidence.Evidence(evidence.CONFIG, f"prompts in {_ST_CONFIG}: {shown}"))
+    for module in modules:
+        if isinstance(module, dict) and str(module.get("type", "")).endswith("Pooling"):
+            where = f"{module.get('path') or '.'}/config.json"
+            mode = _pooling_mode(read_object(root / str(module.get("path", "")) / "config.json"))
+            found.append(evidence.Evidence(evidence.CONFIG, f"{where}: {mode} pooling"))
+    return tuple(found)
+
+
+def _prompts(
+    st_config: Mapping[str, Any],
+    table: Profile,
+    ident: Identification,
+    changes: dict[str, Any],
+) -> tuple[bool, Identification]:
+    """The config's prompts as prefixes (into ``changes``). A default prompt
+    (``default_prompt_name``) is what sentence-transformers puts before every text, so it fills
+    a side that has no prompt of its own. Prompts lokal cannot map to either side, with no query
+    prompt mapped, are what the config asks for; prompts that disagree with the identified
+    family are a conflict."""
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not prompts:
+        return False, ident
+    default = prompts.get(st_config.get("default_prompt_name") or "")
+    query = next((prompts[k] for k in _QUERY_PROMPTS if k in prompts), default)
+    doc = next((prompts[k] for k in _DOCUMENT_PROMPTS if k in prompts), default)
+    if query is None:
+        unmapped = tuple(
+            str(v) for k, v in prompts.items() if k not in _DOCUMENT_PROMPTS and v and v != doc
+        )
+        ident = ident.with_asked(unmapped, f"prompts in {_ST_CONFIG}")
+    if query is None and doc is None:
+        return False, ident
+    changes["query_prefix"] = query or ""
+    changes["document_prefix"] = doc or ""
+    changes["known"] = True
+    if table.known and (table.query_prefix, table.document_prefix) != (query or "", doc or ""):
+        decided = ident.decided_by.where if ident.decided_by else "its name"
+        ident = ident.with_conflict(
+            f"prompts in {_ST_CONFIG} give query prefix {query or ''!r} and document prefix "
+            f"{doc or ''!r}, but {decided} names {ident.name} (family {table.family}), whose "
+            f"prefixes are {table.query_prefix!r} and {table.document_prefix!r}; the config's "
+            "prompts are used"
+        )
+    return True, ident
+
+
+def _pooling_conflict(
+    mode: str, where: str, table: Profile, ident: Identification
+) -> Identification:
+    if not table.known or table.pooling in (None, mode):
+        return ident
+    return ident.with_conflict(
+        f"{where}/config.json pools by {mode}, but {ident.name} (family {table.family}) pools "
+        f"by {table.pooling}; the config's pooling is used"
+    )
 
 
 def _pooling_mode(cfg: Mapping[str, Any]) -> str | None:
@@ -409,12 +500,14 @@ _GGUF_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
 
 def from_gguf_metadata(metadata: Mapping[str, Any], fallback_name: str) -> Profile:
-    """Profile of a GGUF model from its metadata (see :mod:`lokal.gguf`)."""
+    """Profile of a GGUF model from its metadata (see :mod:`lokal.gguf`): lokal's own record
+    (``lokal.profile``, ``lokal.evidence``) when lokal packed it, so the file alone is enough;
+    else the evidence its standard metadata and file name give, and its context, dimension and
+    pooling."""
     arch = str(metadata.get("general.architecture", ""))
     name = gguf_name(metadata, fallback_name)
-    profile = from_name(name)
-    if not profile.known and from_name(fallback_name).known:
-        profile = from_name(fallback_name).replace(name=name)
+    ident = evidence.identify_gguf(metadata, fallback_name, family_of)
+    profile = from_name(ident.name).replace(name=name)
     changes: dict[str, Any] = {}
     ctx = metadata.get(f"{arch}.context_length")
     if isinstance(ctx, int) and (profile.context_length is None or ctx < profile.context_length):
@@ -440,4 +533,4 @@ def from_gguf_metadata(metadata: Mapping[str, Any], fallback_name: str) -> Profi
         )
     elif changes and profile.known:
         changes["source"] = f"{profile.source}; GGUF metadata"
-    return profile.replace(**changes)
+    return profile.replace(**changes, identification=ident)

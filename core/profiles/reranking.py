@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from lokal.errors import ProfileError
-from lokal.profiles.sources import HF, LOKAL_KEY_PREFIX, gguf_name, guess_name, read_object
+from lokal.profiles import evidence
+from lokal.profiles.sources import (
+    HF,
+    LOKAL_KEY_PREFIX,
+    gguf_name,
+    guess_name,
+    name_candidates,
+    read_object,
+)
 
 #
 # A reranker scores a (query, document) pair in one forward pass. What lokal must know to use one
@@ -256,8 +264,12 @@ def reranker_from_dir(path: str | Path, name: str | None = None) -> RerankerProf
     tok = read_object(root / "tokenizer_config.json")
     bert = read_object(root / "sentence_bert_config.json")
     if name is None:
+        # the model card, the weights' sha256, then the names (lokal.profiles.evidence)
+        ident = evidence.identify_dir(root, _family_of, names=name_candidates(root, hf))
         name = guess_name(root, hf, lambda n: reranker_from_name(n).known)
-    profile = reranker_from_name(name)
+        profile = reranker_from_name(ident.name).replace(name=name)
+    else:
+        profile = reranker_from_name(name)
     changes: dict[str, Any] = {}
     sources = []
     archs = hf.get("architectures") or []
@@ -303,6 +315,11 @@ def reranker_from_dir(path: str | Path, name: str | None = None) -> RerankerProf
         base = profile.source if profile.known else "no built-in reranker profile"
         changes["source"] = f"{', '.join(sources)} at {root}; {base}"
     return profile.replace(**changes)
+
+
+def _family_of(name: str) -> str | None:
+    profile = reranker_from_name(name)
+    return profile.family if profile.known else None
 
 
 def _positions(hf: Mapping[str, Any]) -> int | None:

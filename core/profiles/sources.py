@@ -35,17 +35,26 @@ def read_object(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def guess_name(root: Path, hf_config: Mapping[str, Any], known: Callable[[str], bool]) -> str:
-    """The model's name from its directory: a Hugging Face cache path
-    (``models--org--name/snapshots/<hash>``), the directory name, or ``_name_or_path``; the
-    first candidate ``known`` accepts (a family table's lookup), else the first."""
+def name_candidates(root: Path, hf_config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Names a model directory goes by, each with where it comes from: a Hugging Face cache
+    path (``models--org--name/snapshots/<hash>``), the directory's name, ``_name_or_path``."""
     candidates = []
     for part in (root, *list(root.parents)[:3]):
         if part.name.startswith("models--"):
-            candidates.append(part.name[len("models--") :].replace("--", "/"))
-    candidates.append(root.name)
+            hub_id = part.name[len("models--") :].replace("--", "/")
+            candidates.append((hub_id, "the Hugging Face cache path"))
+    candidates.append((root.name, "the directory's name"))
     if hf_config.get("_name_or_path"):
-        candidates.append(str(hf_config["_name_or_path"]).rstrip("/"))
+        candidates.append(
+            (str(hf_config["_name_or_path"]).rstrip("/"), "_name_or_path in config.json")
+        )
+    return tuple(candidates)
+
+
+def guess_name(root: Path, hf_config: Mapping[str, Any], known: Callable[[str], bool]) -> str:
+    """The model's name from its directory (:func:`name_candidates`): the first candidate
+    ``known`` accepts (a family table's lookup), else the first."""
+    candidates = [name for name, _where in name_candidates(root, hf_config)]
     for candidate in candidates:
         if known(candidate):
             return candidate

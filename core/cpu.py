@@ -1,0 +1,81 @@
+"""Which GGUF quantization this CPU runs fastest, from its instruction set.
+
+llama.cpp's q8_0 matrix products multiply int8 by int8. CPUs with int8 dot-product
+instructions — x86 AVX-512 VNNI or AVX-VNNI, ARM's dot product extension (``asimddp``, the
+``dotprod`` feature) — do that in one instruction per 4 pairs, and the q8_0 GGUF runs ahead of
+f16 (and of sentence-transformers). On an AVX2-only CPU the int8 products take several
+instructions each and f16 (converted to float32 with F16C) is faster than q8_0.
+
+``lokal models pack`` and ``lokal bench`` print :func:`advice`; the measured ratios are in
+docs/benchmarks.md. A GGUF runs on any CPU; only its speed depends on the choice, so a box
+whose CPU differs from the packing machine's is best served by packing for the box (its own
+``lokal models pack``) or shipping both files.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+#: CPU flags (as /proc/cpuinfo spells them) that give int8 dot products, and what they are.
+INT8_DOT_FLAGS = {
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "asimddp": "ARM dot product",
+}
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The quantization to pack for this CPU, and why."""
+
+    quantization: str
+    reason: str
+    cpu: str
+
+    def __str__(self) -> str:
+        return f"{self.quantization} runs fastest on this CPU ({self.cpu}): {self.reason}"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo: x86 ``flags``, ARM ``Features``); on
+    other systems the flags known from the platform (Apple silicon has ARM dot products)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    if not cpuinfo and platform.system() == "Darwin" and platform.machine() == "arm64":
+        flags.add("asimddp")
+    return flags
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("model name", "cpu model", "hardware") and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def advice(flags: set[str] | None = None, name: str | None = None) -> Advice:
+    """q8_0 where the CPU has int8 dot products, else f16."""
+    flags = cpu_flags() if flags is None else flags
+    name = cpu_name() if name is None else name
+    found = [label for flag, label in INT8_DOT_FLAGS.items() if flag in flags]
+    if found:
+        return Advice("q8_0", f"it has int8 dot products ({', '.join(found)})", name)
+    if "avx2" in flags:
+        return Advice("f16", "AVX2 without int8 dot products (VNNI): f16 outruns q8_0 there", name)
+    return Advice("q8_0", "no AVX2 or int8 dot products found: q8_0 reads the least", name)
