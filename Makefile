@@ -59,9 +59,13 @@ pytest: setup
 
 test: lint typecheck pytest
 
-# Build the wheel, install it into a fresh environment, import every subpackage.
+# The oldest Python lokal supports (README: 3.10+), from pyenv; PYTHON310=... to name another.
+PYTHON310 ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
+
+# Build the wheel, install it into a fresh environment, import every subpackage; then the base
+# install on Python 3.10: every module imports (or names its extra) and the agent starts.
 wheel-check: setup
-	rm -rf dist /tmp/lokal-wheel-check
+	rm -rf dist /tmp/lokal-wheel-check /tmp/lokal-wheel-check-310
 	$(BIN)/python -m build --wheel --outdir dist . >/dev/null
 	$(PYTHON) -m venv /tmp/lokal-wheel-check
 	/tmp/lokal-wheel-check/bin/python -m pip install --quiet dist/lokal-*.whl
@@ -71,6 +75,15 @@ wheel-check: setup
 	# an edge box must not download a deep-learning framework it does not use
 	/tmp/lokal-wheel-check/bin/python -m pip install --quiet --dry-run --ignore-installed --report /tmp/lokal-wheel-check/report.json "$$(ls dist/lokal-*.whl)[agent,gguf,langchain]"
 	/tmp/lokal-wheel-check/bin/python -c "import json, sys; names = {i['metadata']['name'].lower() for i in json.load(open('/tmp/lokal-wheel-check/report.json'))['install']}; heavy = names & {'torch', 'sentence-transformers', 'transformers'}; print('lokal[agent,gguf,langchain] resolves', len(names), 'packages; heavy:', sorted(heavy) or 'none'); sys.exit(1 if heavy else 0)"
+	@test -n "$(PYTHON310)" || { echo "wheel-check: no python3.10 (pyenv install 3.10, or PYTHON310=...)"; exit 1; }
+	rm -rf /tmp/lokal-wheel-check-310
+	$(PYTHON310) -m venv /tmp/lokal-wheel-check-310
+	/tmp/lokal-wheel-check-310/bin/python -m pip install --quiet dist/lokal-*.whl
+	/tmp/lokal-wheel-check-310/bin/python -m compileall -q /tmp/lokal-wheel-check-310/lib/python3.10/site-packages/lokal
+	/tmp/lokal-wheel-check-310/bin/python tests/import_every_module.py
+	/tmp/lokal-wheel-check-310/bin/python -c "import lokal, lokal.agent.cli, lokal.agent.config"
+	/tmp/lokal-wheel-check-310/bin/lokal --help >/dev/null
+	/tmp/lokal-wheel-check-310/bin/lokal agent run --help >/dev/null
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

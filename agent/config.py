@@ -7,11 +7,15 @@ one). Relative paths are taken from the config file's directory. Example: ``agen
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, as a package before Python 3.11
+    import tomli as tomllib
 
 from lokal.agent.ingest import Settings
 from lokal.agent.pusher import SyncConfig

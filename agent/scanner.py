@@ -14,7 +14,9 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
+
+from lokal.errors import MissingDependency
 
 
 class ScanSettings(Protocol):
@@ -83,16 +85,13 @@ class Patterns:
     depth, ``/build`` the root only, ``**`` any directories, ``!keep`` re-includes."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
-        import pathspec
+        try:
+            import pathspec
+        except ImportError as exc:
+            raise MissingDependency(extra="agent", feature="include/exclude patterns") from exc
 
         self._spec = pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
-        # Without negations any pattern that matches decides: one combined regex answers in a
-        # single pass (pathspec tries each pattern in turn; this halves a rescan's time).
-        self._fast: re.Pattern[str] | None = None
-        used = [p for p in self._spec.patterns if p.include is not None] if self._spec else []
-        if used and all(p.include and p.regex is not None for p in used):
-            parts = [p.regex.pattern.replace("(?P<ps_d>", "(?:") for p in used if p.regex]
-            self._fast = re.compile("|".join(f"(?:{x})" for x in parts))
+        self._fast = combined_regex(self._spec.patterns) if self._spec else None
 
     def __bool__(self) -> bool:
         return self._spec is not None
@@ -102,6 +101,24 @@ class Patterns:
         if self._fast is not None:
             return self._fast.match(path) is not None
         return self._spec is not None and self._spec.match_file(path)
+
+
+def combined_regex(patterns: Sequence[Any]) -> re.Pattern[str] | None:
+    """Without negations any pattern that matches decides: one combined regex answers in a
+    single pass (pathspec tries each pattern in turn; this halves a rescan's time). It reads
+    pathspec's compiled patterns, which are not its public API: their one named group
+    (``ps_d``) is made plain. Patterns of another shape (a negation, no regex, group names
+    this does not know) give None, and pathspec's own matching is used."""
+    used = [p for p in patterns if getattr(p, "include", None) is not None]
+    if not used or not all(p.include and getattr(p, "regex", None) is not None for p in used):
+        return None
+    parts = [p.regex.pattern.replace("(?P<ps_d>", "(?:") for p in used]
+    if any("(?P<" in x for x in parts):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{x})" for x in parts))
+    except re.error:
+        return None
 
 
 def scan(

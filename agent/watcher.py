@@ -15,7 +15,12 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import FileSystemEventHandler
+from lokal.errors import MissingDependency
+
+try:
+    from watchdog.events import FileSystemEventHandler
+except ImportError as exc:
+    raise MissingDependency(extra="agent", feature="the agent's watcher (watchdog)") from exc
 
 log = logging.getLogger("lokal.agent")
 

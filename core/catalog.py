@@ -1,4 +1,5 @@
-"""A shortlist of embedding models that run well on a CPU, for ``lokal models list``.
+"""A shortlist of embedding models that run well on a CPU, for ``lokal models list``, and
+Ollama's names for models (:func:`ollama_hub_id`).
 
 Sizes are parameter counts; ``mteb_retrieval`` is the English MTEB retrieval average (nDCG@10)
 as published for the model (model card or the MTEB leaderboard at the model's release). The
@@ -9,6 +10,8 @@ trust any of them. ``None`` means no published English retrieval average was fou
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from lokal.errors import ModelNotFound
 
 HF = "https://huggingface.co/"
 
@@ -141,3 +144,65 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "trust_remote_code; the card reports BEIR 52.86",
     ),
 )
+
+
+# ---- Ollama's names --------------------------------------------------------------------------
+
+_MINILM_L6 = "sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_L12 = "sentence-transformers/all-MiniLM-L12-v2"
+_NOMIC = "nomic-ai/nomic-embed-text-v1.5"
+_MXBAI = "mixedbread-ai/mxbai-embed-large-v1"
+_ARCTIC = "Snowflake/snowflake-arctic-embed-"
+
+#: Ollama's embedding model names and tags (``name:tag``; a bare name is ``:latest``) -> the
+#: hub id of the model each denotes, for users who know models by Ollama's names.
+OLLAMA_NAMES: dict[str, dict[str, str]] = {
+    "all-minilm": {
+        "latest": _MINILM_L6,
+        "l6-v2": _MINILM_L6,
+        "22m": _MINILM_L6,
+        "l12-v2": _MINILM_L12,
+        "33m": _MINILM_L12,
+    },
+    "nomic-embed-text": {"latest": _NOMIC, "v1.5": _NOMIC, "137m": _NOMIC},
+    "mxbai-embed-large": {"latest": _MXBAI, "v1": _MXBAI, "335m": _MXBAI},
+    "bge-m3": {"latest": "BAAI/bge-m3", "567m": "BAAI/bge-m3"},
+    "bge-large": {"latest": "BAAI/bge-large-en-v1.5", "335m": "BAAI/bge-large-en-v1.5"},
+    "snowflake-arctic-embed": {
+        "latest": _ARCTIC + "l",
+        "l": _ARCTIC + "l",
+        "335m": _ARCTIC + "l",
+        "m-long": _ARCTIC + "m-long",
+        "137m": _ARCTIC + "m-long",
+        "m": _ARCTIC + "m",
+        "110m": _ARCTIC + "m",
+        "s": _ARCTIC + "s",
+        "33m": _ARCTIC + "s",
+        "xs": _ARCTIC + "xs",
+        "22m": _ARCTIC + "xs",
+    },
+    "snowflake-arctic-embed2": {
+        "latest": _ARCTIC + "l-v2.0",
+        "568m": _ARCTIC + "l-v2.0",
+    },
+    "paraphrase-multilingual": {
+        "latest": "sentence-transformers/paraphrase-multilingual-mpnet-base-v2",
+        "278m": "sentence-transformers/paraphrase-multilingual-mpnet-base-v2",
+    },
+}
+
+
+def ollama_hub_id(name: str) -> str | None:
+    """The hub id an Ollama model name (``all-minilm``, ``nomic-embed-text:latest``,
+    ``snowflake-arctic-embed:xs``) denotes; None when ``name`` is not one of Ollama's names.
+    A known name with a tag Ollama does not have is :class:`~lokal.errors.ModelNotFound`
+    listing the tags."""
+    base, _, tag = name.strip().lower().partition(":")
+    tags = OLLAMA_NAMES.get(base)
+    if tags is None:
+        return None
+    hub_id = tags.get(tag or "latest")
+    if hub_id is None:
+        msg = f"Ollama's '{base}' has no tag '{tag}'; its tags: {', '.join(tags)}"
+        raise ModelNotFound(msg)
+    return hub_id

@@ -107,6 +107,8 @@ class Embedder(LoadedModel[Backend]):
             ``force_dimensions=True``.
         batch_size: texts per forward pass (sentence-transformers) or sequences per decode (GGUF).
         device: torch device for sentence-transformers (``"cpu"``, ``"cuda"``, ``"mps"``).
+        trust_remote_code: let sentence-transformers run Python code the model ships (its
+            config's ``auto_map``; Nomic needs it). Off unless asked; a GGUF runs no code.
         n_gpu_layers: layers to offload to a GPU with llama.cpp (0: CPU only).
         n_threads: CPU threads for llama.cpp (default: the CPUs this process may use).
         concurrency: GGUF only: llama.cpp contexts over the one loaded model. With 2, a call
@@ -137,6 +139,7 @@ class Embedder(LoadedModel[Backend]):
         force_dimensions: bool = False,
         batch_size: int = 32,
         device: str | None = None,
+        trust_remote_code: bool = False,
         n_gpu_layers: int = 0,
         n_threads: int | None = None,
         concurrency: int = 1,
@@ -158,6 +161,7 @@ class Embedder(LoadedModel[Backend]):
         self.normalize = normalize
         self.batch_size = batch_size
         self.device = device
+        self.trust_remote_code = trust_remote_code
         self.n_gpu_layers = n_gpu_layers
         self.n_threads = n_threads
         self.concurrency = concurrency
@@ -318,7 +322,11 @@ class Embedder(LoadedModel[Backend]):
         from lokal.backends.sentence_transformers import SentenceTransformersBackend
 
         return SentenceTransformersBackend(
-            path, local=True, device=self.device, batch_size=self.batch_size
+            path,
+            local=True,
+            device=self.device,
+            batch_size=self.batch_size,
+            trust_remote_code=self.trust_remote_code,
         )
 
     def _downloaded(self, path: Path, hub_id: str) -> None:

@@ -38,11 +38,24 @@ class LokalError(Exception):
 
 
 class MissingDependency(LokalError, ImportError):
-    """An optional extra is needed for this feature; the message names the install command."""
+    """An optional extra is needed for this feature; the message names the install command.
 
-    def __init__(self, *, extra: str, feature: str) -> None:
+    ``extra`` is one of lokal's extras (``pip install 'lokal[EXTRA]'``); for a package lokal
+    itself depends on, ``extra`` is None and ``package`` names the requirement to reinstall.
+    """
+
+    def __init__(
+        self, *, extra: str | None = None, feature: str, package: str | None = None
+    ) -> None:
         self.extra = extra
-        super().__init__(f"{feature} needs the '{extra}' extra: pip install 'lokal[{extra}]'")
+        if extra is not None:
+            text = f"{feature} needs the '{extra}' extra: pip install 'lokal[{extra}]'"
+        else:
+            text = (
+                f"{feature} needs {package}, which lokal itself depends on; this installation "
+                f"lacks it: pip install '{package}' (or reinstall lokal)"
+            )
+        super().__init__(text)
 
 
 class ModelNotFound(LokalError, FileNotFoundError):
@@ -135,7 +148,7 @@ class SQLiteUnavailable(IndexFileError, MissingDependency):
             "this Python's sqlite3 cannot load extensions (sqlite-vec); install a SQLite build "
             "that can: pip install sqlean-py   (or pysqlite3-binary on Linux x86-64)",
         )
-        self.extra = "index"
+        self.extra = None
 
 
 class ModelVariantWarning(UserWarning):

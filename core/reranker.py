@@ -157,6 +157,8 @@ class Reranker(LoadedModel[RerankBackend]):
         batch_size: pairs per forward pass (sentence-transformers) or most sequences per
             decode (GGUF).
         device: torch device for sentence-transformers.
+        trust_remote_code: let sentence-transformers run Python code the model ships (its
+            config's ``auto_map``). Off unless asked; a GGUF runs no code.
         n_gpu_layers, n_threads: llama.cpp settings.
         profile: overrides for ``context_length`` and ``activation`` (``"sigmoid"`` or
             ``"identity"``).
@@ -173,6 +175,7 @@ class Reranker(LoadedModel[RerankBackend]):
         truncation: TruncationPolicy = "warn",
         batch_size: int = 32,
         device: str | None = None,
+        trust_remote_code: bool = False,
         n_gpu_layers: int = 0,
         n_threads: int | None = None,
         profile: Mapping[str, Any] | None = None,
@@ -194,6 +197,7 @@ class Reranker(LoadedModel[RerankBackend]):
         self.truncation: TruncationPolicy = truncation
         self.batch_size = batch_size
         self.device = device
+        self.trust_remote_code = trust_remote_code
         self.n_gpu_layers = n_gpu_layers
         self.n_threads = n_threads
         self.on_truncate = on_truncate
@@ -379,7 +383,13 @@ class Reranker(LoadedModel[RerankBackend]):
             return causal
         from lokal.backends.rerank_st import CrossEncoderBackend
 
-        return CrossEncoderBackend(path, local=True, device=self.device, batch_size=self.batch_size)
+        return CrossEncoderBackend(
+            path,
+            local=True,
+            device=self.device,
+            batch_size=self.batch_size,
+            trust_remote_code=self.trust_remote_code,
+        )
 
     def _downloaded(self, path: Path, hub_id: str) -> None:
         self.profile = profiles.reranker_from_dir(path, name=hub_id).with_overrides(self._overrides)

@@ -58,7 +58,8 @@ class LocalEmbeddings(EmbedderSettings, Embeddings):
     The model's query and document prefixes are applied for you (``embed_query`` vs
     ``embed_documents``); text longer than the model's context is never cut silently.
     The model loads on first use, once per process. The settings are
-    :class:`lokal.integrations.shared.EmbedderSettings`' fields, and ``batch_size``.
+    :class:`lokal.integrations.shared.EmbedderSettings`' fields, and ``batch_size``;
+    ``model_name``, ``model_kwargs`` and ``encode_kwargs`` as HuggingFaceEmbeddings takes them.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -73,19 +74,7 @@ class LocalEmbeddings(EmbedderSettings, Embeddings):
     @classmethod
     def from_embedder(cls, embedder: Embedder) -> LocalEmbeddings:
         """LocalEmbeddings over a core Embedder already built (its settings as fields)."""
-        r = embedder.resolved
-        fields = {
-            "model": str(r.path) if r.path is not None else r.name,
-            "backend": r.backend,
-            "query_prefix": embedder.profile.query_prefix,
-            "document_prefix": embedder.profile.document_prefix,
-            "truncation": embedder.truncation,
-            "normalize": embedder.normalize,
-            "dimensions": embedder.dimensions,
-            "force_dimensions": embedder.dimensions is not None,
-            "batch_size": embedder.batch_size,
-        }
-        return cls.model_validate(fields, context={EMBEDDER_CONTEXT: embedder})
+        return cls.model_validate(cls.fields_of(embedder), context={EMBEDDER_CONTEXT: embedder})
 
     @property
     def embedder(self) -> Embedder:

@@ -46,7 +46,7 @@ try:
         VectorStoreQueryMode,
         VectorStoreQueryResult,
     )
-    from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+    from pydantic import ConfigDict, Field, PrivateAttr
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
     raise MissingDependency(extra="llamaindex", feature="lokal.integrations.llama_index") from exc
 
@@ -71,28 +71,22 @@ class LocalEmbedding(EmbedderSettings, BaseEmbedding):
 
     Query and text embeddings use the model's own prefixes; over-long text follows
     ``truncation``; the model loads on first use, once per process. ``embed_batch_size``
-    (LlamaIndex's name; ``batch_size`` is accepted too) sets texts per forward pass. The other
-    settings are :class:`lokal.integrations.shared.EmbedderSettings`' fields.
+    (LlamaIndex's name; ``batch_size`` is accepted too) sets texts per forward pass;
+    ``model_name`` (BaseEmbedding's field) is an alias of ``model``. The other settings are
+    :class:`lokal.integrations.shared.EmbedderSettings`' fields.
     """
 
     model_config = ConfigDict(
         protected_namespaces=("pydantic_model_",), arbitrary_types_allowed=True, extra="forbid"
     )
 
+    BATCH_FIELD = "embed_batch_size"
     _embedder: Embedder = PrivateAttr()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _batch_size_alias(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "batch_size" in data:
-            data = dict(data)
-            data.setdefault("embed_batch_size", data.pop("batch_size"))
-        return data
 
     def model_post_init(self, context: Any, /) -> None:
         self._embedder = self.make_embedder(self.embed_batch_size, context)
-        if self.model_name == "unknown":
-            self.model_name = self._embedder.profile.name
+        # BaseEmbedding's model_name is an alias of model (shared.FrameworkNames)
+        self.model_name = self.model or self._embedder.profile.name
 
     @classmethod
     def class_name(cls) -> str:

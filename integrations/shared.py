@@ -9,10 +9,10 @@ Each framework's adapter adds only what its framework names differently (LangCha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from typing_extensions import Self
 
 from lokal.embedder import Embedder
@@ -21,13 +21,108 @@ from lokal.index import Index, IndexHandle
 from lokal.loading import TruncationPolicy
 from lokal.reranker import Reranker
 
+TRUST_REMOTE_CODE = (
+    "Let sentence-transformers run Python code the model ships (its config's auto_map; "
+    "Nomic needs it). Off unless asked; read the code first."
+)
+
 #: The validation-context key under which an adapter is handed an Embedder already built
 #: (the recorded model of an index file, resolved once).
 EMBEDDER_CONTEXT = "lokal_embedder"
 
 
-class EmbedderSettings(BaseModel):
-    """The settings of a local embedding model, as pydantic fields (see :class:`lokal.Embedder`)."""
+#: ``model_kwargs`` keys (sentence-transformers' constructor, as HuggingFaceEmbeddings,
+#: HuggingFaceEmbedding and HuggingFaceCrossEncoder pass them) -> lokal's field of the same
+#: meaning. Any other key is refused by name.
+MODEL_KWARGS = {"device": "device", "trust_remote_code": "trust_remote_code"}
+
+
+def _put(data: dict[str, Any], field: str, value: Any, given_as: str) -> None:
+    """Set ``field`` from a framework's name for it (``given_as``); the same setting given
+    twice with two different values is an error naming both."""
+    if field in data and data[field] is not None and data[field] != value:
+        msg = f"{given_as}={value!r} and {field}={data[field]!r} name the same setting; pass one"
+        raise ValueError(msg)
+    data[field] = value
+
+
+def _fold_model_kwargs(data: dict[str, Any]) -> None:
+    model_kwargs = data.pop("model_kwargs", None) or {}
+    if not isinstance(model_kwargs, Mapping):
+        msg = f"model_kwargs must be a dict, got {type(model_kwargs).__name__}"
+        raise ValueError(msg)  # pydantic reports a ValueError as a ValidationError
+    for key, value in model_kwargs.items():
+        if key not in MODEL_KWARGS:
+            msg = (
+                f"model_kwargs[{key!r}] has no lokal equivalent (lokal takes "
+                f"{', '.join(MODEL_KWARGS)} there); see the adapter's own fields"
+            )
+            raise ValueError(msg)
+        _put(data, MODEL_KWARGS[key], value, f"model_kwargs[{key!r}]")
+
+
+def _fold_model_name(data: dict[str, Any], keep: bool) -> None:
+    """``model_name`` (what HuggingFace* users write) as an alias of ``model``. ``keep``: the
+    framework declares ``model_name`` itself (LlamaIndex), so it stays set as well."""
+    name = data.get("model_name") if keep else data.pop("model_name", None)
+    if name is None:
+        return
+    model = data.get("model")
+    if model is not None and str(model) != str(name):
+        msg = (
+            f"model={model!r} and model_name={name!r} name two different models; "
+            "model_name is an alias of model: pass one"
+        )
+        raise ValueError(msg)
+    data["model"] = name
+
+
+class FrameworkNames(BaseModel):
+    """Accepts the names HuggingFace* users write for lokal's settings: ``model_name`` for
+    ``model`` and ``model_kwargs`` (:data:`MODEL_KWARGS`); refuses what has no equivalent."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _framework_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        _fold_model_name(data, keep="model_name" in cls.model_fields)
+        _fold_model_kwargs(data)
+        cls._fold_more(data)
+        return data
+
+    @classmethod
+    def _fold_more(cls, data: dict[str, Any]) -> None:
+        """Further framework names a settings class takes (in place)."""
+
+
+#: ``encode_kwargs`` keys (sentence-transformers' ``encode``) -> lokal's field. ``prompt`` is
+#: applied to documents, and to queries unless ``query_encode_kwargs`` names their own, as
+#: HuggingFaceEmbeddings does.
+ENCODE_KWARGS = {
+    "normalize_embeddings": "normalize",
+    "batch_size": "batch_size",
+    "prompt": "document_prefix",
+}
+#: Why an ``encode_kwargs`` key lokal does not take is refused.
+_ENCODE_REFUSED = {
+    "prompt_name": "lokal applies the model's own query and document prompts itself; "
+    "override them with query_prefix / document_prefix",
+}
+
+
+class EmbedderSettings(FrameworkNames):
+    """The settings of a local embedding model, as pydantic fields (see :class:`lokal.Embedder`).
+
+    Also accepted as HuggingFaceEmbeddings / HuggingFaceEmbedding users write them, and
+    refused by name where lokal has no equivalent: ``model_name`` (an alias of ``model``),
+    ``model_kwargs`` (:data:`MODEL_KWARGS`), ``encode_kwargs`` and ``query_encode_kwargs``
+    (:data:`ENCODE_KWARGS`).
+    """
+
+    #: The adapter's name of its batch-size field.
+    BATCH_FIELD: ClassVar[str] = "batch_size"
 
     model: str | None = Field(
         None,
@@ -50,6 +145,7 @@ class EmbedderSettings(BaseModel):
     )
     force_dimensions: bool = Field(False, description="Allow any dimensions (quality may drop).")
     device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda", "mps".')
+    trust_remote_code: bool = Field(False, description=TRUST_REMOTE_CODE)
     n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
     n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
     profile: dict[str, Any] | None = Field(
@@ -60,6 +156,47 @@ class EmbedderSettings(BaseModel):
         description="Embed queries of an unknown model whose card or config asks for a query "
         "prefix lokal cannot map, without it (default: refuse until query_prefix is set).",
     )
+
+    @classmethod
+    def _fold_more(cls, data: dict[str, Any]) -> None:
+        if cls.BATCH_FIELD != "batch_size" and "batch_size" in data:
+            _put(data, cls.BATCH_FIELD, data.pop("batch_size"), "batch_size")
+        query_kwargs = dict(data.pop("query_encode_kwargs", None) or {})
+        encode_kwargs = dict(data.pop("encode_kwargs", None) or {})
+        if "prompt" in encode_kwargs and "prompt" not in query_kwargs:
+            _put(data, "query_prefix", encode_kwargs["prompt"], "encode_kwargs['prompt']")
+        for where, kwargs in (
+            ("query_encode_kwargs", query_kwargs),
+            ("encode_kwargs", encode_kwargs),
+        ):
+            for key, value in kwargs.items():
+                field = ENCODE_KWARGS.get(key)
+                if field is None:
+                    why = _ENCODE_REFUSED.get(key, f"lokal takes {', '.join(ENCODE_KWARGS)} there")
+                    msg = f"{where}[{key!r}] has no lokal equivalent: {why}"
+                    raise ValueError(msg)
+                if where == "query_encode_kwargs" and field == "document_prefix":
+                    field = "query_prefix"
+                elif field == "batch_size":
+                    field = cls.BATCH_FIELD
+                _put(data, field, value, f"{where}[{key!r}]")
+
+    @classmethod
+    def fields_of(cls, embedder: Embedder) -> dict[str, Any]:
+        """The field values that describe a core Embedder already built."""
+        r = embedder.resolved
+        return {
+            "model": str(r.path) if r.path is not None else r.name,
+            "backend": r.backend,
+            "query_prefix": embedder.profile.query_prefix,
+            "document_prefix": embedder.profile.document_prefix,
+            "truncation": embedder.truncation,
+            "normalize": embedder.normalize,
+            "dimensions": embedder.dimensions,
+            "force_dimensions": embedder.dimensions is not None,
+            "trust_remote_code": embedder.trust_remote_code,
+            cls.BATCH_FIELD: embedder.batch_size,
+        }
 
     def make_embedder(self, batch_size: int, context: Any = None) -> Embedder:
         """The core Embedder these settings describe (or the one handed over in the
@@ -78,6 +215,7 @@ class EmbedderSettings(BaseModel):
             force_dimensions=self.force_dimensions,
             batch_size=batch_size,
             device=self.device,
+            trust_remote_code=self.trust_remote_code,
             n_gpu_layers=self.n_gpu_layers,
             n_threads=self.n_threads,
             profile=self.profile,
@@ -85,8 +223,10 @@ class EmbedderSettings(BaseModel):
         )
 
 
-class RerankerSettings(BaseModel):
-    """The settings of a local cross-encoder, as pydantic fields (see :class:`lokal.Reranker`)."""
+class RerankerSettings(FrameworkNames):
+    """The settings of a local cross-encoder, as pydantic fields (see :class:`lokal.Reranker`).
+    ``model_name`` (HuggingFaceCrossEncoder's name) is an alias of ``model``; ``model_kwargs``
+    takes :data:`MODEL_KWARGS`."""
 
     model: str = Field(
         description="A cross-encoder directory, a packed .gguf, a name in lokal's model "
@@ -98,6 +238,7 @@ class RerankerSettings(BaseModel):
     )
     batch_size: int = Field(32, gt=0, description="Pairs per forward pass / sequences per decode.")
     device: str | None = Field(None, description='torch device, e.g. "cpu", "cuda", "mps".')
+    trust_remote_code: bool = Field(False, description=TRUST_REMOTE_CODE)
     n_gpu_layers: int = Field(0, ge=0, description="Layers offloaded to a GPU (llama.cpp).")
     n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
     profile: dict[str, Any] | None = Field(
@@ -112,6 +253,7 @@ class RerankerSettings(BaseModel):
             truncation=cast(TruncationPolicy, self.truncation),
             batch_size=self.batch_size,
             device=self.device,
+            trust_remote_code=self.trust_remote_code,
             n_gpu_layers=self.n_gpu_layers,
             n_threads=self.n_threads,
             profile=self.profile,

@@ -50,7 +50,8 @@ def agent_run(config_path: Path) -> None:
     Example:
       lokal agent run --config /etc/lokal/agent.toml
     """
-    from lokal.agent.daemon import Agent
+    with friendly_errors():  # without lokal[agent]: which extra, not an ImportError
+        from lokal.agent.daemon import Agent
 
     cfg = _load_config(config_path)
     root = logging.getLogger()

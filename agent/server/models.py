@@ -13,9 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from lokal import gguf
+from lokal import catalog, gguf
 from lokal.errors import (
     LokalError,
+    ModelNotFound,
     ProfileError,
 )
 
@@ -46,8 +47,16 @@ class Served:
         return self.names[0]
 
     def matches(self, requested: str) -> bool:
-        wanted = bare_name(requested).casefold()
-        return any(wanted == bare_name(n).casefold() for n in self.names)
+        """``requested`` is one of this model's names, or Ollama's name for it
+        (``all-minilm`` for all-MiniLM-L6-v2: :func:`lokal.catalog.ollama_hub_id`)."""
+        wanted = {bare_name(requested).casefold()}
+        try:
+            hub_id = catalog.ollama_hub_id(requested)
+        except ModelNotFound:  # an Ollama name with a tag Ollama does not have
+            hub_id = None
+        if hub_id is not None:
+            wanted |= {hub_id.casefold(), hub_id.rsplit("/", 1)[-1].casefold()}
+        return any(bare_name(n).casefold() in wanted for n in self.names)
 
     def check_dimensions(self, dimensions: int, force: bool) -> int | None:
         """The output size to slice to (None: the native size), by the core's rule."""

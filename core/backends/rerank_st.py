@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lokal.errors import MissingDependency, ModelLoadError, ModelNotFound
+from lokal.loading import load_error
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class CrossEncoderBackend:
         local: bool,
         device: str | None = None,
         batch_size: int = 32,
+        trust_remote_code: bool = False,
     ) -> None:
         try:
             import torch
@@ -42,13 +44,18 @@ class CrossEncoderBackend:
                 extra="st", feature="the sentence-transformers reranker backend"
             ) from exc
         try:
-            self._model = CrossEncoder(str(location), device=device, local_files_only=local)
+            self._model = CrossEncoder(
+                str(location),
+                device=device,
+                local_files_only=local,
+                trust_remote_code=trust_remote_code,
+            )
         except OSError as exc:
             msg = f"cannot load cross-encoder from {location}: {exc}"
             raise (ModelNotFound(msg) if not local else ModelLoadError(msg)) from exc
         except (ValueError, RuntimeError, KeyError) as exc:
-            msg = f"cannot load cross-encoder from {location}: {exc}"
-            raise ModelLoadError(msg) from exc
+            error = load_error("Reranker", location, exc, trust_remote_code)
+            raise error from exc
         if self._model.num_labels != 1:
             msg = f"{location} has {self._model.num_labels} labels; a reranker has one"
             raise ModelLoadError(msg)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lokal.errors import MissingDependency, ModelLoadError, ModelNotFound
+from lokal.loading import load_error
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,13 @@ class SentenceTransformersBackend:
     contexts = 1
 
     def __init__(
-        self, location: str | Path, *, local: bool, device: str | None = None, batch_size: int = 32
+        self,
+        location: str | Path,
+        *,
+        local: bool,
+        device: str | None = None,
+        batch_size: int = 32,
+        trust_remote_code: bool = False,
     ) -> None:
         try:
             from sentence_transformers import SentenceTransformer
@@ -34,13 +41,18 @@ class SentenceTransformersBackend:
                 extra="st", feature="the sentence-transformers backend"
             ) from exc
         try:
-            self._model = SentenceTransformer(str(location), device=device, local_files_only=local)
+            self._model = SentenceTransformer(
+                str(location),
+                device=device,
+                local_files_only=local,
+                trust_remote_code=trust_remote_code,
+            )
         except OSError as exc:
             msg = f"cannot load sentence-transformers model from {location}: {exc}"
             raise (ModelNotFound(msg) if not local else ModelLoadError(msg)) from exc
         except (ValueError, RuntimeError, KeyError) as exc:
-            msg = f"cannot load sentence-transformers model from {location}: {exc}"
-            raise ModelLoadError(msg) from exc
+            error = load_error("Embedder", location, exc, trust_remote_code)
+            raise error from exc
         self._tokenizer: Any = self._model.tokenizer
         # One lock for the model and its tokenizer: HF fast tokenizers are not re-entrant
         # ("Already borrowed") and max_seq_length is model state.

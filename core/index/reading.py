@@ -26,7 +26,7 @@ from lokal.index.filters import compile_filter
 from lokal.index.records import RECORD_COLUMNS, DocumentRecord, Record, record
 
 if TYPE_CHECKING:
-    from typing import Self  # 3.11+; annotations only
+    from typing_extensions import Self  # typing.Self is 3.11+; annotations only
 
 # Every index object alive in this process (weak), for open_indexes().
 _INSTANCES: weakref.WeakSet[Reading] = weakref.WeakSet()

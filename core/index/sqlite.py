@@ -98,7 +98,7 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> Any:
     try:
         import sqlite_vec
     except ImportError as exc:
-        raise MissingDependency(extra="index", feature="lokal's index (sqlite-vec)") from exc
+        raise MissingDependency(feature="lokal's index", package="sqlite-vec>=0.1.9") from exc
     module = sqlite_module(path)
     if readonly:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
