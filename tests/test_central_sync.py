@@ -94,6 +94,63 @@ def test_first_sync_then_incremental_with_deletes(tmp_path: Path, pg_dsn: str) -
     ix.close()
 
 
+def test_every_column_arrives_exactly_as_the_index_holds_it(tmp_path: Path, pg_dsn: str) -> None:
+    """The sync encodes PostgreSQL's binary COPY itself (lokal.central.wire): text beyond ASCII,
+    NULL positions, line numbers and token counts, nested metadata and the float32 vectors bit
+    for bit, for the owner (COPY straight into the table) and a site's role (through a
+    temporary table, under row security); the generated tsvector is there to search."""
+    v = vecs(3, 7)
+    v[1] = np.nextafter(v[1], np.float32(2))  # values float32 holds but a decimal text may not
+    chunks = [
+        Chunk("Pumpe zurücksetzen: 再起動 🚒 \\ \t tab", ordinal=0, metadata={"ä": ["ß", 1.5]}),
+        Chunk(
+            "plain pump manual",
+            ordinal=1,
+            char_start=10,
+            char_end=27,
+            line_start=3,
+            line_end=4,
+            tokens=5,
+            metadata={"nested": {"deep": [None, True, -(2**40)]}, "site_note": "x"},
+        ),
+        Chunk("", ordinal=2),
+    ]
+    with psycopg.connect(pg_dsn) as admin:
+        schema.migrate(admin, "lokal", IDENTITY)
+        role, password = schema.add_site(admin, "lokal", "b")
+    for site, url, name in (("a", pg_dsn, "a.db"), ("b", as_role(pg_dsn, role), "b.db")):
+        with Index.create(tmp_path / name, IDENTITY) as ix:
+            ix.replace_document("/docs/é.txt", chunks, v)
+            sync(ix, url, site, password=None if site == "a" else password)
+            want = {c.chunk_id: c for c in ix.changes(0, 100)}
+        with psycopg.connect(pg_dsn) as conn:
+            rows = conn.execute(
+                "SELECT chunk_id, path, ordinal, text, char_start, char_end, line_start, "
+                "line_end, tokens, metadata, embedding::real[] FROM lokal.chunks WHERE site = %s",
+                (site,),
+            ).fetchall()
+            found = conn.execute(
+                "SELECT chunk_id FROM lokal.chunks WHERE site = %s AND tsv @@ "
+                "plainto_tsquery('english', 'pump manual')",
+                (site,),
+            ).fetchall()
+        assert len(rows) == 3 and found == [("/docs/é.txt#1",)]
+        for r in rows:
+            c = want[r[0]]
+            assert r[1:9] == (
+                c.document,
+                c.ordinal,
+                c.text,
+                c.char_start,
+                c.char_end,
+                c.line_start,
+                c.line_end,
+                c.tokens,
+            )
+            assert r[9] == c.metadata
+            assert np.array_equal(np.array(r[10], dtype=np.float32), c.vector)
+
+
 def as_role(dsn: str, role: str) -> str:
     assert dsn.startswith("postgresql://postgres:@/")
     return dsn.replace("postgresql://postgres:@/", f"postgresql://{role}@/", 1)

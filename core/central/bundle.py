@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from lokal.central import schema
+from lokal.central.applying import apply_changes
 from lokal.central.connect import connect, one_line, psycopg_module, register_vector
-from lokal.central.sync import apply_changes, read_state, register_site
+from lokal.central.sync import read_state, register_site
 from lokal.errors import BundleError, CentralError, CentralUnreachable
 from lokal.identity import ModelIdentity
 from lokal.index import feed, sqlite
