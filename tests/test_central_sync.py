@@ -456,6 +456,79 @@ def test_a_bundle_from_a_restored_copy_is_a_new_generation(tmp_path: Path, pg_ds
     assert apply_bundle(tmp_path / "1.lokalbundle", pg_dsn).status == "obsolete"
 
 
+def _site_state(dsn: str, site: str) -> tuple[Any, ...] | None:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT generation, applied_seq, (SELECT count(*) FROM lokal.chunks WHERE site = %s) "
+            "FROM lokal.sites WHERE site = %s",
+            (site, site),
+        ).fetchone()
+
+
+def test_a_bundle_whose_header_is_edited_is_refused(tmp_path: Path, pg_dsn: str) -> None:
+    """The digest covers the header too: a bundle of site a relabelled as site b (or as any
+    other range) is refused, applied or not, and nothing of it reaches the centre."""
+    import sqlite3
+
+    from lokal.central.bundle import apply_bundle, read_info, write_bundle
+
+    ix = make_index(tmp_path / "a.db", 20)
+    write_bundle(ix, tmp_path / "1.lokalbundle", "a")
+    ix.close()
+
+    def edited(name: str, key: str, value: object) -> Path:
+        out = tmp_path / f"{name}.lokalbundle"
+        out.write_bytes((tmp_path / "1.lokalbundle").read_bytes())
+        with sqlite3.connect(out) as conn:
+            conn.execute("UPDATE header SET value = ? WHERE key = ?", (json.dumps(value), key))
+        conn.close()
+        return out
+
+    for path in (edited("to-b", "site", "b"), edited("later", "number", 7)):
+        with pytest.raises(BundleError, match="do not match their checksum"):
+            read_info(path)
+        with pytest.raises(BundleError, match="do not match their checksum"):
+            apply_bundle(path, pg_dsn)
+    assert _site_state(pg_dsn, "b") in (None, (None, 0, 0))
+    assert apply_bundle(tmp_path / "1.lokalbundle", pg_dsn).status == "applied"
+    with pytest.raises(BundleError, match="do not match their checksum"):  # even a no-op
+        apply_bundle(edited("again", "created_at", 0.0), pg_dsn)
+
+
+def test_a_bundle_changed_while_it_is_applied_is_not_applied_partly(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Applying hashes the rows it applies, from one read of the file: bytes changed on disk
+    after the header was read (here: as the first row is applied) end in BundleError and a
+    rolled-back transaction, not in the changed rows at the centre."""
+    from lokal.central import bundle
+
+    ix = make_index(tmp_path / "a.db", 30)
+    path = tmp_path / "1.lokalbundle"
+    bundle.write_bundle(ix, path, "a")
+    ix.close()
+    original = path.read_bytes()
+    needle = b"doc 20 chunk 9 seed 0"
+    assert original.count(needle) == 1
+    real = bundle.apply_changes
+
+    def tamper_then_apply(*args: Any, **kwargs: Any) -> int:
+        with open(path, "r+b") as f:  # not through SQLite: its locks would not stop this
+            f.seek(original.index(needle))
+            f.write(b"XXX" + needle[3:])
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(bundle, "apply_changes", tamper_then_apply)
+        with pytest.raises(BundleError, match="damaged"):
+            bundle.apply_bundle(path, pg_dsn)
+    assert _site_state(pg_dsn, "a") == (None, 0, 0)  # registered, nothing applied
+    path.write_bytes(original)
+    assert bundle.apply_bundle(path, pg_dsn).status == "applied"
+    texts = {row[2] for row in central_rows(pg_dsn, "a").values()}
+    assert len(texts) == 30 and needle.decode() in texts
+
+
 def _run_sync_and_kill(args: list[str], rng: random.Random) -> int | None:
     """Start the real `lokal sync`, kill -9 it after a random number of its progress lines
     (0: before its first batch) and a random few milliseconds; None if it finished first."""

@@ -232,12 +232,12 @@ def _apply_bundles(
     password_file: Path | None,
     as_json: bool,
 ) -> None:
-    from lokal.central.bundle import apply_bundle, read_info
+    from lokal.central.bundle import apply_bundle, read_header
 
     results = []
     with _friendly_errors(), _warnings_to_stderr():
         password = _password(url, password_file)
-        infos = {path: read_info(path) for path in bundles}
+        infos = {path: read_header(path) for path in bundles}  # for their order: apply checks
         for path in sorted(bundles, key=lambda p: (infos[p].site, infos[p].number)):
             r = apply_bundle(path, url, schema_name=schema_name, password=password)
             results.append({"path": str(path), **r.to_dict()})
