@@ -495,6 +495,28 @@ def test_a_bundle_whose_header_is_edited_is_refused(tmp_path: Path, pg_dsn: str)
         apply_bundle(edited("again", "created_at", 0.0), pg_dsn)
 
 
+def test_a_format_1_bundle_still_applies_with_its_rows_checked(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bundles written before the digest covered the header (lokal-bundle/1: the rows' digest
+    alone) may still be on their way from a site: they apply, their rows checked."""
+    from lokal.central import bundle
+
+    ix = make_index(tmp_path / "a.db", 10)
+    with monkeypatch.context() as m:
+        m.setattr(bundle, "FORMAT", bundle.FORMAT_1)
+        bundle.write_bundle(ix, tmp_path / "old.lokalbundle", "a")
+    data = bytearray((tmp_path / "old.lokalbundle").read_bytes())
+    at = data.index(b"doc 0 chunk 3 seed 0")
+    data[at] = ord("X")
+    (tmp_path / "bad.lokalbundle").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="do not match their checksum"):
+        bundle.apply_bundle(tmp_path / "bad.lokalbundle", pg_dsn)
+    assert bundle.apply_bundle(tmp_path / "old.lokalbundle", pg_dsn).status == "applied"
+    assert_same(central_rows(pg_dsn, "a"), expected_rows(ix, "a"))
+    ix.close()
+
+
 def test_a_bundle_changed_while_it_is_applied_is_not_applied_partly(
     tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
