@@ -769,3 +769,60 @@ def test_a_rebuild_given_up_leaves_no_staged_rows(tmp_path: Path, pg_dsn: str) -
     assert_same(central_rows(pg_dsn), expected_rows(a, "s"))
     a.close()
     b.close()
+
+
+def _role_exists(dsn: str, role: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    return found is not None
+
+
+def test_remove_site_drops_its_role_or_says_why_it_stays(tmp_path: Path, pg_dsn: str) -> None:
+    """`lokal central remove-site` (the real CLI) deletes the site's rows and drops the role
+    lokal made for it; a role still needed elsewhere (rights in another collection) or given
+    with --role loses this collection's rights and stays, and the command says why."""
+    site = "retired-" + os.urandom(3).hex()  # roles are the server's: unique to this test
+    with psycopg.connect(pg_dsn) as admin:
+        schema.migrate(admin, "lokal", IDENTITY)
+        schema.migrate(admin, "other", IDENTITY)
+        role, password = schema.add_site(admin, "lokal", site)
+        kept, _ = schema.add_site(admin, "lokal", "kept-" + site[8:])
+        schema.add_site(admin, "other", "twin", role=kept)  # the same role, another collection
+        custom, _ = schema.add_site(admin, "lokal", "own-" + site[8:], role="own_" + site[8:])
+    with make_index(tmp_path / "a.db", 10) as ix:
+        sync(ix, as_role(pg_dsn, role), site, password=password)
+    env = {**os.environ, "PGPASSWORD": ""}
+
+    def remove(name: str) -> str:
+        proc = subprocess.run(
+            [LOKAL, "central", "remove-site", name, "--url", pg_dsn],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        return proc.stdout
+
+    assert remove(site) == f"site {site} removed (10 chunks deleted); its role {role} dropped\n"
+    assert not _role_exists(pg_dsn, role)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(as_role(pg_dsn, role), password=password).close()
+
+    out = remove("kept-" + site[8:])
+    assert f"its role {kept} kept: it still has rights or objects elsewhere" in out
+    assert _role_exists(pg_dsn, kept)
+    with psycopg.connect(pg_dsn) as conn:
+        rights = conn.execute(
+            "SELECT has_table_privilege(%s, 'lokal.chunks', 'INSERT'), "
+            "has_table_privilege(%s, 'other.chunks', 'INSERT')",
+            (kept, kept),
+        ).fetchone()
+    assert rights == (False, True)  # revoked here, kept for its other collection
+
+    out = remove("own-" + site[8:])
+    assert f"its role {custom} kept: it was given with --role" in out
+    assert _role_exists(pg_dsn, custom)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(f'DROP ROLE "{custom}"')  # what the note asks: nothing else holds it
+        conn.execute("DROP OWNED BY " + f'"{kept}"')
+        conn.execute(f'DROP ROLE "{kept}"')

@@ -376,7 +376,8 @@ def _with_user(url: str, user: str) -> str:
 @schema_option
 @password_option
 def central_remove_site(site: str, url: str, schema_name: str, password_file: Path | None) -> None:
-    """Retire SITE: delete its rows and registration (its role loses every right to write).
+    """Retire SITE: delete its rows and registration, and drop its role (kept, with the
+    reason, when something else still needs it; it can write nothing here either way).
 
     \b
     Examples:
@@ -389,10 +390,14 @@ def central_remove_site(site: str, url: str, schema_name: str, password_file: Pa
         password = _password(url, password_file)
         conn = connect(url, password=password, vector=False)
         try:
-            n = schema.remove_site(conn, schema_name, site)
+            removed = schema.remove_site(conn, schema_name, site)
         finally:
             conn.close()
-    click.echo(f"site {site} removed ({n} chunks deleted)")
+    role = ""
+    if removed.role:
+        fate = "dropped" if removed.role_dropped else f"kept: {removed.note}"
+        role = f"; its role {removed.role} {fate}"
+    click.echo(f"site {site} removed ({removed.chunks} chunks deleted){role}")
 
 
 @central.command("status")
