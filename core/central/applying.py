@@ -50,14 +50,17 @@ def apply_changes(
     *,
     fresh: bool = False,
     streams: Sequence[bytes] | None = None,
+    secured: bool | None = None,
 ) -> int:
     """Apply ``changes`` to ``table`` (``chunks`` or ``staging``) for ``site``, inside the
     caller's transaction; ``streams``: their slices' COPY streams, encoded ahead by
-    :func:`encode_slices` from the same changes. Returns how many changes."""
+    :func:`encode_slices` from the same changes; ``secured``: :func:`row_security` if the
+    caller knows it. Returns how many changes."""
     psycopg = psycopg_module()
     sql = schema.sql_module()
     target = sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(table))
-    secured = _row_security(cur, s, table)
+    if secured is None:
+        secured = row_security(cur, s, table)
     if secured:
         _temp_table(cur, s)
     n = 0
@@ -91,7 +94,7 @@ def _temp_table(cur: Any, s: str) -> None:
     )
 
 
-def _row_security(cur: Any, s: str, table: str) -> bool:
+def row_security(cur: Any, s: str, table: str) -> bool:
     """Whether row-level security applies to this role on ``table`` (a site's role: yes; the
     owner: no)."""
     cur.execute("SELECT row_security_active(%s::regclass)", (f"{s}.{table}",))

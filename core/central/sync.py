@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lokal.central import schema
-from lokal.central.applying import apply_changes, encode_slices
+from lokal.central.applying import apply_changes, encode_slices, row_security
 from lokal.central.connect import connect, one_line, psycopg_module
 from lokal.errors import CentralError, CentralUnreachable
 from lokal.index.feed import Change
@@ -386,6 +386,12 @@ def _send(
         changes = read(after)
         return changes, encode_slices(site, changes)
 
+    with conn.transaction(), conn.cursor() as cur:  # once for the run, not once a batch
+        # Not waiting for the WAL flush is safe: a server crash can lose only whole
+        # transactions (batches: rows and applied_seq together), which the next sync sends
+        # again. The connection is this sync's own.
+        cur.execute("SET synchronous_commit = off")
+        secured = row_security(cur, s, table)
     # the next batch is read from the index and encoded while PostgreSQL applies this one
     with ThreadPoolExecutor(1, thread_name_prefix="lokal-sync-read") as reader:
         changes, streams = read_ahead(after) if after < target else ([], [])
@@ -393,7 +399,16 @@ def _send(
             ahead = reader.submit(read_ahead, changes[-1].seq) if changes[-1].seq < target else None
             try:
                 sent += apply_batch(
-                    conn, s, site, table, generation, after, changes, fresh=fresh, streams=streams
+                    conn,
+                    s,
+                    site,
+                    table,
+                    generation,
+                    after,
+                    changes,
+                    fresh=fresh,
+                    streams=streams,
+                    secured=secured,
                 )
             except BaseException:
                 if ahead is not None:
@@ -428,6 +443,7 @@ def apply_batch(
     *,
     fresh: bool = False,
     streams: Sequence[bytes] | None = None,
+    secured: bool | None = None,
 ) -> int:
     """Apply one batch (the changes in ``(after, changes[-1].seq]``) in one transaction with
     the site's new sequence number, if the centre is where the batch starts or inside it.
@@ -438,9 +454,6 @@ def apply_batch(
     prefix = "pending_" if table == "staging" else "applied_"
     last = changes[-1]
     with conn.transaction(), conn.cursor() as cur:
-        # Not waiting for the WAL flush is safe here: a server crash can lose only whole
-        # batches, rows and applied_seq together, and the next sync sends them again.
-        cur.execute("SET LOCAL synchronous_commit = off")
         state = read_state(cur, s, site, lock=True)
         if state is None:
             raise _Moved
@@ -452,7 +465,16 @@ def apply_batch(
             return 0
         todo = [c for c in changes if c.seq > have_seq]
         whole = len(todo) == len(changes)  # else a part was applied: encode the rest again
-        apply_changes(cur, s, site, table, todo, fresh=fresh, streams=streams if whole else None)
+        apply_changes(
+            cur,
+            s,
+            site,
+            table,
+            todo,
+            fresh=fresh,
+            streams=streams if whole else None,
+            secured=secured,
+        )
         cur.execute(
             sql.SQL(
                 "UPDATE {}.sites SET {} = %s, {} = %s, synced_at = now() WHERE site = %s"
