@@ -278,3 +278,38 @@ def test_the_feed_costs_the_file_a_few_bytes_a_chunk(tmp_path: Path) -> None:
     without = size(2)
     assert size(3) > 1.05 * without  # the problem this measures
     assert size(schema.latest()) < 1.02 * without
+
+
+def test_the_feed_reads_every_vector_right_after_edits_and_compaction(
+    ix: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vectors come from sqlite-vec's storage directly (a few queries a page, not a lookup a
+    row): right after deletes, rewrites and a compaction that moves vectors between storage
+    chunks; and when that storage does not read as expected, the ordinary lookup is used."""
+    v = vecs(60)
+    ix.upsert([Chunk(str(i), id=str(i)) for i in range(60)], v)
+    ix.delete([str(i) for i in range(0, 60, 3)])
+    ix.upsert([Chunk(f"{i} again", id=str(i)) for i in range(1, 60, 6)], vecs(10, 1))
+    ix.compact(force=True)
+
+    def lookup(rowid: int) -> np.ndarray:
+        row = ix._conn.execute("SELECT embedding FROM chunks_vec WHERE rowid = ?", (rowid,))
+        return np.frombuffer(row.fetchone()[0], dtype=np.float32)
+
+    def check() -> None:
+        got = [c for c in ix.changes(0, 100) if c.op == "upsert"]
+        assert len(got) == 40
+        for c in got:
+            rowid = ix._conn.execute("SELECT id FROM chunks WHERE chunk_id = ?", (c.chunk_id,))
+            assert np.array_equal(c.vector, lookup(rowid.fetchone()[0])), c.chunk_id
+
+    check()
+    with monkeypatch.context() as m:  # storage laid out otherwise: its first row disagrees
+        m.setattr(
+            feed,
+            "_stored_vectors",
+            lambda conn, rowids, dim: {r: np.zeros(dim, np.float32) for r in rowids},
+        )
+        check()
+        m.setattr(feed, "_stored_vectors", lambda *a: {}.__getitem__(0))  # or fails to read
+        check()
