@@ -495,6 +495,21 @@ def test_a_bundle_whose_header_is_edited_is_refused(tmp_path: Path, pg_dsn: str)
         apply_bundle(edited("again", "created_at", 0.0), pg_dsn)
 
 
+def test_a_bundle_row_without_its_vector_is_a_damaged_bundle(tmp_path: Path, pg_dsn: str) -> None:
+    import sqlite3
+
+    from lokal.central.bundle import apply_bundle, write_bundle
+
+    with make_index(tmp_path / "a.db", 10) as ix:
+        write_bundle(ix, tmp_path / "1.lokalbundle", "a")
+    with sqlite3.connect(tmp_path / "1.lokalbundle") as conn:
+        conn.execute("UPDATE changes SET embedding = NULL WHERE seq = 5")
+    conn.close()
+    with pytest.raises(BundleError, match="damaged bundle: change 5 is neither an upsert"):
+        apply_bundle(tmp_path / "1.lokalbundle", pg_dsn)
+    assert _site_state(pg_dsn, "a") == (None, 0, 0)
+
+
 def test_a_format_1_bundle_still_applies_with_its_rows_checked(
     tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

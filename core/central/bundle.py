@@ -322,7 +322,7 @@ def _checked(
             n += 1
             if c.seq > after:
                 yield c
-    except sqlite.sqlite_module().DatabaseError as exc:
+    except (sqlite.sqlite_module().DatabaseError, ValueError) as exc:
         msg = f"{path}: damaged bundle: {exc}"
         raise BundleError(msg) from exc
     if n != info.count or _digest(header, h.hexdigest()) != info.sha256:
@@ -361,6 +361,9 @@ def _changes(conn: Any, dimension: int, after: int = 0) -> Iterator[Change]:
         (after,),
     )
     for r in rows:
+        if r[2] not in feed.OPS or (r[2] == "upsert") != (r[12] is not None):
+            msg = f"change {r[0]} is neither an upsert with a vector nor a tombstone"
+            raise ValueError(msg)
         vector = None if r[12] is None else np.frombuffer(r[12], dtype="<f4", count=dimension)
         yield Change(
             seq=r[0],
