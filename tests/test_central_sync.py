@@ -94,6 +94,63 @@ def test_first_sync_then_incremental_with_deletes(tmp_path: Path, pg_dsn: str) -
     ix.close()
 
 
+def test_every_column_arrives_exactly_as_the_index_holds_it(tmp_path: Path, pg_dsn: str) -> None:
+    """The sync encodes PostgreSQL's binary COPY itself (lokal.central.wire): text beyond ASCII,
+    NULL positions, line numbers and token counts, nested metadata and the float32 vectors bit
+    for bit, for the owner (COPY straight into the table) and a site's role (through a
+    temporary table, under row security); the generated tsvector is there to search."""
+    v = vecs(3, 7)
+    v[1] = np.nextafter(v[1], np.float32(2))  # values float32 holds but a decimal text may not
+    chunks = [
+        Chunk("Pumpe zurücksetzen: 再起動 🚒 \\ \t tab", ordinal=0, metadata={"ä": ["ß", 1.5]}),
+        Chunk(
+            "plain pump manual",
+            ordinal=1,
+            char_start=10,
+            char_end=27,
+            line_start=3,
+            line_end=4,
+            tokens=5,
+            metadata={"nested": {"deep": [None, True, -(2**40)]}, "site_note": "x"},
+        ),
+        Chunk("", ordinal=2),
+    ]
+    with psycopg.connect(pg_dsn) as admin:
+        schema.migrate(admin, "lokal", IDENTITY)
+        role, password = schema.add_site(admin, "lokal", "b")
+    for site, url, name in (("a", pg_dsn, "a.db"), ("b", as_role(pg_dsn, role), "b.db")):
+        with Index.create(tmp_path / name, IDENTITY) as ix:
+            ix.replace_document("/docs/é.txt", chunks, v)
+            sync(ix, url, site, password=None if site == "a" else password)
+            want = {c.chunk_id: c for c in ix.changes(0, 100)}
+        with psycopg.connect(pg_dsn) as conn:
+            rows = conn.execute(
+                "SELECT chunk_id, path, ordinal, text, char_start, char_end, line_start, "
+                "line_end, tokens, metadata, embedding::real[] FROM lokal.chunks WHERE site = %s",
+                (site,),
+            ).fetchall()
+            found = conn.execute(
+                "SELECT chunk_id FROM lokal.chunks WHERE site = %s AND tsv @@ "
+                "plainto_tsquery('english', 'pump manual')",
+                (site,),
+            ).fetchall()
+        assert len(rows) == 3 and found == [("/docs/é.txt#1",)]
+        for r in rows:
+            c = want[r[0]]
+            assert r[1:9] == (
+                c.document,
+                c.ordinal,
+                c.text,
+                c.char_start,
+                c.char_end,
+                c.line_start,
+                c.line_end,
+                c.tokens,
+            )
+            assert r[9] == c.metadata
+            assert np.array_equal(np.array(r[10], dtype=np.float32), c.vector)
+
+
 def as_role(dsn: str, role: str) -> str:
     assert dsn.startswith("postgresql://postgres:@/")
     return dsn.replace("postgresql://postgres:@/", f"postgresql://{role}@/", 1)
@@ -399,6 +456,116 @@ def test_a_bundle_from_a_restored_copy_is_a_new_generation(tmp_path: Path, pg_ds
     assert apply_bundle(tmp_path / "1.lokalbundle", pg_dsn).status == "obsolete"
 
 
+def _site_state(dsn: str, site: str) -> tuple[Any, ...] | None:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT generation, applied_seq, (SELECT count(*) FROM lokal.chunks WHERE site = %s) "
+            "FROM lokal.sites WHERE site = %s",
+            (site, site),
+        ).fetchone()
+
+
+def test_a_bundle_whose_header_is_edited_is_refused(tmp_path: Path, pg_dsn: str) -> None:
+    """The digest covers the header too: a bundle of site a relabelled as site b (or as any
+    other range) is refused, applied or not, and nothing of it reaches the centre."""
+    import sqlite3
+
+    from lokal.central.bundle import apply_bundle, read_info, write_bundle
+
+    ix = make_index(tmp_path / "a.db", 20)
+    write_bundle(ix, tmp_path / "1.lokalbundle", "a")
+    ix.close()
+
+    def edited(name: str, key: str, value: object) -> Path:
+        out = tmp_path / f"{name}.lokalbundle"
+        out.write_bytes((tmp_path / "1.lokalbundle").read_bytes())
+        with sqlite3.connect(out) as conn:
+            conn.execute("UPDATE header SET value = ? WHERE key = ?", (json.dumps(value), key))
+        conn.close()
+        return out
+
+    for path in (edited("to-b", "site", "b"), edited("later", "number", 7)):
+        with pytest.raises(BundleError, match="do not match their checksum"):
+            read_info(path)
+        with pytest.raises(BundleError, match="do not match their checksum"):
+            apply_bundle(path, pg_dsn)
+    assert _site_state(pg_dsn, "b") in (None, (None, 0, 0))
+    assert apply_bundle(tmp_path / "1.lokalbundle", pg_dsn).status == "applied"
+    with pytest.raises(BundleError, match="do not match their checksum"):  # even a no-op
+        apply_bundle(edited("again", "created_at", 0.0), pg_dsn)
+
+
+def test_a_bundle_row_without_its_vector_is_a_damaged_bundle(tmp_path: Path, pg_dsn: str) -> None:
+    import sqlite3
+
+    from lokal.central.bundle import apply_bundle, write_bundle
+
+    with make_index(tmp_path / "a.db", 10) as ix:
+        write_bundle(ix, tmp_path / "1.lokalbundle", "a")
+    with sqlite3.connect(tmp_path / "1.lokalbundle") as conn:
+        conn.execute("UPDATE changes SET embedding = NULL WHERE seq = 5")
+    conn.close()
+    with pytest.raises(BundleError, match="damaged bundle: change 5 is neither an upsert"):
+        apply_bundle(tmp_path / "1.lokalbundle", pg_dsn)
+    assert _site_state(pg_dsn, "a") == (None, 0, 0)
+
+
+def test_a_format_1_bundle_still_applies_with_its_rows_checked(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bundles written before the digest covered the header (lokal-bundle/1: the rows' digest
+    alone) may still be on their way from a site: they apply, their rows checked."""
+    from lokal.central import bundle
+
+    ix = make_index(tmp_path / "a.db", 10)
+    with monkeypatch.context() as m:
+        m.setattr(bundle, "FORMAT", bundle.FORMAT_1)
+        bundle.write_bundle(ix, tmp_path / "old.lokalbundle", "a")
+    data = bytearray((tmp_path / "old.lokalbundle").read_bytes())
+    at = data.index(b"doc 0 chunk 3 seed 0")
+    data[at] = ord("X")
+    (tmp_path / "bad.lokalbundle").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="do not match their checksum"):
+        bundle.apply_bundle(tmp_path / "bad.lokalbundle", pg_dsn)
+    assert bundle.apply_bundle(tmp_path / "old.lokalbundle", pg_dsn).status == "applied"
+    assert_same(central_rows(pg_dsn, "a"), expected_rows(ix, "a"))
+    ix.close()
+
+
+def test_a_bundle_changed_while_it_is_applied_is_not_applied_partly(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Applying hashes the rows it applies, from one read of the file: bytes changed on disk
+    after the header was read (here: as the first row is applied) end in BundleError and a
+    rolled-back transaction, not in the changed rows at the centre."""
+    from lokal.central import bundle
+
+    ix = make_index(tmp_path / "a.db", 30)
+    path = tmp_path / "1.lokalbundle"
+    bundle.write_bundle(ix, path, "a")
+    ix.close()
+    original = path.read_bytes()
+    needle = b"doc 20 chunk 9 seed 0"
+    assert original.count(needle) == 1
+    real = bundle.apply_changes
+
+    def tamper_then_apply(*args: Any, **kwargs: Any) -> int:
+        with open(path, "r+b") as f:  # not through SQLite: its locks would not stop this
+            f.seek(original.index(needle))
+            f.write(b"XXX" + needle[3:])
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(bundle, "apply_changes", tamper_then_apply)
+        with pytest.raises(BundleError, match="damaged"):
+            bundle.apply_bundle(path, pg_dsn)
+    assert _site_state(pg_dsn, "a") == (None, 0, 0)  # registered, nothing applied
+    path.write_bytes(original)
+    assert bundle.apply_bundle(path, pg_dsn).status == "applied"
+    texts = {row[2] for row in central_rows(pg_dsn, "a").values()}
+    assert len(texts) == 30 and needle.decode() in texts
+
+
 def _run_sync_and_kill(args: list[str], rng: random.Random) -> int | None:
     """Start the real `lokal sync`, kill -9 it after a random number of its progress lines
     (0: before its first batch) and a random few milliseconds; None if it finished first."""
@@ -617,3 +784,60 @@ def test_a_rebuild_given_up_leaves_no_staged_rows(tmp_path: Path, pg_dsn: str) -
     assert_same(central_rows(pg_dsn), expected_rows(a, "s"))
     a.close()
     b.close()
+
+
+def _role_exists(dsn: str, role: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    return found is not None
+
+
+def test_remove_site_drops_its_role_or_says_why_it_stays(tmp_path: Path, pg_dsn: str) -> None:
+    """`lokal central remove-site` (the real CLI) deletes the site's rows and drops the role
+    lokal made for it; a role still needed elsewhere (rights in another collection) or given
+    with --role loses this collection's rights and stays, and the command says why."""
+    site = "retired-" + os.urandom(3).hex()  # roles are the server's: unique to this test
+    with psycopg.connect(pg_dsn) as admin:
+        schema.migrate(admin, "lokal", IDENTITY)
+        schema.migrate(admin, "other", IDENTITY)
+        role, password = schema.add_site(admin, "lokal", site)
+        kept, _ = schema.add_site(admin, "lokal", "kept-" + site[8:])
+        schema.add_site(admin, "other", "twin", role=kept)  # the same role, another collection
+        custom, _ = schema.add_site(admin, "lokal", "own-" + site[8:], role="own_" + site[8:])
+    with make_index(tmp_path / "a.db", 10) as ix:
+        sync(ix, as_role(pg_dsn, role), site, password=password)
+    env = {**os.environ, "PGPASSWORD": ""}
+
+    def remove(name: str) -> str:
+        proc = subprocess.run(
+            [LOKAL, "central", "remove-site", name, "--url", pg_dsn],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        return proc.stdout
+
+    assert remove(site) == f"site {site} removed (10 chunks deleted); its role {role} dropped\n"
+    assert not _role_exists(pg_dsn, role)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(as_role(pg_dsn, role), password=password).close()
+
+    out = remove("kept-" + site[8:])
+    assert f"its role {kept} kept: it still has rights or objects elsewhere" in out
+    assert _role_exists(pg_dsn, kept)
+    with psycopg.connect(pg_dsn) as conn:
+        rights = conn.execute(
+            "SELECT has_table_privilege(%s, 'lokal.chunks', 'INSERT'), "
+            "has_table_privilege(%s, 'other.chunks', 'INSERT')",
+            (kept, kept),
+        ).fetchone()
+    assert rights == (False, True)  # revoked here, kept for its other collection
+
+    out = remove("own-" + site[8:])
+    assert f"its role {custom} kept: it was given with --role" in out
+    assert _role_exists(pg_dsn, custom)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(f'DROP ROLE "{custom}"')  # what the note asks: nothing else holds it
+        conn.execute("DROP OWNED BY " + f'"{kept}"')
+        conn.execute(f'DROP ROLE "{kept}"')

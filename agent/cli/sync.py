@@ -232,12 +232,12 @@ def _apply_bundles(
     password_file: Path | None,
     as_json: bool,
 ) -> None:
-    from lokal.central.bundle import apply_bundle, read_info
+    from lokal.central.bundle import apply_bundle, read_header
 
     results = []
     with _friendly_errors(), _warnings_to_stderr():
         password = _password(url, password_file)
-        infos = {path: read_info(path) for path in bundles}
+        infos = {path: read_header(path) for path in bundles}  # for their order: apply checks
         for path in sorted(bundles, key=lambda p: (infos[p].site, infos[p].number)):
             r = apply_bundle(path, url, schema_name=schema_name, password=password)
             results.append({"path": str(path), **r.to_dict()})
@@ -376,7 +376,8 @@ def _with_user(url: str, user: str) -> str:
 @schema_option
 @password_option
 def central_remove_site(site: str, url: str, schema_name: str, password_file: Path | None) -> None:
-    """Retire SITE: delete its rows and registration (its role loses every right to write).
+    """Retire SITE: delete its rows and registration, and drop its role (kept, with the
+    reason, when something else still needs it; it can write nothing here either way).
 
     \b
     Examples:
@@ -389,10 +390,14 @@ def central_remove_site(site: str, url: str, schema_name: str, password_file: Pa
         password = _password(url, password_file)
         conn = connect(url, password=password, vector=False)
         try:
-            n = schema.remove_site(conn, schema_name, site)
+            removed = schema.remove_site(conn, schema_name, site)
         finally:
             conn.close()
-    click.echo(f"site {site} removed ({n} chunks deleted)")
+    role = ""
+    if removed.role:
+        fate = "dropped" if removed.role_dropped else f"kept: {removed.note}"
+        role = f"; its role {removed.role} {fate}"
+    click.echo(f"site {site} removed ({removed.chunks} chunks deleted){role}")
 
 
 @central.command("status")

@@ -6,8 +6,14 @@ in one transaction. A bundle is a SQLite file:
 
 - ``header(key, value)``: format, site, generation, the sequence range ``(after, last]``,
   ``replace`` (a whole generation: the site's rows are replaced), the bundle's number, the
-  model identity, the row count and the SHA-256 of the rows;
+  model identity, the row count and a SHA-256 covering every other header row and the rows
+  (format 2; format 1 bundles, from before, covered the rows only);
 - ``changes``: one row per change, its vector as float32 bytes.
+
+Applying reads the bundle once, in one read transaction, and hashes exactly the rows it
+applies: a bundle whose header or rows do not match its digest (damaged, edited, or changed
+while it is applied) is refused and its PostgreSQL transaction rolled back, so nothing of it
+is applied.
 
 The box remembers what it bundled last in a JSON state file beside the index
 (``INDEX.bundles.json``, one entry per site). Applying checks the centre's ``sites`` row:
@@ -17,6 +23,7 @@ naming the missing sequence range.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from lokal.central import schema
+from lokal.central.applying import apply_changes
 from lokal.central.connect import connect, one_line, psycopg_module, register_vector
-from lokal.central.sync import apply_changes, read_state, register_site
+from lokal.central.sync import read_state, register_site
 from lokal.errors import BundleError, CentralError, CentralUnreachable
 from lokal.identity import ModelIdentity
 from lokal.index import feed, sqlite
@@ -40,7 +48,9 @@ from lokal.index.store import FILE_MODE
 
 log = logging.getLogger(__name__)
 
-FORMAT = "lokal-bundle/1"
+FORMAT = "lokal-bundle/2"
+#: bundles written before the digest covered the header: still applied, rows checked
+FORMAT_1 = "lokal-bundle/1"
 SUFFIX = ".lokalbundle"
 _PAGE = 1000
 _FIELDS = (
@@ -107,6 +117,15 @@ def _row_digest(h: Any, c: Change) -> None:
     h.update(json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode())
     if c.vector is not None:
         h.update(np.asarray(c.vector, dtype="<f4").tobytes())
+
+
+def _digest(header: dict[str, str], rows_digest: str) -> str:
+    """The bundle's SHA-256: every header row but the digest, as stored, then the rows'."""
+    if header.get("format") == FORMAT_1:
+        return rows_digest
+    rows = sorted((k, v) for k, v in header.items() if k != "sha256")
+    canonical = json.dumps(rows, ensure_ascii=False).encode()
+    return hashlib.sha256(canonical + b"\n" + rows_digest.encode()).hexdigest()
 
 
 # ---- writing (on the box) ------------------------------------------------------------------
@@ -188,10 +207,12 @@ def write_bundle(
             number=number,
             identity=index.identity.to_dict(),
             count=count,
-            sha256=h.hexdigest(),
+            sha256="",
             created_at=time.time(),
         )
         header = {"format": FORMAT, **{k: json.dumps(v) for k, v in asdict(info).items()}}
+        info = dataclasses.replace(info, sha256=_digest(header, h.hexdigest()))
+        header["sha256"] = json.dumps(info.sha256)
         conn.executemany("INSERT INTO header VALUES (?, ?)", header.items())
         conn.execute("COMMIT")
     except BaseException:
@@ -269,32 +290,67 @@ def _open(path: Path) -> Any:
     return conn
 
 
-def read_info(path: Path) -> BundleInfo:
-    """The bundle's header, after checking its rows against their SHA-256."""
-    conn = _open(path)
+def _header(conn: Any, path: Path) -> tuple[BundleInfo, dict[str, str]]:
+    """The header as stored and as a :class:`BundleInfo`, not yet checked against the digest."""
     try:
-        header = dict(conn.execute("SELECT key, value FROM header").fetchall())
-        if header.get("format") != FORMAT:
+        header = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM header")}
+        if header.get("format") not in (FORMAT, FORMAT_1):
             msg = f"{path}: not a {FORMAT} bundle (format {header.get('format')!r})"
             raise BundleError(msg)
-        fields = {k: json.loads(v) for k, v in header.items() if k != "format"}
-        info = BundleInfo(**fields)
-        h = hashlib.sha256()
-        n = 0
-        for c in _changes(conn, int(info.identity["dimension"])):
-            _row_digest(h, c)
-            n += 1
+        info = BundleInfo(**{k: json.loads(v) for k, v in header.items() if k != "format"})
+        int(info.identity["dimension"])
     except (ValueError, TypeError, KeyError) as exc:
         msg = f"{path}: damaged bundle header: {exc}"
         raise BundleError(msg) from exc
     except sqlite.sqlite_module().DatabaseError as exc:
         msg = f"{path}: damaged bundle: {exc}"
         raise BundleError(msg) from exc
+    return info, header
+
+
+def _checked(
+    conn: Any, path: Path, info: BundleInfo, header: dict[str, str], after: int = 0
+) -> Iterator[Change]:
+    """The bundle's changes after ``after``, every row (those skipped too) hashed as it is
+    read; once the last is read, :class:`BundleError` unless rows and header match the
+    digest. A caller that applies them inside a transaction lets the error roll it back."""
+    h = hashlib.sha256()
+    n = 0
+    try:
+        for c in _changes(conn, int(info.identity["dimension"])):
+            _row_digest(h, c)
+            n += 1
+            if c.seq > after:
+                yield c
+    except (sqlite.sqlite_module().DatabaseError, ValueError) as exc:
+        msg = f"{path}: damaged bundle: {exc}"
+        raise BundleError(msg) from exc
+    if n != info.count or _digest(header, h.hexdigest()) != info.sha256:
+        msg = f"{path}: damaged bundle: its header or rows do not match their checksum"
+        raise BundleError(msg)
+    if header.get("format") == FORMAT_1:
+        log.warning("%s: a %s bundle: its header is not covered by its checksum", path, FORMAT_1)
+
+
+def read_header(path: Path) -> BundleInfo:
+    """The bundle's header, unchecked (for ordering bundles: :func:`apply_bundle` checks)."""
+    conn = _open(path)
+    try:
+        return _header(conn, path)[0]
     finally:
         conn.close()
-    if n != info.count or h.hexdigest() != info.sha256:
-        msg = f"{path}: damaged bundle: its rows do not match their checksum"
-        raise BundleError(msg)
+
+
+def read_info(path: Path) -> BundleInfo:
+    """The bundle's header, after checking it and its rows against their SHA-256."""
+    conn = _open(path)
+    try:
+        conn.execute("BEGIN")
+        info, header = _header(conn, path)
+        for _ in _checked(conn, path, info, header):
+            pass
+    finally:
+        conn.close()
     return info
 
 
@@ -305,6 +361,9 @@ def _changes(conn: Any, dimension: int, after: int = 0) -> Iterator[Change]:
         (after,),
     )
     for r in rows:
+        if r[2] not in feed.OPS or (r[2] == "upsert") != (r[12] is not None):
+            msg = f"change {r[0]} is neither an upsert with a vector nor a tombstone"
+            raise ValueError(msg)
         vector = None if r[12] is None else np.frombuffer(r[12], dtype="<f4", count=dimension)
         yield Change(
             seq=r[0],
@@ -330,21 +389,50 @@ def apply_bundle(
     schema_name: str = schema.DEFAULT_SCHEMA,
     password: str | None = None,
 ) -> ApplyResult:
-    """Apply a bundle to the central store, in one transaction."""
-    info = read_info(path)
-    identity = ModelIdentity.from_dict(info.identity)
+    """Apply a bundle to the central store, in one transaction, from one read of the bundle
+    (one read transaction): what is applied is what was checked against its digest."""
+    source = _open(path)
+    try:
+        source.execute("BEGIN")
+        info, header = _header(source, path)
+        bundle = _Bundle(source, path, info, header)
+        return _connect_and_apply(bundle, url, schema_name, password)
+    finally:
+        source.close()
+
+
+@dataclass(frozen=True)
+class _Bundle:
+    conn: Any
+    path: Path
+    info: BundleInfo
+    header: dict[str, str]
+
+    def changes(self, after: int = 0) -> Iterator[Change]:
+        return _checked(self.conn, self.path, self.info, self.header, after)
+
+    def check(self) -> None:
+        for _ in self.changes():
+            pass
+
+
+def _connect_and_apply(
+    bundle: _Bundle, url: str, schema_name: str, password: str | None
+) -> ApplyResult:
+    try:
+        identity = ModelIdentity.from_dict(bundle.info.identity)
+    except (ValueError, TypeError, KeyError) as exc:
+        bundle.check()  # a damaged header says so first
+        msg = f"{bundle.path}: the bundle's model identity is not one: {exc}"
+        raise BundleError(msg) from exc
     psycopg = psycopg_module()
     conn = connect(url, password=password, vector=False)
     try:
         s = schema_name
         schema.migrate(conn, s, identity)
         register_vector(conn)
-        register_site(conn, s, info.site, identity)
-        source = _open(path)
-        try:
-            return _apply(conn, source, s, info, identity.dimension)
-        finally:
-            source.close()
+        register_site(conn, s, bundle.info.site, identity)
+        return _apply(conn, bundle, s)
     except psycopg.OperationalError as exc:
         msg = f"the connection to the central store was lost: {one_line(exc)}"
         raise CentralUnreachable(msg) from exc
@@ -355,16 +443,22 @@ def apply_bundle(
         conn.close()
 
 
-def _apply(conn: Any, source: Any, s: str, info: BundleInfo, dimension: int) -> ApplyResult:
+def _apply(conn: Any, bundle: _Bundle, s: str) -> ApplyResult:
     sql = schema.sql_module()
     q = sql.Identifier(s)
+    info = bundle.info
     site = info.site
     with conn.transaction(), conn.cursor() as cur:
         state = read_state(cur, s, site, lock=True)
         assert state is not None
+        same = state.generation == info.generation
+        obsolete = info.generation in state.retired
+        done = same and state.applied_seq >= info.last
+        gap = (not info.replace and not same) or (same and state.applied_seq < info.after)
+        if obsolete or done or gap:
+            bundle.check()  # not applied, but refused all the same when damaged or edited
         if info.generation in state.retired:
             return ApplyResult("obsolete", 0, info)
-        same = state.generation == info.generation
         if same and state.applied_seq >= info.last:
             return ApplyResult("already applied", 0, info)
         if not info.replace and not same:
@@ -383,13 +477,12 @@ def _apply(conn: Any, source: Any, s: str, info: BundleInfo, dimension: int) -> 
             )
             raise BundleError(msg)
         retired = list(state.retired)
+        # the rows are checked as they are applied: a mismatch rolls this transaction back
         if same:
-            applied = apply_changes(
-                cur, s, site, "chunks", _changes(source, dimension, state.applied_seq)
-            )
+            applied = apply_changes(cur, s, site, "chunks", bundle.changes(state.applied_seq))
         else:  # a whole generation replaces the site's rows
             cur.execute(sql.SQL("DELETE FROM {}.chunks WHERE site = %s").format(q), (site,))
-            applied = apply_changes(cur, s, site, "chunks", _changes(source, dimension), fresh=True)
+            applied = apply_changes(cur, s, site, "chunks", bundle.changes(), fresh=True)
             if state.generation and state.generation not in retired:
                 retired.append(state.generation)
         cur.execute(

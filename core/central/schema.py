@@ -458,21 +458,65 @@ def site_roles(conn: Any, s: str) -> list[str]:
         return [r[0] for r in cur.fetchall()]
 
 
-def remove_site(conn: Any, s: str, site: str) -> int:
-    """Retire ``site``: delete its rows and its registration (its role keeps no rights on
-    rows of other sites; drop it with DROP ROLE once no collection names it). Returns the
-    number of chunks removed."""
+@dataclass(frozen=True)
+class RemovedSite:
+    """What :func:`remove_site` did: chunks deleted, and the site's role and its fate."""
+
+    chunks: int
+    role: str | None
+    role_dropped: bool
+    note: str = ""
+
+
+def remove_site(conn: Any, s: str, site: str) -> RemovedSite:
+    """Retire ``site``: delete its rows and its registration, and its role with them when no
+    other site of the collection names it: this collection's rights are revoked, then the
+    role is dropped if lokal named it (``<s>_site_<site>``) and nothing else needs it (rights
+    in another collection or database, objects it owns). Otherwise the role stays, and
+    :attr:`RemovedSite.note` says why; it can no longer write anything here either way
+    (row security finds no site of its own)."""
     check_schema_name(s)
     sql = sql_module()
     q = sql.Identifier(s)
     with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT db_role FROM {}.sites WHERE site = %s").format(q), (site,))
+        row = cur.fetchone()
+        if row is None:
+            msg = f"no site {site!r} in the central collection {s!r}"
+            raise CentralError(msg)
+        role = row[0]
         n = 0
         if table_exists(cur, s, "chunks"):
             cur.execute(sql.SQL("DELETE FROM {}.chunks WHERE site = %s").format(q), (site,))
             n = cur.rowcount
             cur.execute(sql.SQL("DELETE FROM {}.staging WHERE site = %s").format(q), (site,))
         cur.execute(sql.SQL("DELETE FROM {}.sites WHERE site = %s").format(q), (site,))
-        if cur.rowcount == 0:
-            msg = f"no site {site!r} in the central collection {s!r}"
-            raise CentralError(msg)
-    return n
+        if role is None:
+            return RemovedSite(n, None, False)
+        dropped, note = _retire_role(cur, s, role, site)
+    return RemovedSite(n, role, dropped, note)
+
+
+def _retire_role(cur: Any, s: str, role: str, site: str) -> tuple[bool, str]:
+    """Revoke this collection's rights from ``role`` and drop it if it is lokal's own and
+    nothing else needs it. Returns (dropped, why not)."""
+    psycopg = _psycopg()
+    sql = sql_module()
+    q, r = sql.Identifier(s), sql.Identifier(role)
+    cur.execute(sql.SQL("SELECT count(*) FROM {}.sites WHERE db_role = %s").format(q), (role,))
+    if cur.fetchone()[0]:
+        return False, "other sites of this collection use it"
+    cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(q, r))
+    cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(q, r))
+    if role != site_role(s, site):
+        return False, f"it was given with --role: its rights here are revoked; DROP ROLE {role}"
+    try:
+        with cur.connection.transaction():  # a savepoint: the site is removed either way
+            cur.execute(sql.SQL("DROP ROLE {}").format(r))
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        detail = one_line(exc.diag.message_detail or exc)
+        return False, f"it still has rights or objects elsewhere ({detail})"
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return False, f"this role may not drop it: {exc.diag.message_primary}"
+    log.info("role %s dropped with site %s", role, site)
+    return True, ""

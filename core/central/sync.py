@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from lokal.central import schema
+from lokal.central.applying import apply_changes, encode_slices, row_security
 from lokal.central.connect import connect, one_line, psycopg_module
 from lokal.errors import CentralError, CentralUnreachable
 from lokal.index.feed import Change
@@ -65,134 +66,7 @@ class _Moved(Exception):
     """The site's row is not where this run expected (another sync ran): decide again."""
 
 
-# ---- applying changes (shared with bundles) ---------------------------------------------------
-
-
-def _temp_table(cur: Any, s: str) -> None:
-    sql = schema.sql_module()
-    cur.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS lokal_incoming (LIKE {}.staging) ON COMMIT DELETE ROWS"
-        ).format(sql.Identifier(s))
-    )
-
-
-def _row_security(cur: Any, s: str, table: str) -> bool:
-    """Whether row-level security applies to this role on ``table`` (a site's role: yes; the
-    owner: no). PostgreSQL refuses COPY FROM into a table under row security."""
-    cur.execute("SELECT row_security_active(%s::regclass)", (f"{s}.{table}",))
-    return bool(cur.fetchone()[0])
-
-
-def _slices(changes: Iterable[Change], size: int) -> Iterator[list[Change]]:
-    batch: list[Change] = []
-    for c in changes:
-        batch.append(c)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def apply_changes(
-    cur: Any,
-    s: str,
-    site: str,
-    table: str,
-    changes: Iterable[Change],
-    *,
-    fresh: bool = False,
-) -> int:
-    """Apply ``changes`` to ``table`` (``chunks`` or ``staging``) for ``site``, inside the
-    caller's transaction, a slice at a time: the changed chunks' rows are deleted, then the
-    upserts are COPYed in (straight into the table for its owner; through a temporary table
-    and ``INSERT ... SELECT`` for a site's role, under row security). ``fresh``: the site had
-    no rows in ``table`` when this run began (a first fill): the upserts are COPYed without
-    deleting first, and only a slice that meets an existing row (a chunk changed during the
-    fill) goes the slow way. Returns how many changes."""
-    psycopg = psycopg_module()
-    sql = schema.sql_module()
-    target = sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(table))
-    secured = _row_security(cur, s, table)
-    if secured:
-        _temp_table(cur, s)
-    n = 0
-    for part in _slices(changes, 2000):
-        n += len(part)
-        upserts = [c for c in part if c.op == "upsert"]
-        gone = [c.chunk_id for c in part if c.op == "delete"]
-        if fresh and upserts:
-            if gone:
-                _delete(cur, target, site, gone)
-            try:
-                with cur.connection.transaction():  # a savepoint
-                    _insert(cur, s, target, site, upserts, secured)
-                continue
-            except psycopg.errors.UniqueViolation:
-                fresh = False  # rows exist after all: the careful way from here on
-                gone = []
-        _delete(cur, target, site, gone + [c.chunk_id for c in upserts])
-        if upserts:
-            _insert(cur, s, target, site, upserts, secured)
-    return n
-
-
-def _delete(cur: Any, target: Any, site: str, ids: list[str]) -> None:
-    if ids:
-        sql = schema.sql_module()
-        cur.execute(
-            sql.SQL("DELETE FROM {} WHERE site = %s AND chunk_id = ANY(%s)").format(target),
-            (site, ids),
-        )
-
-
-def _insert(
-    cur: Any, s: str, target: Any, site: str, upserts: Sequence[Change], secured: bool
-) -> None:
-    sql = schema.sql_module()
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in schema.COLUMNS)
-    into = sql.SQL("lokal_incoming") if secured else target
-    _copy(
-        cur, sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(into, columns), site, upserts
-    )
-    if secured:
-        cur.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM lokal_incoming").format(
-                target, columns, columns
-            )
-        )
-        cur.execute("TRUNCATE lokal_incoming")
-
-
-def _as_is(text: str) -> str:
-    return text
-
-
-def _copy(cur: Any, statement: Any, site: str, upserts: Sequence[Change]) -> None:
-    # binary COPY: pgvector's text form costs 1.5 ms a row in Python at 384 dims, its binary
-    # form next to nothing
-    from psycopg.types.json import Jsonb
-
-    with cur.copy(statement) as copy:
-        copy.set_types(schema.COLUMN_TYPES)
-        for c in upserts:
-            copy.write_row(
-                (
-                    site,
-                    c.chunk_id,
-                    c.document,
-                    c.ordinal,
-                    c.text,
-                    c.char_start,
-                    c.char_end,
-                    c.line_start,
-                    c.line_end,
-                    c.tokens,
-                    Jsonb(c.metadata_json, dumps=_as_is),
-                    c.vector,
-                )
-            )
+# ---- the centre's state of a site (shared with bundles) ------------------------------------
 
 
 def read_state(cur: Any, s: str, site: str, *, lock: bool = False) -> SiteState | None:
@@ -508,13 +382,34 @@ def _send(
             raise _Moved
         return list(changes)
 
-    # the next batch is read from the index while PostgreSQL applies this one
+    def read_ahead(after: int) -> tuple[list[Change], list[bytes]]:
+        changes = read(after)
+        return changes, encode_slices(site, changes)
+
+    with conn.transaction(), conn.cursor() as cur:  # once for the run, not once a batch
+        # Not waiting for the WAL flush is safe: a server crash can lose only whole
+        # transactions (batches: rows and applied_seq together), which the next sync sends
+        # again. The connection is this sync's own.
+        cur.execute("SET synchronous_commit = off")
+        secured = row_security(cur, s, table)
+    # the next batch is read from the index and encoded while PostgreSQL applies this one
     with ThreadPoolExecutor(1, thread_name_prefix="lokal-sync-read") as reader:
-        changes = read(after) if after < target else []
+        changes, streams = read_ahead(after) if after < target else ([], [])
         while changes:
-            ahead = reader.submit(read, changes[-1].seq) if changes[-1].seq < target else None
+            ahead = reader.submit(read_ahead, changes[-1].seq) if changes[-1].seq < target else None
             try:
-                sent += apply_batch(conn, s, site, table, generation, after, changes, fresh=fresh)
+                sent += apply_batch(
+                    conn,
+                    s,
+                    site,
+                    table,
+                    generation,
+                    after,
+                    changes,
+                    fresh=fresh,
+                    streams=streams,
+                    secured=secured,
+                )
             except BaseException:
                 if ahead is not None:
                     ahead.cancel()
@@ -524,7 +419,7 @@ def _send(
             batches += 1
             if progress:
                 progress(min(done, total), total)
-            changes = ahead.result() if ahead is not None else []
+            changes, streams = ahead.result() if ahead is not None else ([], [])
     return SyncResult(
         site=site,
         generation=generation,
@@ -547,18 +442,18 @@ def apply_batch(
     changes: Sequence[Change],
     *,
     fresh: bool = False,
+    streams: Sequence[bytes] | None = None,
+    secured: bool | None = None,
 ) -> int:
     """Apply one batch (the changes in ``(after, changes[-1].seq]``) in one transaction with
     the site's new sequence number, if the centre is where the batch starts or inside it.
+    ``streams``: the batch's COPY streams encoded ahead (:func:`applying.encode_slices`).
     Returns how many changes were applied (0: the batch was applied before)."""
     sql = schema.sql_module()
     q = sql.Identifier(s)
     prefix = "pending_" if table == "staging" else "applied_"
     last = changes[-1]
     with conn.transaction(), conn.cursor() as cur:
-        # Not waiting for the WAL flush is safe here: a server crash can lose only whole
-        # batches, rows and applied_seq together, and the next sync sends them again.
-        cur.execute("SET LOCAL synchronous_commit = off")
         state = read_state(cur, s, site, lock=True)
         if state is None:
             raise _Moved
@@ -569,7 +464,17 @@ def apply_batch(
         if have_seq >= last.seq:
             return 0
         todo = [c for c in changes if c.seq > have_seq]
-        apply_changes(cur, s, site, table, todo, fresh=fresh)
+        whole = len(todo) == len(changes)  # else a part was applied: encode the rest again
+        apply_changes(
+            cur,
+            s,
+            site,
+            table,
+            todo,
+            fresh=fresh,
+            streams=streams if whole else None,
+            secured=secured,
+        )
         cur.execute(
             sql.SQL(
                 "UPDATE {}.sites SET {} = %s, {} = %s, synced_at = now() WHERE site = %s"

@@ -1,11 +1,12 @@
 """The index's change feed: what changed after sequence number N, for ``lokal sync``.
 
-Triggers on ``chunks`` (migration 3, :mod:`lokal.index.schema`) keep one row per chunk id in
-``changes`` with its latest operation under an ever-growing ``seq``: every write path
+Triggers on ``chunks`` (migrations 3 and 6, :mod:`lokal.index.schema`) keep one row per chunk
+id in ``changes`` with its latest operation under an ever-growing ``seq``: every write path
 (``upsert``, ``delete``, ``replace_document``, ``clear``, the agent's rebuild...) records itself
-without any code of its own. A reader that has applied everything up to ``seq`` N asks for
-the changes after N and gets, for each chunk changed since, either its current row and vector
-(``upsert``) or a tombstone (``delete``).
+without any code of its own. A live chunk's row holds its rowid (``chunk``), a deleted one's
+its id (``deleted``: a tombstone). A reader that has applied everything up to ``seq`` N asks
+for the changes after N and gets, for each chunk changed since, either its current row and
+vector (``upsert``) or a tombstone (``delete``).
 
 ``generation`` (in ``lokal_meta``) names the file's history. A new file has a new one; a file
 restored from an old copy keeps its generation but its sequence goes back: a sync detects that
@@ -15,6 +16,7 @@ restored from an old copy keeps its generation but its sequence goes back: a syn
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,14 +25,18 @@ from typing import Any
 import numpy as np
 
 from lokal.errors import IndexFileError
+from lokal.index import sqlite
+
+log = logging.getLogger(__name__)
 
 OPS = ("upsert", "delete")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Change:
     """One entry of the feed. For ``op == "upsert"`` the chunk as it is now (``vector`` is its
-    float32 vector); for ``"delete"`` only ``seq`` and ``chunk_id``."""
+    float32 vector); for ``"delete"`` only ``seq`` and ``chunk_id``. (Not frozen: a sync
+    makes one per changed chunk, and a frozen dataclass's ``__init__`` costs 4x as much.)"""
 
     seq: int
     chunk_id: str
@@ -73,6 +79,47 @@ def _require_feed(conn: Any, path: object) -> None:
         raise IndexFileError(msg)
 
 
+#: The two layouts of ``changes``: since migration 6 a change joins its chunk by rowid; before
+#: it (migration 3: a file an older lokal still writes) by id. Each query, as the layout reads
+#: it, with the same columns either way.
+_QUERIES = {
+    6: {
+        "changes": (
+            "SELECT f.seq, f.deleted, c.id, c.chunk_id, c.text, d.uri, c.ordinal, c.char_start, "
+            "c.char_end, c.line_start, c.line_end, c.tokens, c.metadata FROM changes f "
+            "LEFT JOIN chunks c ON c.id = f.chunk LEFT JOIN documents d ON d.id = c.document_id "
+            "WHERE f.seq > ? ORDER BY f.seq LIMIT ?"
+        ),
+        "tag": (
+            "SELECT coalesce(c.chunk_id, f.deleted), c.id IS NOT NULL FROM changes f "
+            "LEFT JOIN chunks c ON c.id = f.chunk WHERE f.seq = ?"
+        ),
+        # both through an index: the live chunk's id, or a tombstone's
+        "seq": (
+            "SELECT f.seq FROM chunks c JOIN changes f ON f.chunk = c.id WHERE c.chunk_id = ?1 "
+            "UNION ALL SELECT seq FROM changes WHERE deleted = ?1"
+        ),
+    },
+    3: {
+        "changes": (
+            "SELECT f.seq, CASE WHEN c.id IS NULL THEN f.chunk_id END, c.id, c.chunk_id, c.text, "
+            "d.uri, c.ordinal, c.char_start, c.char_end, c.line_start, c.line_end, c.tokens, "
+            "c.metadata FROM changes f "
+            "LEFT JOIN chunks c ON f.op = 'upsert' AND c.chunk_id = f.chunk_id "
+            "LEFT JOIN documents d ON d.id = c.document_id "
+            "WHERE f.seq > ? ORDER BY f.seq LIMIT ?"
+        ),
+        "tag": "SELECT chunk_id, op = 'upsert' FROM changes WHERE seq = ?",
+        "seq": "SELECT seq FROM changes WHERE chunk_id = ?1",
+    },
+}
+
+
+def _query(conn: Any, name: str) -> str:
+    legacy = conn.execute("SELECT 1 FROM pragma_table_info('changes') WHERE name = 'op'")
+    return _QUERIES[3 if legacy.fetchone() else 6][name]
+
+
 def generation(conn: Any, path: object) -> str:
     _require_feed(conn, path)
     row = conn.execute("SELECT value FROM lokal_meta WHERE key = 'generation'").fetchone()
@@ -100,25 +147,21 @@ def changes(conn: Any, path: object, dimension: int, after: int, limit: int) -> 
     if limit <= 0:
         msg = f"limit must be positive, got {limit}"
         raise ValueError(msg)
-    rows = conn.execute(
-        "SELECT f.seq, f.chunk_id, f.op, c.id, c.text, d.uri, c.ordinal, c.char_start, "
-        "c.char_end, c.line_start, c.line_end, c.tokens, c.metadata FROM changes f "
-        "LEFT JOIN chunks c ON f.op = 'upsert' AND c.chunk_id = f.chunk_id "
-        "LEFT JOIN documents d ON d.id = c.document_id "
-        "WHERE f.seq > ? ORDER BY f.seq LIMIT ?",
-        (int(after), int(limit)),
-    ).fetchall()
-    rowids = [r[3] for r in rows if r[3] is not None]
+    rows = conn.execute(_query(conn, "changes"), (int(after), int(limit))).fetchall()
+    rowids = [r[2] for r in rows if r[2] is not None]
     vectors = _vectors(conn, rowids, dimension)
     out = []
     for r in rows:
-        if r[2] == "delete" or r[3] is None:
+        if r[2] is None:
+            if r[1] is None:  # the triggers never leave this: a damaged file
+                msg = f"{path}: change {r[0]} names a chunk row that does not exist"
+                raise IndexFileError(msg)
             out.append(Change(seq=r[0], chunk_id=r[1], op="delete"))
             continue
         out.append(
             Change(
                 seq=r[0],
-                chunk_id=r[1],
+                chunk_id=r[3],
                 op="upsert",
                 text=r[4],
                 document=r[5],
@@ -129,26 +172,70 @@ def changes(conn: Any, path: object, dimension: int, after: int, limit: int) -> 
                 line_end=r[10],
                 tokens=r[11],
                 metadata_json=r[12],
-                vector=vectors[r[3]],
+                vector=vectors[r[2]],
             )
         )
     return out
 
 
 def _vectors(conn: Any, rowids: Sequence[int], dimension: int) -> dict[int, np.ndarray]:
-    out: dict[int, np.ndarray] = {}
-    for rowid in rowids:
-        row = conn.execute("SELECT embedding FROM chunks_vec WHERE rowid = ?", (rowid,)).fetchone()
-        if row is None:
-            msg = f"chunk row {rowid} has no vector (run Index.check)"
-            raise IndexFileError(msg)
-        out[rowid] = np.frombuffer(row[0], dtype=np.float32, count=dimension)
-    return out
+    """The float32 vectors of ``rowids``: read from sqlite-vec's storage in a few queries (a
+    vec0 point lookup per row costs ~7 us, a sync reads every row), checked against the
+    ordinary lookup of the first row; that lookup for every row when the storage is not
+    laid out as expected."""
+    if not rowids:
+        return {}
+    try:
+        out = _stored_vectors(conn, rowids, dimension)
+    except (ValueError, KeyError, IndexError, sqlite.sqlite_module().Error) as exc:
+        log.debug("vector storage not read directly (%s): one lookup per row", exc)
+        out = None
+    if out is not None and np.array_equal(out[rowids[0]], _vector(conn, rowids[0], dimension)):
+        return out
+    return {rowid: _vector(conn, rowid, dimension) for rowid in rowids}
+
+
+def _stored_vectors(
+    conn: Any, rowids: Sequence[int], dimension: int
+) -> dict[int, np.ndarray] | None:
+    wanted = json.dumps(list(rowids))
+    places = conn.execute(
+        "SELECT rowid, chunk_id, chunk_offset FROM chunks_vec_rowids "
+        "WHERE rowid IN (SELECT value FROM json_each(?))",
+        (wanted,),
+    ).fetchall()
+    if len(places) != len(rowids):
+        return None  # a row without a vector: the lookup says which
+    blocks = {
+        chunk: np.frombuffer(blob, dtype=np.float32).reshape(-1, dimension)
+        for chunk, blob in conn.execute(
+            "SELECT rowid, vectors FROM chunks_vec_vector_chunks00 "
+            "WHERE rowid IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted({p[1] for p in places})),),
+        )
+    }
+    return {rowid: blocks[chunk][offset] for rowid, chunk, offset in places}
+
+
+def _vector(conn: Any, rowid: int, dimension: int) -> np.ndarray:
+    row = conn.execute("SELECT embedding FROM chunks_vec WHERE rowid = ?", (rowid,)).fetchone()
+    if row is None:
+        msg = f"chunk row {rowid} has no vector (run Index.check)"
+        raise IndexFileError(msg)
+    return np.frombuffer(row[0], dtype=np.float32, count=dimension)
 
 
 def change_tag_at(conn: Any, seq: int) -> str | None:
-    row = conn.execute("SELECT op, chunk_id FROM changes WHERE seq = ?", (int(seq),)).fetchone()
-    return None if row is None else f"{row[0]}:{row[1]}"
+    row = conn.execute(_query(conn, "tag"), (int(seq),)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return f"{'upsert' if row[1] else 'delete'}:{row[0]}"
+
+
+def seq_of(conn: Any, chunk_id: str) -> int | None:
+    """The seq of the latest change of ``chunk_id`` (None: the file never held it)."""
+    row = conn.execute(_query(conn, "seq"), (chunk_id,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def continues(conn: Any, path: object, applied_seq: int, applied_tag: str | None) -> bool:
@@ -168,9 +255,8 @@ def continues(conn: Any, path: object, applied_seq: int, applied_tag: str | None
     found = change_tag_at(conn, applied_seq)
     if found is not None:
         return found == applied_tag
-    chunk_id = applied_tag.split(":", 1)[1]
-    row = conn.execute("SELECT seq FROM changes WHERE chunk_id = ?", (chunk_id,)).fetchone()
-    return row is not None and int(row[0]) > applied_seq
+    seq = seq_of(conn, applied_tag.split(":", 1)[1])
+    return seq is not None and seq > applied_seq
 
 
 def renew_generation(conn: Any) -> str:

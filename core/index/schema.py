@@ -15,10 +15,12 @@ Tables:
   model's language (:mod:`lokal.index.fulltext`: Porter stemming for English-only models);
   migration 4 rebuilds the table of an older file, whose tokenizer had no stemming;
 - ``changes``: the change feed, kept by triggers on ``chunks`` so that every write path records
-  itself: one row per chunk id with its latest operation (``upsert`` or ``delete``, a tombstone)
-  under a sequence number that only grows. A reader asks "what changed after N"
-  (:mod:`lokal.index.feed`). ``lokal_meta.generation`` names the file's history: a new file
-  (including the agent's rebuild on a model change) has a new one.
+  itself: one row per chunk id with its latest operation under a sequence number that only
+  grows. Since migration 6 a live chunk's row holds only its rowid (``chunk``; the id, text and
+  vector are read from ``chunks`` by joining), a deleted chunk's row its id (``deleted``, a
+  tombstone). A reader asks "what changed after N" (:mod:`lokal.index.feed`).
+  ``lokal_meta.generation`` names the file's history: a new file (including the agent's rebuild
+  on a model change) has a new one.
 - ``vectors_bits``: the compact (1-bit) search copy in blocks of rowids, kept in step by every
   write, so a new process loads it at disk speed (:mod:`lokal.index.stored`).
 
@@ -142,12 +144,72 @@ def _m005_stored_search_copy(conn: Any, ctx: dict[str, Any]) -> None:
     stored.rebuild_bits(conn, int(ctx["dimension"]))
 
 
+#: The feed's triggers from migration 6 on: a live chunk's row names its rowid, a tombstone
+#: the deleted chunk's id; the partial unique indexes keep one row per chunk id.
+_FEED_TRIGGERS = (
+    """CREATE TRIGGER chunks_feed_insert AFTER INSERT ON chunks BEGIN
+        DELETE FROM changes WHERE deleted = new.chunk_id;
+        INSERT OR REPLACE INTO changes (chunk) VALUES (new.id);
+    END""",
+    """CREATE TRIGGER chunks_feed_update AFTER UPDATE ON chunks BEGIN
+        DELETE FROM changes WHERE chunk = old.id;
+        INSERT OR REPLACE INTO changes (deleted)
+            SELECT old.chunk_id WHERE old.chunk_id <> new.chunk_id;
+        DELETE FROM changes WHERE deleted = new.chunk_id;
+        INSERT OR REPLACE INTO changes (chunk) VALUES (new.id);
+    END""",
+    """CREATE TRIGGER chunks_feed_delete AFTER DELETE ON chunks BEGIN
+        DELETE FROM changes WHERE chunk = old.id;
+        INSERT OR REPLACE INTO changes (deleted) VALUES (old.chunk_id);
+    END""",
+)
+
+
+def _m006_compact_feed(conn: Any, ctx: dict[str, Any]) -> None:
+    # Migration 3 stored each chunk id a second and third time (the feed's row and its unique
+    # index): ~185 bytes a chunk with the agent's path ids, +5.8% of a small index. A live
+    # chunk's row now holds its rowid; only a tombstone keeps the id, whose chunk row is gone.
+    # Seqs and the sequence's high mark are kept: a reader's applied seq stays meaningful.
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+    high = int(row[0]) if row else 0
+    for name in ("chunks_feed_insert", "chunks_feed_update", "chunks_feed_delete"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+    conn.execute("ALTER TABLE changes RENAME TO changes_v3")
+    conn.execute("""
+        CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            chunk INTEGER,
+            deleted TEXT,
+            CHECK ((chunk IS NULL) <> (deleted IS NULL))
+        )""")
+    conn.execute("CREATE UNIQUE INDEX changes_live ON changes(chunk) WHERE chunk IS NOT NULL")
+    conn.execute(
+        "CREATE UNIQUE INDEX changes_tombstones ON changes(deleted) WHERE deleted IS NOT NULL"
+    )
+    # an upsert whose chunk row is missing was read as a tombstone before: it stays one
+    conn.execute("""
+        INSERT INTO changes (seq, chunk, deleted)
+        SELECT f.seq, c.id, CASE WHEN c.id IS NULL THEN f.chunk_id END
+        FROM changes_v3 f LEFT JOIN chunks c ON f.op = 'upsert' AND c.chunk_id = f.chunk_id
+        ORDER BY f.seq""")
+    conn.execute("DROP TABLE changes_v3")
+    # sqlite_sequence has no key: update the row the inserts made, or add the one they did not
+    cur = conn.execute(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'changes'", (high,)
+    )
+    if cur.rowcount == 0 and high:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('changes', ?)", (high,))
+    for statement in _FEED_TRIGGERS:
+        conn.execute(statement)
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial: meta, documents, chunks, vectors (vec0), full text (fts5)", _m001_initial),
     (2, "covering index on chunk metadata for filters", _m002_metadata_index),
     (3, "change feed: changes table kept by triggers on chunks; generation", _m003_change_feed),
     (4, "full text tokenized for the model's language", _m004_fulltext_language),
     (5, "stored search copy: 1-bit codes in blocks (vectors_bits)", _m005_stored_search_copy),
+    (6, "change feed keyed by chunk rowid; tombstones keep the deleted id", _m006_compact_feed),
 ]
 
 
