@@ -41,6 +41,9 @@ INDEX_SUFFIXES = (
 )
 
 
+#: ``progress(files_done, files_total, chunks_written)`` during a pass (:meth:`Ingest.run`).
+PassProgress = Callable[[int, int, int], None]
+
 #: Files this large are named in the log when their reading starts.
 _LARGE_FILE = 1024 * 1024
 
@@ -105,13 +108,15 @@ class Ingest:
         #: Checked between files: when it returns True, a pass writes what it has and returns.
         self.should_stop: Callable[[], bool] = lambda: False
 
-    def run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None = None) -> Summary:
+    def run(self, roots: Sequence[Path], progress: PassProgress | None = None) -> Summary:
+        """One pass over ``roots``. With ``progress``, the files are listed first, so that
+        ``progress(files_done, files_total, chunks_written)`` can say how far the pass is."""
         started = time.perf_counter()
         summary = self._run(roots, progress)
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 
-    def _run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None) -> Summary:
+    def _run(self, roots: Sequence[Path], progress: PassProgress | None) -> Summary:
         summary = Summary()
         rechunk = self.index.settings != self.chunk_settings
         if rechunk and len(self.index):
@@ -119,6 +124,11 @@ class Ingest:
         known = {d.uri: d for d in self.index.documents()}
         present: set[str] = set()
         live_roots = []
+
+        def problem(path: Path, reason: str) -> None:
+            summary.problems.append({"path": uri_of(path), "reason": reason})
+
+        listings: list[Iterable[FileState]] = []
         for root in roots:
             root = root.resolve()
             why = self.root_unavailable(root)
@@ -129,20 +139,22 @@ class Ingest:
                 )
                 continue
             live_roots.append(root)
-
-            def problem(path: Path, reason: str) -> None:
-                summary.problems.append({"path": uri_of(path), "reason": reason})
-
-            for state in scan(root, self.settings, self._skip, problem):
+            files = scan(root, self.settings, self._skip, problem)
+            listings.append(files if progress is None else self._listed(files))
+        total = sum(len(x) for x in listings if isinstance(x, list))
+        for listed in listings:
+            for state in listed:
                 if self.should_stop():
                     break
                 summary.seen += 1
                 uri = uri_of(state.path)
                 present.add(uri)
-                if progress is not None:
-                    progress(state.path)
                 self._visit(state, known.get(uri), rechunk, summary)
+                if progress is not None:
+                    progress(summary.seen, total, summary.chunks)
         self._flush(summary)
+        if progress is not None and not self.should_stop():
+            progress(summary.seen, total, summary.chunks)
         if self.should_stop():
             summary.interrupted = True
             return summary  # the next pass finishes the work: nothing is removed on a partial scan
@@ -154,6 +166,15 @@ class Ingest:
         if rechunk:
             self.index.update_settings(self.chunk_settings)
         return summary
+
+    def _listed(self, listing: Iterable[FileState]) -> list[FileState]:
+        """The files of a root, listed before any is read (a stop request ends the listing)."""
+        states = []
+        for state in listing:
+            if self.should_stop():
+                break
+            states.append(state)
+        return states
 
     @property
     def skipped_paths(self) -> set[Path]:
