@@ -48,6 +48,7 @@ def warnings_to_stderr() -> Iterator[None]:
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning is shown, whatever filters are set
         try:
             yield
         finally:
