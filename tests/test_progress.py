@@ -72,16 +72,13 @@ def test_lokal_index_prints_progress_lines_when_piped(tmp_path: Path) -> None:
     ), proc.stderr
 
 
-@pytest.mark.slow
-def test_lokal_index_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
-    docs = _docs(tmp_path / "docs", 3)
+def run_with_terminal_stderr(
+    args: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Run ``args`` with stderr on a pseudo-terminal (stdout a pipe); the process, its
+    stdout and what it drew on the terminal."""
     primary, secondary = pty.openpty()
-    proc = subprocess.Popen(
-        [LOKAL, "index", str(docs), "--index", str(tmp_path / "index.db")],
-        stdout=subprocess.PIPE,
-        stderr=secondary,
-        env=_env(tmp_path, COLUMNS="120"),
-    )
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=secondary, env=env)
     os.close(secondary)
     seen = b""
     deadline = time.monotonic() + 300
@@ -99,8 +96,17 @@ def test_lokal_index_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
             break
     os.close(primary)
     stdout = proc.communicate(timeout=60)[0].decode()
-    assert proc.returncode == 0, seen.decode(errors="replace")
-    text = seen.decode(errors="replace")
+    return proc, stdout, seen.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_lokal_index_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
+    docs = _docs(tmp_path / "docs", 3)
+    proc, stdout, text = run_with_terminal_stderr(
+        [LOKAL, "index", str(docs), "--index", str(tmp_path / "index.db")],
+        _env(tmp_path, COLUMNS="120"),
+    )
+    assert proc.returncode == 0, text
     assert "indexing" in text and "3/3" in text, text  # done of total
     assert "#" in text and re.search(r"\d+ chunks \(\d+\.\d chunks/s\)", text), text
     assert "\r" in text or "\x1b" in text  # redrawn in place, not one line per step

@@ -133,8 +133,8 @@ def gguf_bytes(packed_gguf: Path) -> bytes:
     return packed_gguf.read_bytes()
 
 
-def _lokal(hub: Hub, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {
+def _environ(hub: Hub, home: Path, **env: str) -> dict[str, str]:
+    return {
         **os.environ,
         "LOKAL_HOME": str(home),
         "HF_ENDPOINT": hub.endpoint,
@@ -144,11 +144,14 @@ def _lokal(hub: Hub, home: Path, *args: str, **env: str) -> subprocess.Completed
         "HF_HUB_DISABLE_TELEMETRY": "1",
         **env,
     }
+
+
+def _lokal(hub: Hub, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", _RUN, *args],
         capture_output=True,
         text=True,
-        env=environ,
+        env=_environ(hub, home, **env),
         timeout=120,
         check=False,
     )
@@ -246,6 +249,21 @@ def test_pull_by_url_and_by_repo_and_file(hub: Hub, gguf_bytes: bytes, tmp_path:
     assert out["downloaded"] is False and out["path"] == str(placed)
 
 
+@pytest.mark.slow
+def test_a_terminal_gets_a_download_bar(hub: Hub, gguf_bytes: bytes, tmp_path: Path) -> None:
+    from .test_progress import run_with_terminal_stderr
+
+    hub.files[MINILM] = Served(gguf_bytes, hashlib.sha256(gguf_bytes).hexdigest())
+    env = {**_environ(hub, tmp_path), "COLUMNS": "120"}
+    proc, stdout, drawn = run_with_terminal_stderr(
+        [sys.executable, "-c", _RUN, "models", "pull", "all-MiniLM-L6-v2"], env
+    )
+    assert proc.returncode == 0, drawn
+    mb = f"{len(gguf_bytes) / 1e6:.1f}"
+    assert "pulling" in drawn and f"{mb} of {mb} MB" in drawn and "#" in drawn, drawn
+    assert "pulled" in stdout
+
+
 def test_a_different_file_of_the_same_name_is_not_replaced(
     hub: Hub, gguf_bytes: bytes, tmp_path: Path
 ) -> None:
@@ -297,3 +315,20 @@ def test_errors_send_a_torch_free_user_to_pull(monkeypatch: pytest.MonkeyPatch) 
     assert "lokal models pack" not in str(caught.value)
     # a model lokal knows no published GGUF of: pull with the hub file named
     assert "--repo ORG/NAME --file" in models.bring_command("intfloat/e5-small-v2")
+
+
+def test_the_catalog_says_what_can_be_pulled() -> None:
+    from lokal import catalog
+
+    hub_ids = {e.hub_id for e in catalog.CATALOG}
+    assert set(catalog.PUBLISHED_GGUF) <= hub_ids  # every published file is of a catalog model
+    for published in catalog.PUBLISHED_GGUF.values():
+        assert published.file.endswith(".gguf") and published.repo.count("/") == 1
+    listing = json.loads(CliRunner().invoke(cli, ["models", "list", "--json"]).stdout)
+    by_id = {e["hub_id"]: e for e in listing["catalog"]}
+    bge = by_id["BAAI/bge-small-en-v1.5"]["gguf"]
+    assert bge["repo"] == "CompendiumLabs/bge-small-en-v1.5-gguf"
+    assert by_id["intfloat/e5-small-v2"]["gguf"] is None
+    table = CliRunner().invoke(cli, ["models", "list"]).stdout
+    assert "lokal models pull all-MiniLM-L6-v2 | bge-small-en-v1.5" in table
+    assert catalog.find("BGE-SMALL-EN-V1.5") is catalog.find("BAAI/bge-small-en-v1.5") is not None

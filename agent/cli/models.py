@@ -64,6 +64,10 @@ def models_list(as_json: bool) -> None:
             "mteb_retrieval": e.mteb_retrieval,
             "source": e.source,
             "note": e.note,
+            # a published GGUF `lokal models pull` fetches by name (no torch), or None
+            "gguf": dataclasses.asdict(catalog.PUBLISHED_GGUF[e.hub_id])
+            if e.hub_id in catalog.PUBLISHED_GGUF
+            else None,
         }
         for e in catalog.CATALOG
     ]
@@ -106,6 +110,8 @@ def models_list(as_json: bool) -> None:
         ],
         ["model", "dim", "context", "size", "licence", "MTEB retr.", "note"],
     )
+    pullable = [e["hub_id"].rsplit("/", 1)[-1] for e in entries if e["gguf"]]
+    click.echo(f"\nA published GGUF, no torch needed: lokal models pull {' | '.join(pullable)}")
 
 
 @models.command("info")

@@ -108,12 +108,12 @@ class ProgressBars:
                 self._lines(f"{stage}: {total} {self.unit}" if self.unit else stage)
             self._done = 0
         self._total, self._work = total, work
+        step, self._done = done - self._done, done  # before the bar draws its rate
         if self._bar is not None:
-            self._bar.update(done - self._done, stage)
+            self._bar.update(step, stage)
         elif now - self._last_line >= self.interval and done < total:
             self._last_line = now
             self._lines(self.line(done))
-        self._done = done
 
     def line(self, done: int) -> str:
         """``stage: 120 of 5000 files, 340 chunks (52.1 chunks/s), about 1m 34s left``."""
@@ -183,8 +183,8 @@ class DownloadBar:
                 item_show_func=lambda _: f"{self._done / 1e6:.1f} of {total / 1e6:.1f} MB",
             )
             self._bar.__enter__()
-        self._bar.update(done - self._done)
-        self._done = done
+        step, self._done = done - self._done, done  # before the bar draws the count
+        self._bar.update(step)
 
     def close(self) -> None:
         if self._bar is not None:
