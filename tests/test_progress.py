@@ -73,16 +73,19 @@ def test_lokal_index_prints_progress_lines_when_piped(tmp_path: Path) -> None:
 
 
 def run_with_terminal_stderr(
-    args: list[str], env: dict[str, str]
+    args: list[str], env: dict[str, str], until: bytes | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """Run ``args`` with stderr on a pseudo-terminal (stdout a pipe); the process, its
-    stdout and what it drew on the terminal."""
+    stdout and what it drew on the terminal. With ``until``, SIGTERM once that appears."""
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=secondary, env=env)
     os.close(secondary)
     seen = b""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
+        if until is not None and until in seen:
+            proc.send_signal(signal.SIGTERM)
+            until = None
         ready, _, _ = select.select([primary], [], [], 1.0)
         if ready:
             try:
@@ -140,6 +143,26 @@ def test_lokal_eval_prints_embedding_progress_when_piped(tmp_path: Path) -> None
     embedding = [line for line in proc.stderr.splitlines() if line.startswith("embedding 5 texts")]
     assert embedding, proc.stderr
     assert re.search(r": 5 of 5, \d+\.\d/s, done in \d+s$", embedding[-1]), proc.stderr
+
+
+@pytest.mark.slow
+def test_the_agent_draws_its_first_scan_on_a_terminal(tmp_path: Path) -> None:
+    docs = _docs(tmp_path / "docs", 3)
+    config = write_config(
+        tmp_path / "agent.toml",
+        index=str(tmp_path / "var" / "index.db"),
+        roots=[str(docs)],
+        quiet_period=0.2,
+        rescan_interval=0,
+    )
+    proc, _, text = run_with_terminal_stderr(
+        [LOKAL, "agent", "run", "--config", str(config)],
+        _env(tmp_path, COLUMNS="120"),
+        until=b"INFO idle:",
+    )
+    assert proc.returncode == 0, text
+    assert "first scan" in text and "3/3" in text and "chunks/s" in text, text
+    assert "of 3 files" not in text  # the bar, not the plain lines
 
 
 def _agent_with_journal(config: Path, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
