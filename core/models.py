@@ -125,8 +125,33 @@ def _gguf_model(path: Path, reason: str, name: str | None = None) -> ResolvedMod
     meta = gguf.read_metadata(path)
     fallback = name or path.name.split(".")[0]
     profile = profiles.from_gguf_metadata(meta, fallback)
+    if "lokal.profile" not in meta:
+        profile = _pulled_profile(path, profile)
     quant = gguf_quantization(meta)
     return ResolvedModel(profile.name, GGUF, path, profile, reason, quantization=quant)
+
+
+def _pulled_profile(path: Path, profile: Profile) -> Profile:
+    """A GGUF ``lokal models pull`` placed keeps the bytes its publisher made, with no lokal
+    metadata; the profile of the model it was pulled as (a catalog model, whatever name the
+    file has in the cache) is in its manifest."""
+    try:
+        manifest = json.loads(manifest_path(path).read_text())
+    except (OSError, ValueError):
+        return profile
+    stored = manifest.get("profile") if isinstance(manifest, dict) else None
+    if "pulled" not in manifest or not isinstance(stored, dict) or not stored.get("known"):
+        return profile
+    changes = {
+        key: tuple(value) if key == "matryoshka_dims" else value
+        for key, value in stored.items()
+        if key in profiles.FIELDS and value is not None
+    }
+    return profile.replace(
+        **changes,
+        known=True,
+        source=f"manifest of a pulled GGUF ({stored.get('source', '?')})",
+    )
 
 
 # llama.cpp's enum llama_ftype, the common members.

@@ -215,8 +215,9 @@ def pull(
     part = _download(source, target_dir, progress)
     try:
         meta = gguf.read_metadata(part)
-        model_name = name or source.model or _file_stem(source)
-        short = model_name.rstrip("/").rsplit("/", 1)[-1]
+        # the profile comes from the model the file is; the cache name may be the user's
+        model_name = source.model or name or _file_stem(source)
+        short = (name or model_name).rstrip("/").rsplit("/", 1)[-1]
         quantization = models.gguf_quantization(meta)
         profile = profiles.from_gguf_metadata(meta, model_name)
         out = Path(output) if output else models.cached_gguf_path(short, quantization)

@@ -129,8 +129,23 @@ def hub() -> Iterator[Hub]:
 
 
 @pytest.fixture(scope="module")
-def gguf_bytes(packed_gguf: Path) -> bytes:
-    return packed_gguf.read_bytes()
+def gguf_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A GGUF as publishers make them: llama.cpp's converter run on the bundled MiniLM
+    weights, with no lokal metadata in it (MODELS.md's recipe)."""
+    source = models.bundled_default_dir()
+    assert source is not None, "needs the bundled MiniLM weights (lokal[st])"
+    out = tmp_path_factory.mktemp("published") / "all-MiniLM-L6-v2-Q8_0.gguf"
+    cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(source), "--outtype", "q8_0"]
+    subprocess.run(
+        [*cmd, "--outfile", str(out)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )
+    data = out.read_bytes()
+    assert b"lokal." not in data[:65536]  # nothing of lokal's in the header
+    return data
 
 
 def _environ(hub: Hub, home: Path, **env: str) -> dict[str, str]:
@@ -192,11 +207,12 @@ def test_pull_a_catalog_model_from_the_hub(hub: Hub, gguf_bytes: bytes, tmp_path
     cdn = [r for r in hub.requests if r[1].startswith("/cdn/")]
     assert cdn and all(auth is None for _, _, auth in cdn)
 
-    # the cache finds it by name, as a GGUF
+    # the cache finds it by name, as a GGUF, with the catalog model's profile
     info = _lokal(hub, tmp_path, "models", "info", "all-MiniLM-L6-v2", "--json")
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["location"] == str(placed)
-    assert json.loads(info.stdout)["backend"] == "gguf"
+    shown = json.loads(info.stdout)
+    assert shown["location"] == str(placed) and shown["backend"] == "gguf"
+    assert shown["profile"]["known"] and shown["profile"]["dimension"] == 384
 
     # pulling again downloads nothing
     before = len(cdn)
@@ -240,6 +256,10 @@ def test_pull_by_url_and_by_repo_and_file(hub: Hub, gguf_bytes: bytes, tmp_path:
     assert _heavy(ok) == ""
     placed = cache / "minilm-url.q8_0.gguf"
     assert packing.verify(placed)["source"] == url
+    # a name no profile matches, and the file says nothing of lokal's: the profile is the GGUF's
+    # own facts only (no prefixes), and says so
+    info = json.loads(_lokal(hub, tmp_path, "models", "info", "minilm-url", "--json").stdout)
+    assert info["profile"]["dimension"] == 384
     # any hub file by repository and file name, checked against the hub's sha256
     by_repo = _lokal(hub, tmp_path, "models", "pull", "--repo", "someone/minilm-GGUF",
                      "--file", "minilm-l6.Q8_0.gguf", "--json")  # fmt: skip
@@ -262,6 +282,23 @@ def test_a_terminal_gets_a_download_bar(hub: Hub, gguf_bytes: bytes, tmp_path: P
     mb = f"{len(gguf_bytes) / 1e6:.1f}"
     assert "pulling" in drawn and f"{mb} of {mb} MB" in drawn and "#" in drawn, drawn
     assert "pulled" in stdout
+
+
+@pytest.mark.slow
+def test_a_catalog_model_under_another_name_keeps_its_profile(
+    hub: Hub, gguf_bytes: bytes, tmp_path: Path
+) -> None:
+    """The published bytes carry no lokal profile; the manifest does, so a pulled BGE named
+    'mine' in the cache still gets BGE's query instruction."""
+    repo = "/CompendiumLabs/bge-small-en-v1.5-gguf/resolve/bge-small-en-v1.5-q8_0.gguf"
+    hub.files[repo] = Served(gguf_bytes, hashlib.sha256(gguf_bytes).hexdigest())
+    pulled = _lokal(hub, tmp_path, "models", "pull", "bge-small-en-v1.5", "--name", "mine")
+    assert pulled.returncode == 0, pulled.stderr
+    info = _lokal(hub, tmp_path, "models", "info", "mine", "--json")
+    assert info.returncode == 0, info.stderr
+    profile = json.loads(info.stdout)["profile"]
+    assert profile["family"] == "bge" and profile["query_prefix"].startswith("Represent this")
+    assert "manifest of a pulled GGUF" in profile["source"]
 
 
 def test_a_different_file_of_the_same_name_is_not_replaced(
