@@ -301,6 +301,7 @@ def _resolve_hub(hub_id: str, *, local_only: bool = False) -> ResolvedModel:
         f"into the Hugging Face cache, then copy the result to this machine."
     )
     if not has_module("huggingface_hub"):
+        _refuse_torch_free_download(hub_id)
         raise MissingDependency(extra="st", feature=f"loading hub model '{hub_id}'")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -312,11 +313,26 @@ def _resolve_hub(hub_id: str, *, local_only: bool = False) -> ResolvedModel:
             why = "downloads are off (offline)" if offline() else "this load is local-only"
             msg = f"model '{hub_id}' is not on this machine and {why}. {bring}"
             raise ModelNotFound(msg) from exc
+        _refuse_torch_free_download(hub_id)
         profile = profiles.from_name(hub_id)
         return ResolvedModel(
             hub_id, ST, None, profile, "hub id, not cached: will download", hub_id=hub_id
         )
     return _st_model(Path(local), "hub id found in the Hugging Face cache", name=hub_id)
+
+
+def _refuse_torch_free_download(hub_id: str) -> None:
+    """A hub id that is neither a GGUF in the cache nor downloaded: without
+    sentence-transformers (a torch-free install, ``lokal[gguf]``), downloading the weights
+    leads nowhere; a published GGUF does."""
+    if has_module("sentence_transformers"):
+        return
+    msg = (
+        f"'{hub_id}' is not a GGUF in lokal's model cache ({models_dir()}), and its "
+        "sentence-transformers weights need lokal[st] (torch). Without torch, get a GGUF: "
+        f"{bring_command(hub_id)}"
+    )
+    raise ModelNotFound(msg)
 
 
 def download_hub_model(hub_id: str) -> Path:

