@@ -41,7 +41,8 @@ INDEX_SUFFIXES = (
 )
 
 
-#: ``progress(files_done, files_total, chunks_written)`` during a pass (:meth:`Ingest.run`).
+#: ``progress(files_done, files_total, chunks_embedded)`` during a pass (:meth:`Ingest.run`):
+#: after each file and each batch of chunks embedded.
 PassProgress = Callable[[int, int, int], None]
 
 #: Files this large are named in the log when their reading starts.
@@ -105,12 +106,15 @@ class Ingest:
         ).hexdigest()[:16]
         self._skip = {Path(f"{index.path}{s}").resolve() for s in INDEX_SUFFIXES}
         self._pending: list[_Pending] = []
+        #: chunks embedded in this pass, and what hears of each batch (a pass with progress)
+        self._embedded = 0
+        self._batch_done: Callable[[], None] | None = None
         #: Checked between files: when it returns True, a pass writes what it has and returns.
         self.should_stop: Callable[[], bool] = lambda: False
 
     def run(self, roots: Sequence[Path], progress: PassProgress | None = None) -> Summary:
         """One pass over ``roots``. With ``progress``, the files are listed first, so that
-        ``progress(files_done, files_total, chunks_written)`` can say how far the pass is."""
+        ``progress(files_done, files_total, chunks_embedded)`` can say how far the pass is."""
         started = time.perf_counter()
         summary = self._run(roots, progress)
         summary.seconds = round(time.perf_counter() - started, 3)
@@ -118,6 +122,7 @@ class Ingest:
 
     def _run(self, roots: Sequence[Path], progress: PassProgress | None) -> Summary:
         summary = Summary()
+        self._embedded = 0
         rechunk = self.index.settings != self.chunk_settings
         if rechunk and len(self.index):
             log.info("chunking settings changed: every file is re-chunked")
@@ -142,6 +147,12 @@ class Ingest:
             files = scan(root, self.settings, self._skip, problem)
             listings.append(files if progress is None else self._listed(files))
         total = sum(len(x) for x in listings if isinstance(x, list))
+        if progress is not None:  # a large file's batches are heard of too, not only its end
+
+            def batch_done() -> None:
+                progress(summary.seen, total, self._embedded)
+
+            self._batch_done = batch_done
         for listed in listings:
             for state in listed:
                 if self.should_stop():
@@ -151,10 +162,11 @@ class Ingest:
                 present.add(uri)
                 self._visit(state, known.get(uri), rechunk, summary)
                 if progress is not None:
-                    progress(summary.seen, total, summary.chunks)
+                    progress(summary.seen, total, self._embedded)
         self._flush(summary)
+        self._batch_done = None
         if progress is not None and not self.should_stop():
-            progress(summary.seen, total, summary.chunks)
+            progress(summary.seen, total, self._embedded)
         if self.should_stop():
             summary.interrupted = True
             return summary  # the next pass finishes the work: nothing is removed on a partial scan
@@ -407,6 +419,9 @@ class Ingest:
             pos += step
             if batch:
                 vectors = self.embedder.embed_documents([t for _, t in batch]).vectors
+                self._embedded += len(batch)
+                if self._batch_done is not None:
+                    self._batch_done()
                 for (i, _), v in zip(batch, vectors, strict=True):
                     parts[i].append(v)
             now = time.monotonic()

@@ -37,30 +37,27 @@ def _docs(root: Path, n: int) -> Path:
     return root
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A model cache of its own: the embedded default is the bundled sentence-transformers
-    MiniLM there (llama-cpp-python as built here dies with SIGILL when it embeds a batch of
-    several chunks on this machine's CPU, in main too: see the report of issue 16)."""
-    home = tmp_path / "home"
-    return {**os.environ, "LOKAL_HOME": str(home), output.PROGRESS_SECONDS_ENV: "0", **extra}
+def _env(**extra: str) -> dict[str, str]:
+    """The run's model cache (LOKAL_HOME), where ``packed_gguf`` put the default GGUF."""
+    return {**os.environ, output.PROGRESS_SECONDS_ENV: "0", **extra}
 
 
 @pytest.mark.slow
-def test_lokal_index_prints_progress_lines_when_piped(tmp_path: Path) -> None:
+def test_lokal_index_prints_progress_lines_when_piped(tmp_path: Path, packed_gguf: Path) -> None:
     docs = _docs(tmp_path / "docs", 4)
     db = tmp_path / "index.db"
     proc = subprocess.run(
         [LOKAL, "index", str(docs), "--index", str(db), "--json"],
         capture_output=True,
         text=True,
-        env=_env(tmp_path),
+        env=_env(),
         timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)  # stdout is the JSON alone
     assert summary["indexed"] == 4
-    # (transformers draws its own "Loading weights" bar first)
+    # (only the lines of the bar: a library may write to stderr too)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("indexing")]
     assert lines[0] == "indexing: 4 files", proc.stderr
     during = [line for line in lines if re.match(r"indexing: [1-3] of 4 files, \d+ chunks", line)]
@@ -103,11 +100,11 @@ def run_with_terminal_stderr(
 
 
 @pytest.mark.slow
-def test_lokal_index_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
+def test_lokal_index_draws_a_bar_on_a_terminal(tmp_path: Path, packed_gguf: Path) -> None:
     docs = _docs(tmp_path / "docs", 3)
     proc, stdout, text = run_with_terminal_stderr(
         [LOKAL, "index", str(docs), "--index", str(tmp_path / "index.db")],
-        _env(tmp_path, COLUMNS="120"),
+        _env(COLUMNS="120"),
     )
     assert proc.returncode == 0, text
     assert "indexing" in text and "3/3" in text, text  # done of total
@@ -118,7 +115,7 @@ def test_lokal_index_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_lokal_eval_prints_embedding_progress_when_piped(tmp_path: Path) -> None:
+def test_lokal_eval_prints_embedding_progress_when_piped(tmp_path: Path, packed_gguf: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(json.dumps({"_id": f"d{i}", "text": TOPICS[i][:600]}) + "\n" for i in range(5))
@@ -134,7 +131,7 @@ def test_lokal_eval_prints_embedding_progress_when_piped(tmp_path: Path) -> None
         [LOKAL, "eval", str(questions), "--corpus", str(corpus), "--json"],
         capture_output=True,
         text=True,
-        env=_env(tmp_path),
+        env=_env(),
         timeout=300,
         check=False,
     )
@@ -146,7 +143,7 @@ def test_lokal_eval_prints_embedding_progress_when_piped(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_the_agent_draws_its_first_scan_on_a_terminal(tmp_path: Path) -> None:
+def test_the_agent_draws_its_first_scan_on_a_terminal(tmp_path: Path, packed_gguf: Path) -> None:
     docs = _docs(tmp_path / "docs", 3)
     config = write_config(
         tmp_path / "agent.toml",
@@ -157,7 +154,7 @@ def test_the_agent_draws_its_first_scan_on_a_terminal(tmp_path: Path) -> None:
     )
     proc, _, text = run_with_terminal_stderr(
         [LOKAL, "agent", "run", "--config", str(config)],
-        _env(tmp_path, COLUMNS="120"),
+        _env(COLUMNS="120"),
         until=b"INFO idle:",
     )
     assert proc.returncode == 0, text
@@ -165,12 +162,12 @@ def test_the_agent_draws_its_first_scan_on_a_terminal(tmp_path: Path) -> None:
     assert "of 3 files" not in text  # the bar, not the plain lines
 
 
-def _agent_with_journal(config: Path, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+def _agent_with_journal(config: Path, *args: str) -> subprocess.Popen[bytes]:
     """``lokal agent run`` whose stderr is a pipe that JOURNAL_STREAM names, as systemd
     names the journal's socket."""
     read_end, write_end = os.pipe()
     st = os.fstat(write_end)
-    env = _env(tmp_path, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}", INVOCATION_ID="0" * 32)
+    env = _env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}", INVOCATION_ID="0" * 32)
     proc = subprocess.Popen(
         [LOKAL, *args, "agent", "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,
@@ -183,7 +180,9 @@ def _agent_with_journal(config: Path, tmp_path: Path, *args: str) -> subprocess.
 
 
 @pytest.mark.slow
-def test_agent_first_scan_progress_with_journald_priorities(tmp_path: Path) -> None:
+def test_agent_first_scan_progress_with_journald_priorities(
+    tmp_path: Path, packed_gguf: Path
+) -> None:
     docs = _docs(tmp_path / "docs", 3)
     db = tmp_path / "var" / "index.db"
     config = write_config(
@@ -193,7 +192,7 @@ def test_agent_first_scan_progress_with_journald_priorities(tmp_path: Path) -> N
         quiet_period=0.2,
         rescan_interval=0,
     )
-    proc = _agent_with_journal(config, tmp_path, "-vv")
+    proc = _agent_with_journal(config, "-vv")
     lines: list[str] = []
     assert proc.stderr is not None
     try:
@@ -207,8 +206,8 @@ def test_agent_first_scan_progress_with_journald_priorities(tmp_path: Path) -> N
     lines += rest.decode(errors="replace").splitlines()
     log = "\n".join(lines)
     assert proc.returncode == 0, log
-    # every log line (transformers' own "Loading weights" bar is not one: journald gives such
-    # lines its default priority, info)
+    # every log line (a library writing to stderr itself, as transformers' "Loading weights"
+    # bar does, gets journald's default priority, info)
     logged = [x for x in lines if re.search(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b", x)]
     assert logged and all(re.match(r"<[3467]>[A-Z]+ ", line) for line in logged), log
     assert any(re.match(r"<4>WARNING root .*not-mounted is not available", x) for x in lines), log
