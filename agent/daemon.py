@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -41,6 +40,15 @@ from lokal.agent.watcher import Watcher
 from lokal.agent.writer import open_writable, writer_lock
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
+    class ScanProgress(Protocol):
+        """What shows the first scan's progress (``lokal.agent.cli.output.ProgressBars``)."""
+
+        def __call__(self, stage: str, done: int, total: int, work: int | None = None) -> None: ...
+
+        def close(self) -> None: ...
+
     from lokal.embedder import Embedder
     from lokal.index import Index
 
@@ -63,9 +71,11 @@ class _IndexGone(Exception):
 class Agent:
     """``lokal agent run``: see the module docstring."""
 
-    def __init__(self, config: AgentConfig, *, progress: bool | None = None) -> None:
+    def __init__(self, config: AgentConfig, *, progress: ScanProgress | None = None) -> None:
         self.config = config
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        #: shown during the first scan (``lokal agent run`` passes a bar on a terminal, log
+        #: lines every 10 s elsewhere); later scans log their summary only
+        self.progress = progress
         self._stop = threading.Event()
         self._wake = threading.Condition()
         self._dirty: dict[Path, float] = {}  # path -> when it may be read
@@ -232,25 +242,22 @@ class Agent:
                 self._wake.wait(max(0.01, min(wait, soonest) - time.monotonic()))
             self._write_status()
 
-    def _full_scan(self, *, progress: bool = False) -> None:
+    def _full_scan(self, *, progress: ScanProgress | None = None) -> None:
         assert self.ingest is not None
         roots = self._available_roots(self.ingest)
-        seen = 0
-
-        def tick(path: Path) -> None:
-            nonlocal seen
-            seen += 1
-            if progress:
-                sys.stderr.write(f"\rscanning: {seen} files")
-                sys.stderr.flush()
-            elif seen % 1000 == 0:
-                log.info("scanning: %d files so far", seen)
-
         self._state = "scanning"
         self._write_status(force=True)
-        summary = self.ingest.run(roots, progress=tick)
-        if progress:
-            sys.stderr.write("\n")
+        if progress is None:
+            summary = self.ingest.run(roots)
+        else:
+
+            def tick(done: int, total: int, chunks: int) -> None:
+                progress("first scan", done, total, chunks)
+
+            try:
+                summary = self.ingest.run(roots, progress=tick)
+            finally:
+                progress.close()
         self._note_scan(summary)
 
     def _note_scan(self, summary: Summary) -> None:

@@ -41,6 +41,10 @@ INDEX_SUFFIXES = (
 )
 
 
+#: ``progress(files_done, files_total, chunks_embedded)`` during a pass (:meth:`Ingest.run`):
+#: after each file and each batch of chunks embedded.
+PassProgress = Callable[[int, int, int], None]
+
 #: Files this large are named in the log when their reading starts.
 _LARGE_FILE = 1024 * 1024
 
@@ -102,23 +106,34 @@ class Ingest:
         ).hexdigest()[:16]
         self._skip = {Path(f"{index.path}{s}").resolve() for s in INDEX_SUFFIXES}
         self._pending: list[_Pending] = []
+        #: chunks embedded in this pass, and what hears of each batch (a pass with progress)
+        self._embedded = 0
+        self._batch_done: Callable[[], None] | None = None
         #: Checked between files: when it returns True, a pass writes what it has and returns.
         self.should_stop: Callable[[], bool] = lambda: False
 
-    def run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None = None) -> Summary:
+    def run(self, roots: Sequence[Path], progress: PassProgress | None = None) -> Summary:
+        """One pass over ``roots``. With ``progress``, the files are listed first, so that
+        ``progress(files_done, files_total, chunks_embedded)`` can say how far the pass is."""
         started = time.perf_counter()
         summary = self._run(roots, progress)
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 
-    def _run(self, roots: Sequence[Path], progress: Callable[[Path], None] | None) -> Summary:
+    def _run(self, roots: Sequence[Path], progress: PassProgress | None) -> Summary:
         summary = Summary()
+        self._embedded = 0
         rechunk = self.index.settings != self.chunk_settings
         if rechunk and len(self.index):
             log.info("chunking settings changed: every file is re-chunked")
         known = {d.uri: d for d in self.index.documents()}
         present: set[str] = set()
         live_roots = []
+
+        def problem(path: Path, reason: str) -> None:
+            summary.problems.append({"path": uri_of(path), "reason": reason})
+
+        listings: list[Iterable[FileState]] = []
         for root in roots:
             root = root.resolve()
             why = self.root_unavailable(root)
@@ -129,20 +144,29 @@ class Ingest:
                 )
                 continue
             live_roots.append(root)
+            files = scan(root, self.settings, self._skip, problem)
+            listings.append(files if progress is None else self._listed(files))
+        total = sum(len(x) for x in listings if isinstance(x, list))
+        if progress is not None:  # a large file's batches are heard of too, not only its end
 
-            def problem(path: Path, reason: str) -> None:
-                summary.problems.append({"path": uri_of(path), "reason": reason})
+            def batch_done() -> None:
+                progress(summary.seen, total, self._embedded)
 
-            for state in scan(root, self.settings, self._skip, problem):
+            self._batch_done = batch_done
+        for listed in listings:
+            for state in listed:
                 if self.should_stop():
                     break
                 summary.seen += 1
                 uri = uri_of(state.path)
                 present.add(uri)
-                if progress is not None:
-                    progress(state.path)
                 self._visit(state, known.get(uri), rechunk, summary)
+                if progress is not None:
+                    progress(summary.seen, total, self._embedded)
         self._flush(summary)
+        self._batch_done = None
+        if progress is not None and not self.should_stop():
+            progress(summary.seen, total, self._embedded)
         if self.should_stop():
             summary.interrupted = True
             return summary  # the next pass finishes the work: nothing is removed on a partial scan
@@ -154,6 +178,15 @@ class Ingest:
         if rechunk:
             self.index.update_settings(self.chunk_settings)
         return summary
+
+    def _listed(self, listing: Iterable[FileState]) -> list[FileState]:
+        """The files of a root, listed before any is read (a stop request ends the listing)."""
+        states = []
+        for state in listing:
+            if self.should_stop():
+                break
+            states.append(state)
+        return states
 
     @property
     def skipped_paths(self) -> set[Path]:
@@ -386,6 +419,9 @@ class Ingest:
             pos += step
             if batch:
                 vectors = self.embedder.embed_documents([t for _, t in batch]).vectors
+                self._embedded += len(batch)
+                if self._batch_done is not None:
+                    self._batch_done()
                 for (i, _), v in zip(batch, vectors, strict=True):
                     parts[i].append(v)
             now = time.monotonic()

@@ -206,3 +206,53 @@ def ollama_hub_id(name: str) -> str | None:
         msg = f"Ollama's '{base}' has no tag '{tag}'; its tags: {', '.join(tags)}"
         raise ModelNotFound(msg)
     return hub_id
+
+# ---- published GGUFs (``lokal models pull``) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishedGGUF:
+    """A GGUF of a catalog model that someone publishes on the Hugging Face hub."""
+
+    repo: str
+    file: str
+    #: who converts it, and where the name was checked
+    note: str
+
+
+#: One q8_0 file per catalog model where a well-known published GGUF exists. Each name was
+#: checked on the hub's file listing of the repository (huggingface.co/REPO/tree/main); models
+#: not listed here are pulled with ``--repo ORG/NAME --file F.gguf``. The hub's own sha256 of
+#: the file is what ``lokal models pull`` verifies the download against.
+PUBLISHED_GGUF: dict[str, PublishedGGUF] = {
+    "sentence-transformers/all-MiniLM-L6-v2": PublishedGGUF(
+        "second-state/All-MiniLM-L6-v2-Embedding-GGUF",
+        "all-MiniLM-L6-v2-Q8_0.gguf",
+        "Second State's conversions (LlamaEdge); also Q5_K_M and f16 in that repository",
+    ),
+    "BAAI/bge-small-en-v1.5": PublishedGGUF(
+        "CompendiumLabs/bge-small-en-v1.5-gguf",
+        "bge-small-en-v1.5-q8_0.gguf",
+        "Compendium Labs' conversions; also f16, f32 and q4_k_m there",
+    ),
+    "BAAI/bge-base-en-v1.5": PublishedGGUF(
+        "CompendiumLabs/bge-base-en-v1.5-gguf",
+        "bge-base-en-v1.5-q8_0.gguf",
+        "Compendium Labs' conversions; also f16, f32 and q4_k_m there",
+    ),
+    "nomic-ai/nomic-embed-text-v1.5": PublishedGGUF(
+        "second-state/Nomic-embed-text-v1.5-Embedding-GGUF",
+        "nomic-embed-text-v1.5-Q8_0.gguf",
+        "Second State's conversions; Nomic's own nomic-ai/nomic-embed-text-v1.5-GGUF also exists",
+    ),
+}
+
+
+def find(name: str) -> CatalogEntry | None:
+    """The catalog entry named by a hub id or its last part, case-insensitively."""
+    wanted = name.strip().lower()
+    for entry in CATALOG:
+        hub_id = entry.hub_id.lower()
+        if wanted in (hub_id, hub_id.rsplit("/", 1)[-1]):
+            return entry
+    return None

@@ -393,8 +393,9 @@ def _recorded(identity: ModelIdentity, where: str) -> tuple[dict[str, Any], Reso
         exact = models.cached_gguf_path(short, identity.quantization)
         model = str(exact) if exact.is_file() else short
         bring = (
-            f"make it on a machine that has the weights with `lokal models pack {identity.name} "
-            f"--quantize {identity.quantization}` and copy the .gguf and its .json manifest "
+            f"make it on a connected machine with `"
+            f"{models.bring_command(identity.name, identity.quantization)}` (a file pulled with "
+            f"`lokal models pull` is pulled again) and copy the .gguf and its .json manifest "
             f"into {models.models_dir()}"
         )
     elif identity.backend == models.ST:
@@ -402,8 +403,8 @@ def _recorded(identity: ModelIdentity, where: str) -> tuple[dict[str, Any], Reso
         bring = (
             f"a reader never downloads it. On a connected machine, download "
             f"'{identity.name}' into the Hugging Face cache (any sentence-transformers load "
-            f"does) or pack it (`lokal models pack {identity.name}`), and copy the cache or the "
-            f".gguf and its .json manifest (into {models.models_dir()}) to this machine; or "
+            f"does) or make a GGUF (`{models.bring_command(identity.name)}`), and copy the cache "
+            f"or the .gguf and its .json manifest (into {models.models_dir()}) to this machine; or "
             f"name the model yourself (Embedder('{identity.name}')) to allow a download"
         )
     else:

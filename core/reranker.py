@@ -432,7 +432,7 @@ def default_model() -> str:
         "no reranker named and none packed in lokal's model cache "
         f"({models.models_dir()}); lokal bundles no reranker weights. Name one (a cross-encoder "
         f"directory, a .gguf, or a hub id in the Hugging Face cache), set {RERANKER_ENV}, or "
-        "pack one on a connected machine: lokal models pack BAAI/bge-reranker-base"
+        f"get one on a connected machine: {models.bring_command('BAAI/bge-reranker-base')}"
     )
     raise ModelNotFound(msg)
 

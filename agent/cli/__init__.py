@@ -1,23 +1,25 @@
 """The ``lokal`` command: thin commands over the library.
 
 One module per command family (``models``, ``index`` for index/search/check/snapshot,
-``agent``, ``serve``, ``evaluate`` for eval/bench), the options they share in ``options``, and
-what they print in ``output``. Only this package configures logging and turns lokal's errors
-into messages and exit codes. ``lokal --help`` imports neither torch nor llama_cpp.
+``agent``, ``serve``, ``evaluate`` for eval/bench, ``embed``), the options they share in
+``options``, and what they print in ``output``. Only this package configures logging and
+turns lokal's errors into messages and exit codes. ``lokal --help`` imports neither torch
+nor llama_cpp.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
 from lokal import __version__
 from lokal.agent.cli.agent import agent
+from lokal.agent.cli.embed import embed_cmd
 from lokal.agent.cli.evaluate import bench_cmd, eval_cmd
 from lokal.agent.cli.index import check_cmd, index_cmd, search_cmd, snapshot_cmd
 from lokal.agent.cli.models import models
+from lokal.agent.cli.output import configure_logging
 from lokal.agent.cli.serve import serve_cmd
 from lokal.agent.cli.sync import central, sync_cmd
 
@@ -32,12 +34,11 @@ def cli(verbose: int) -> None:
     Examples:
       lokal models list                      # what is on disk, and what to shortlist
       lokal models pack all-MiniLM-L6-v2     # make the default q8_0 GGUF from bundled weights
+      lokal models pull bge-small-en-v1.5    # or download a published GGUF (no torch)
       lokal models info all-MiniLM-L6-v2     # profile, dimension, context, sha256
     """
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(level, "%(levelname)s %(name)s: %(message)s")
 
 
 for _command in (
@@ -50,6 +51,7 @@ for _command in (
     serve_cmd,
     eval_cmd,
     bench_cmd,
+    embed_cmd,
     sync_cmd,
     central,
 ):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ import click
 
 from lokal.agent.cli.index import check_report
 from lokal.agent.cli.options import config_option, json_option
-from lokal.agent.cli.output import emit_json, friendly_errors
+from lokal.agent.cli.output import ProgressBars, configure_logging, emit_json, friendly_errors
 
 if TYPE_CHECKING:
     from lokal.agent.config import AgentConfig
@@ -54,22 +53,15 @@ def agent_run(config_path: Path) -> None:
         from lokal.agent.daemon import Agent
 
     cfg = _load_config(config_path)
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
-    # systemd's journal stamps lines itself; elsewhere a time helps
-    fmt = (
-        "%(levelname)s %(message)s"
-        if "JOURNAL_STREAM" in os.environ
-        else "%(asctime)s %(levelname)s %(message)s"
-    )
-    handler.setFormatter(logging.Formatter(fmt))
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+    level = logging.getLogger().level
+    # info at least (-v/-vv lower it); under systemd the journal stamps the time itself and
+    # reads each line's priority prefix (output.configure_logging)
+    level = logging.INFO if level in (logging.NOTSET,) or level > logging.INFO else level
+    configure_logging(level, "%(asctime)s %(levelname)s %(message)s", replace=True)
+    daemon_log = logging.getLogger("lokal.agent")  # the daemon's logger
+    progress = ProgressBars("files", "chunks", lines=daemon_log.info)
     with friendly_errors():
-        code = Agent(cfg).run()
+        code = Agent(cfg, progress=progress).run()
     sys.exit(code)
 
 

@@ -15,7 +15,13 @@ from lokal.agent.cli.options import (
     json_option,
     searchable_index_option,
 )
-from lokal.agent.cli.output import emit_json, friendly_errors, table, warnings_to_stderr
+from lokal.agent.cli.output import (
+    ProgressBars,
+    emit_json,
+    friendly_errors,
+    table,
+    warnings_to_stderr,
+)
 
 
 @click.command("index")
@@ -103,7 +109,15 @@ def index_cmd(
             assert index is not None
             with index:
                 access.share_with_group(index_path, access.DEFAULT_GROUP)
-                summary = Ingest(index, embedder, settings).run(list(paths))
+                bars = ProgressBars("files", "chunks")
+
+                def progress(done: int, total: int, chunks: int) -> None:
+                    bars("indexing", done, total, chunks)
+
+                try:
+                    summary = Ingest(index, embedder, settings).run(list(paths), progress)
+                finally:
+                    bars.close()
             access.share_with_group(index_path, access.DEFAULT_GROUP)
     if as_json:
         emit_json(summary.to_dict())

@@ -11,17 +11,18 @@ import click
 
 from lokal.agent.cli.options import backend_option, json_option
 from lokal.agent.cli.output import emit_json, friendly_errors, table
-from lokal.errors import LokalError, ModelNotFound
+from lokal.errors import LokalError, MissingDependency, ModelNotFound
 
 
 @click.group()
 def models() -> None:
-    """List, inspect, pack and verify models.
+    """List, inspect, pack, pull and verify models.
 
     \b
     Examples:
       lokal models list
       lokal models pack all-MiniLM-L6-v2 && lokal models verify
+      lokal models pull bge-small-en-v1.5      # a published GGUF, no torch needed
     """
 
 
@@ -63,6 +64,10 @@ def models_list(as_json: bool) -> None:
             "mteb_retrieval": e.mteb_retrieval,
             "source": e.source,
             "note": e.note,
+            # a published GGUF `lokal models pull` fetches by name (no torch), or None
+            "gguf": dataclasses.asdict(catalog.PUBLISHED_GGUF[e.hub_id])
+            if e.hub_id in catalog.PUBLISHED_GGUF
+            else None,
         }
         for e in catalog.CATALOG
     ]
@@ -86,7 +91,7 @@ def models_list(as_json: bool) -> None:
             ["file", "quant", "size", "source"],
         )
     else:
-        click.echo("  (none yet: lokal models pack all-MiniLM-L6-v2)")
+        click.echo(f"  (none yet: {m.bring_command('all-MiniLM-L6-v2')})")
     if bundled:
         click.echo(f"Bundled sentence-transformers weights: all-MiniLM-L6-v2 at {bundled}")
     click.echo("\nCatalog (published English MTEB retrieval nDCG@10; check with lokal eval):")
@@ -105,6 +110,8 @@ def models_list(as_json: bool) -> None:
         ],
         ["model", "dim", "context", "size", "licence", "MTEB retr.", "note"],
     )
+    pullable = [e["hub_id"].rsplit("/", 1)[-1] for e in entries if e["gguf"]]
+    click.echo(f"\nA published GGUF, no torch needed: lokal models pull {' | '.join(pullable)}")
 
 
 @models.command("info")
@@ -257,6 +264,13 @@ def models_pack(
             packed = packing.pack(source, quantization=quantization, output=output, name=name)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--quantize") from exc
+        except MissingDependency as exc:
+            if exc.extra != "convert":
+                raise
+            from lokal.models import bring_command
+
+            msg = f"MissingDependency: {exc}; or, without torch: {bring_command(source)}"
+            raise click.ClickException(msg) from exc
     if as_json:
         emit_json({"path": str(packed.path), **packed.manifest})
     else:
@@ -308,3 +322,86 @@ def models_verify(files: tuple[Path, ...], as_json: bool) -> None:
             )
     if any(not r["ok"] for r in results):
         sys.exit(1)
+
+
+@models.command("pull")
+@click.argument("model", required=False)
+@click.option("--repo", help="A hub repository holding the GGUF (ORG/NAME); with --file.")
+@click.option("--file", "file_name", help="The .gguf file in --repo.")
+@click.option("--revision", help="A branch, tag or commit of the hub repository (default: main).")
+@click.option(
+    "--sha256",
+    help="The publisher's sha256 of a file pulled by URL (the hub's own is used for hub files).",
+)
+@click.option("--name", help="Name in the model cache (default: the model's name).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here instead of lokal's model cache.",
+)
+@click.option("--force", is_flag=True, help="Replace another file of the same name.")
+@json_option
+def models_pull(
+    model: str | None,
+    repo: str | None,
+    file_name: str | None,
+    revision: str | None,
+    sha256: str | None,
+    name: str | None,
+    output: Path | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Download a published GGUF of MODEL into lokal's model cache, checked against the hub's
+    sha256 for it, with its manifest (no torch needed: the way to a model with lokal[gguf]).
+
+    MODEL is a catalog model with a published GGUF (see the code's list in lokal.catalog:
+    all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, nomic-embed-text-v1.5), or an
+    http(s) URL of a .gguf file. Any other GGUF on the hub: --repo ORG/NAME --file F.gguf (with
+    MODEL naming the model it is, for its profile). This is the one lokal command that uses the
+    network; a partial or mismatching download leaves nothing behind.
+
+    \b
+    Examples:
+      lokal models pull bge-small-en-v1.5
+      lokal models pull BAAI/bge-m3 --repo ORG/bge-m3-GGUF --file bge-m3-Q8_0.gguf
+      lokal models pull https://example.org/m.gguf --sha256 HEX --name my-model
+    """
+    from lokal import pull
+    from lokal.agent.cli.output import DownloadBar
+
+    if bool(repo) != bool(file_name):
+        msg = "--repo and --file go together"
+        raise click.UsageError(msg)
+    if not (model or repo):
+        msg = "name a MODEL, a URL, or --repo ORG/NAME --file F.gguf"
+        raise click.UsageError(msg)
+    if sha256 and repo:
+        msg = "--sha256 is for URLs: a hub file is checked against the hub's own sha256"
+        raise click.UsageError(msg)
+    bar = DownloadBar("pulling")
+    with friendly_errors():
+        if repo and file_name:
+            source = pull.hub_source(repo, file_name, revision=revision, model=model)
+        elif model and model.startswith(("http://", "https://")):
+            source = pull.url_source(model, sha256=sha256)
+        else:
+            assert model is not None
+            if sha256:
+                msg = "--sha256 is for URLs: a hub file is checked against the hub's own sha256"
+                raise click.UsageError(msg)
+            source = pull.catalog_source(model, revision=revision)
+        try:
+            pulled = pull.pull(source, name=name, output=output, progress=bar, force=force)
+        finally:
+            bar.close()
+    if as_json:
+        emit_json({"path": str(pulled.path), "downloaded": pulled.downloaded, **pulled.manifest})
+        return
+    m = pulled.manifest
+    verb = "pulled" if pulled.downloaded else "already in the model cache:"
+    click.echo(
+        f"{verb} {m['source']} -> {pulled.path} ({m['quantization']}, {m['size'] / 1e6:.1f} MB, "
+        f"sha256 {m['sha256'][:16]}...)"
+    )

@@ -152,7 +152,7 @@ def make_embedder(setup: Setup, **options: Any) -> Embedder:
         if not path.is_file():
             msg = (
                 f"no {setup.quantization} GGUF of {short} in lokal's model cache ({path}); "
-                f"make it with: lokal models pack {name} -q {setup.quantization}"
+                f"get it with: {models.bring_command(name, setup.quantization)}"
             )
             raise ModelNotFound(msg)
         model, backend = str(path), models.GGUF
