@@ -207,6 +207,7 @@ def ollama_hub_id(name: str) -> str | None:
         raise ModelNotFound(msg)
     return hub_id
 
+
 # ---- published GGUFs (``lokal models pull``) -------------------------------------------------
 
 
