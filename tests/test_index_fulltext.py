@@ -129,7 +129,7 @@ def test_migration_4_rebuilds_an_older_files_full_text_in_place(
         assert fulltext.file_tokenizer(reader._conn) == "unicode61 remove_diacritics 2"
         assert [h.id for h in reader.text_search("pump", k=4)] == ["valve"]
     with Index.open(path, ENGLISH, writable=True) as ix:
-        assert schema.applied(ix._conn) == {1, 2, 3, 4}
+        assert schema.applied(ix._conn) == {number for number, _, _ in schema.MIGRATIONS}
         assert fulltext.file_tokenizer(ix._conn) == "porter unicode61 remove_diacritics 2"
         found = {h.id for h in ix.text_search("pump", k=8)}
         assert found == {"pumps", "valve", "doc.txt#0"}

@@ -345,8 +345,9 @@ class Searching(Reading):
         # quantized modes: rescore no more candidates than a plain search of
         # candidate_depth(k) would (100 x 40 float reads in bit mode took 1.4 s at 50k chunks,
         # benchmarks/hybrid_latency.py); the best of them are exact, as before
-        budget = candidate_depth(k) * OVERSAMPLE[self.quantization]
         with self._lock, sqlite.read(self._reader()):
+            # the copy in use: an "auto" index searches float, int8 or bit by its size
+            budget = candidate_depth(k) * OVERSAMPLE[self._cache_for_search().quantization]
             nearest = self._nearest(q, fetch, filter, budget=budget)
             lexical = self._text_ranks(text, fetch, filter)
             top = fuse([nearest, [(r, -bm25) for r, bm25 in lexical]], k)
