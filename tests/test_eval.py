@@ -282,7 +282,7 @@ def test_compare_specs() -> None:
         runner.parse_setup("dims=many", base)
     with pytest.raises(ProfileError, match="search must be one of"):
         runner.parse_setup("search=fuzzy", base)
-    with pytest.raises(ModelNotFound, match="lokal models pack all-MiniLM-L6-v2 -q q5_1"):
+    with pytest.raises(ModelNotFound, match="lokal models pack all-MiniLM-L6-v2 --quantize q5_1"):
         runner.make_embedder(runner.Setup(quantization="q5_1"))
 
 
