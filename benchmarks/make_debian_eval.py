@@ -17,11 +17,12 @@ Then: lokal eval OUT. The description is read from dpkg's status file (deb822 pa
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import sys
 from pathlib import Path
+
+from _beir import write_beir
 
 
 def paragraphs(status: str) -> list[dict[str, str]]:
@@ -76,29 +77,8 @@ def build(out: Path, status: Path, n_packages: int, seed: int, min_words: int) -
         ids[d["_id"]] = ids.get(d["_id"], 0) + 1
         if ids[d["_id"]] > 1:
             d["_id"] = f"{d['_id']}#{ids[d['_id']]}"
-    by_desc: dict[str, list[str]] = {}
-    first_desc: dict[str, str] = {}
-    for d in docs:
-        key = d["desc"].lower().rstrip(".")
-        by_desc.setdefault(key, []).append(d["_id"])
-        first_desc.setdefault(key, d["desc"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qrels").mkdir(exist_ok=True)
-    with (out / "corpus.jsonl").open("w", encoding="utf-8") as fh:
-        for d in docs:
-            row = {"_id": d["_id"], "title": d["title"], "text": d["text"]}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    with (
-        (out / "queries.jsonl").open("w", encoding="utf-8") as q_fh,
-        (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as r_fh,
-    ):
-        r_fh.write("query-id\tcorpus-id\tscore\n")
-        for key, group in by_desc.items():
-            qid = f"q-{group[0]}"
-            q_fh.write(json.dumps({"_id": qid, "text": first_desc[key]}, ensure_ascii=False) + "\n")
-            for doc_id in group:
-                r_fh.write(f"{qid}\t{doc_id}\t1\n")
-    return {"packages": len(docs), "queries": len(by_desc), "shared": len(docs) - len(by_desc)}
+    queries = write_beir(out, docs)
+    return {"packages": len(docs), "queries": queries, "shared": len(docs) - queries}
 
 
 def main(argv: list[str] | None = None) -> int:

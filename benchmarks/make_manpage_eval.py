@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import gzip
-import json
 import random
 import re
 import sys
 from pathlib import Path
+
+from _beir import write_beir
 
 # roff character names -> text (the common ones; others are dropped)
 CHARS = {
@@ -229,29 +230,8 @@ def build(
         msg = f"no usable manual pages in {man_dir}"
         raise SystemExit(msg)
     docs.sort(key=lambda d: d["_id"])
-    by_desc: dict[str, list[str]] = {}
-    for d in docs:
-        by_desc.setdefault(d["desc"].lower().rstrip("."), []).append(d["_id"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qrels").mkdir(exist_ok=True)
-    with (out / "corpus.jsonl").open("w", encoding="utf-8") as fh:
-        for d in docs:
-            row = {"_id": d["_id"], "title": d["title"], "text": d["text"]}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    first_desc = {}
-    for d in docs:
-        first_desc.setdefault(d["desc"].lower().rstrip("."), d["desc"])
-    with (
-        (out / "queries.jsonl").open("w", encoding="utf-8") as q_fh,
-        (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as r_fh,
-    ):
-        r_fh.write("query-id\tcorpus-id\tscore\n")
-        for key, ids in by_desc.items():
-            qid = f"q-{ids[0]}"
-            q_fh.write(json.dumps({"_id": qid, "text": first_desc[key]}, ensure_ascii=False) + "\n")
-            for doc_id in ids:
-                r_fh.write(f"{qid}\t{doc_id}\t1\n")
-    return {"pages": len(docs), "queries": len(by_desc), "shared": len(docs) - len(by_desc)}
+    queries = write_beir(out, docs)
+    return {"pages": len(docs), "queries": queries, "shared": len(docs) - queries}
 
 
 def main(argv: list[str] | None = None) -> int:
