@@ -242,7 +242,7 @@ def test_agent_follows_changes_and_restarts(setup: tuple[Path, Path, Path], tmp_
             str(docs / "later.txt"),
             str(docs / "handbooks" / "valve.txt"),
         }
-        line = agent.wait_for(r"scan: ")
+        line = agent.wait_for(r"INFO scan: ")  # the summary, not a "first scan:" progress line
         assert "2 indexed" in line and "1 removed" in line, line
     finally:
         assert agent.terminate() == 0
