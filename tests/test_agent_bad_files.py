@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,18 +139,28 @@ def test_zip_bomb_and_broken_utf8_are_recorded_and_the_rest_indexed(
     (docs / "good.txt").write_text("Pump P-101: hold the red button.\n")
     db = tmp_path / "index.db"
     out = tmp_path / "out.json"
+    peak = tmp_path / "peak_kb"
+    # lokal index runs under a small Python that reports its peak RSS: a child forked straight
+    # from this test process inherits its high-water mark (torch loaded by earlier tests), and
+    # ru_maxrss would report this process's peak as the child's
+    measure = (
+        "import os, subprocess, sys; child = subprocess.Popen(sys.argv[2:]); "
+        "_, status, usage = os.wait4(child.pid, 0); "
+        "open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); "
+        "sys.exit(os.waitstatus_to_exitcode(status))"
+    )
+    command = [LOKAL, "index", str(docs), "--index", str(db), "--json", "--model", str(packed_gguf)]
     with open(out, "w") as f:
-        proc = subprocess.Popen(
-            [LOKAL, "index", str(docs), "--index", str(db), "--json", "--model", str(packed_gguf)],
+        proc = subprocess.run(
+            [sys.executable, "-c", measure, str(peak), *command],
             stdout=f,
             stderr=subprocess.DEVNULL,
+            check=False,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
     summary = json.loads(out.read_text())
     assert proc.returncode == 1  # a file failed: said in the exit code, the rest indexed
     assert (summary["indexed"], summary["failed"]) == (3, 1), summary
-    peak_mb = usage.ru_maxrss / 1024
+    peak_mb = int(peak.read_text()) / 1024
     assert peak_mb < 600, f"peak RSS {peak_mb:.0f} MB"
     with Index.open(db) as index:
         docs_by_name = {Path(d.uri).name: d for d in index.documents()}
