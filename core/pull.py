@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lokal import catalog, gguf, models, profiles
+from lokal import catalog, gguf, models, profiles, temporary
 from lokal.errors import IntegrityError, MissingDependency, ModelMismatch, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def pull(
 
 def _download(source: Source, target_dir: Path, progress: Progress | None) -> Path:
     """Stream ``source`` into a temporary file in ``target_dir``; check size and sha256."""
-    part = target_dir / f"{_PART}{os.getpid()}-{os.urandom(4).hex()}.part"
+    part = target_dir / temporary.name(_PART, ".part")
     digest = hashlib.sha256()
     done = 0
     request = urllib.request.Request(source.url, headers=source.headers)  # noqa: S310 (http(s) only)
@@ -354,19 +354,8 @@ def _already_pulled(target_dir: Path, sha256: str) -> Pulled | None:
 def _remove_stale_parts(target_dir: Path) -> None:
     """Temporary files of pulls whose process died (their names carry its id)."""
     for part in target_dir.glob(f"{_PART}*"):
-        pid = part.name[len(_PART) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if temporary.writer_gone(part.name, _PART):
             part.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["Pulled", "Source", "catalog_source", "hub_source", "pull", "url_source"]

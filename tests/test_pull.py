@@ -225,11 +225,21 @@ def test_pull_a_catalog_model_from_the_hub(hub: Hub, gguf_bytes: bytes, tmp_path
 @pytest.mark.slow
 def test_a_sha256_mismatch_leaves_nothing(hub: Hub, gguf_bytes: bytes, tmp_path: Path) -> None:
     hub.files[MINILM] = Served(gguf_bytes, "ab" * 32)  # the hub says another sha256
+    # a download killed mid-way leaves its part file; the next pull removes it (its process is
+    # gone) and leaves a running pull's alone
+    cache = tmp_path / "models"
+    cache.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (cache / f".lokal-pull-{dead}-0badc0de.part").write_bytes(gguf_bytes[:100])
+    running = cache / f".lokal-pull-{os.getpid()}-12345678.part"
+    running.write_bytes(gguf_bytes[:100])
     proc = _lokal(hub, tmp_path, "models", "pull", "all-MiniLM-L6-v2")
     assert proc.returncode == 1
     assert "IntegrityError" in proc.stderr and "sha256" in proc.stderr
     assert "ab" * 32 in proc.stderr
-    assert _leftovers(tmp_path / "models") == []  # no file, no manifest, no temporary file
+    # no file, no manifest, no temporary file but the live process's
+    assert _leftovers(cache) == [running.name]
 
 
 @pytest.mark.slow

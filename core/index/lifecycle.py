@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 import warnings
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lokal import temporary
 from lokal.errors import IndexFileError, ModelMismatch, ModelVariantWarning
 from lokal.index import sqlite
 
@@ -83,7 +83,7 @@ def create(path: Path, initialize: Callable[[Any], None]) -> None:
 
 
 def _temporary(path: Path, kind: str) -> Path:
-    return path.with_name(f".{path.name}{kind}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(temporary.name(f".{path.name}{kind}"))
 
 
 def remove_stale(path: Path) -> None:
@@ -95,22 +95,9 @@ def remove_stale(path: Path) -> None:
         return
     for prefix in (f".{path.name}{_CREATING}", f".{path.name}{_BUILDING}"):
         for name in names:
-            if not name.startswith(prefix):
-                continue
-            pid = name[len(prefix) :].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if temporary.writer_gone(name, prefix):
                 base = next((name[: -len(s)] for s in _COMPANIONS if name.endswith(s)), name)
                 remove_with_wal(path.parent / base)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---- build beside and swap -------------------------------------------------------------------
