@@ -15,8 +15,14 @@ a BertForSequenceClassification from the bundled all-MiniLM-L6-v2 encoder (6 lay
 wide, the size of cross-encoder/ms-marco-MiniLM-L6-v2) with a fresh head. Its scores mean
 nothing; its cost is a MiniLM cross-encoder's. ``--model DIR`` measures a real cross-encoder.
 
+``--budget`` measures ``lokal search --rerank``'s defaults for k=10 instead:
+``lokal.retrieval.candidate_depth(10)`` candidates, each read to its first
+``lokal.retrieval.DOCUMENT_TOKENS`` tokens (``max_document_tokens``; the PyTorch reference is
+given the same first tokens' text). ``--doc-tokens T`` sets the cut alone.
+
     .venv/bin/python benchmarks/rerank_latency.py [--runs 7] [--threads 2] [--model DIR]
-        [--retries 2] [--max-noise 0.2] [--wait 600] [--json]
+        [--budget | --candidates 50 --doc-tokens T] [--retries 2] [--max-noise 0.2]
+        [--wait 600] [--json]
 """
 
 from __future__ import annotations
@@ -114,7 +120,18 @@ def load_engine(name: str, a: argparse.Namespace) -> Any:
         from sentence_transformers import CrossEncoder
 
         ce = CrossEncoder(a.model_dir, device="cpu", local_files_only=True)
-        return lambda q, docs: ce.predict([(q, d) for d in docs], batch_size=32).tolist()
+        cut = a.doc_tokens
+
+        def predict(q: str, docs: list[str]) -> list[float]:
+            if cut:  # the text of each document's first `cut` tokens, as lokal reads it
+                offsets = ce.tokenizer(docs, add_special_tokens=False, return_offsets_mapping=True)
+                docs = [
+                    d[: spans[:cut][-1][1]] if spans else d
+                    for d, spans in zip(docs, offsets["offset_mapping"], strict=True)
+                ]
+            return ce.predict([(q, d) for d in docs], batch_size=32).tolist()
+
+        return predict
     if name in ("llama-plain-q8_0", "llama-nopooler-f16"):
         import numpy as np
 
@@ -129,7 +146,9 @@ def load_engine(name: str, a: argparse.Namespace) -> Any:
         backend = Unchecked(path, n_threads=a.threads, token_types=False)
 
         def plain(q: str, docs: list[str]) -> list[float]:
-            logits = backend.score(q, docs, max_query_tokens=254, max_tokens=512)
+            logits = backend.score(
+                q, docs, max_query_tokens=254, max_tokens=512, max_document_tokens=a.doc_tokens
+            )
             return list(map(float, 1 / (1 + np.exp(-logits))))
 
         return plain
@@ -142,7 +161,8 @@ def load_engine(name: str, a: argparse.Namespace) -> Any:
     rr.backend  # noqa: B018 - load now, not on the first call
 
     def rank(q: str, docs: list[str]) -> list[float]:
-        ranked = rr.rank(q, docs)  # the work measured; then back to input order for parity
+        # the work measured; then back to input order for parity
+        ranked = rr.rank(q, docs, max_document_tokens=a.doc_tokens)
         return [r.score for r in sorted(ranked, key=lambda r: r.index)]
 
     return rank
@@ -188,6 +208,8 @@ def run_child(engine: str, docs_file: Path, a: argparse.Namespace) -> dict[str, 
     cmd = [sys.executable, __file__, "--child", engine, "--docs", str(docs_file)]
     cmd += ["--model-dir", a.model_dir, "--q8_0", a.q8_0, "--f16", a.f16, "--nopooler", a.nopooler]
     cmd += ["--threads", str(a.threads), "--runs", str(a.runs)]
+    if a.doc_tokens:
+        cmd += ["--doc-tokens", str(a.doc_tokens)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -212,6 +234,12 @@ def parity(scores: list[list[float]], reference: list[list[float]]) -> tuple[flo
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidates", type=int, default=50, help="documents per query (50)")
+    p.add_argument("--doc-tokens", type=int, help="read each document's first T tokens only")
+    p.add_argument(
+        "--budget",
+        action="store_true",
+        help="lokal search --rerank's defaults for k=10 (candidates and tokens per document)",
+    )
     p.add_argument("--runs", type=int, default=7, help=f"queries timed, at most {len(QUERIES)}")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--retries", type=int, default=2, help="extra runs allowed if noisy (2)")
@@ -224,6 +252,10 @@ def parse_args() -> argparse.Namespace:
         p.add_argument(hidden, help=argparse.SUPPRESS)
     a = p.parse_args()
     a.runs = min(a.runs, len(QUERIES))
+    if a.budget:
+        from lokal.retrieval import DOCUMENT_TOKENS, candidate_depth
+
+        a.candidates, a.doc_tokens = candidate_depth(10), DOCUMENT_TOKENS
     return a
 
 
@@ -249,7 +281,8 @@ def main() -> None:
     docs_file.write_text(json.dumps(docs))
     print(
         f"{len(docs)} candidates, {sum(counts):,} tokens (mean {sum(counts) / len(docs):.0f}, "
-        f"max {max(counts)}); {a.runs} queries; {a.threads} threads",
+        f"max {max(counts)}), read to {a.doc_tokens or 'all'} tokens each; {a.runs} queries; "
+        f"{a.threads} threads",
         file=sys.stderr,
     )
 

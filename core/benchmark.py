@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lokal import cpu
 from lokal.errors import LokalError
 
 
@@ -221,12 +222,18 @@ def measure(spec: BenchSpec, progress: Callable[[int, int], None] | None = None)
     }
 
 
-def quantization_findings(results: list[dict[str, Any]]) -> list[str]:
-    """This CPU's advice (:func:`lokal.cpu.advice`) and, for each model measured at both
-    q8_0 and f16 on the GGUF backend, which ran faster here and by how much."""
-    from lokal import cpu
+#: Speed ratios closer to 1 than this are within a run's spread: either quantization will do.
+SAME_SPEED = 1.05
 
-    lines = [str(cpu.advice())]
+
+def quantization_findings(
+    results: list[dict[str, Any]], advice: cpu.Advice | None = None
+) -> list[str]:
+    """This CPU's advice (:func:`lokal.cpu.advice`) and, for each model measured at both
+    q8_0 and f16 on the GGUF backend, which ran faster here, by how much, and whether that
+    overrides the advice."""
+    advice = advice or cpu.advice()
+    lines = [str(advice)]
     by_model: dict[str, dict[str, float]] = {}
     for r in results:
         if r.get("backend") == "gguf" and r.get("quantization") in ("q8_0", "f16"):
@@ -234,9 +241,16 @@ def quantization_findings(results: list[dict[str, Any]]) -> list[str]:
     for model, speeds in by_model.items():
         if len(speeds) == 2:
             fast, slow = sorted(speeds, key=lambda q: -speeds[q])
+            ratio = speeds[fast] / speeds[slow]
+            if ratio < SAME_SPEED:
+                verdict = "within a run's spread: either will do"
+            elif fast == advice.quantization:
+                verdict = "as the instruction set suggests"
+            else:
+                verdict = f"not what the instruction set suggests: pack {fast} for this box"
             lines.append(
                 f"measured: {model.rsplit('/', 1)[-1]} {fast} {speeds[fast]:,.0f} tokens/s, "
-                f"{slow} {speeds[slow]:,.0f}: {fast} {speeds[fast] / speeds[slow]:.2f}x"
+                f"{slow} {speeds[slow]:,.0f}: {fast} {ratio:.2f}x ({verdict})"
             )
     return lines
 

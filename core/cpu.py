@@ -1,15 +1,18 @@
-"""Which GGUF quantization this CPU runs fastest, from its instruction set.
+"""Which GGUF quantization this CPU should run fastest, from its instruction set.
 
 llama.cpp's q8_0 matrix products multiply int8 by int8. CPUs with int8 dot-product
 instructions — x86 AVX-512 VNNI or AVX-VNNI, ARM's dot product extension (``asimddp``, the
-``dotprod`` feature) — do that in one instruction per 4 pairs, and the q8_0 GGUF runs ahead of
-f16 (and of sentence-transformers). On an AVX2-only CPU the int8 products take several
-instructions each and f16 (converted to float32 with F16C) is faster than q8_0.
+``dotprod`` feature) — do that in one instruction per 4 pairs, and q8_0 is expected to run
+ahead of f16. On an AVX2-only CPU the int8 products take several instructions each and f16
+(converted to float32 with F16C) is faster than q8_0 (measured: 1.13-1.29x).
 
-``lokal models pack`` and ``lokal bench`` print :func:`advice`; the measured ratios are in
-docs/benchmarks.md. A GGUF runs on any CPU; only its speed depends on the choice, so a box
-whose CPU differs from the packing machine's is best served by packing for the box (its own
-``lokal models pack``) or shipping both files.
+The flags are a first guess, not a measurement: on one AVX-512 VNNI box f16 ran 1.10x q8_0
+for all-MiniLM-L6-v2 (llama.cpp's f16 matrix kernels are fast there too). ``lokal models pack``
+prints :func:`advice`; ``lokal bench -b gguf -q q8_0 -q f16`` measures both and says when the
+measurement overrides it. The measured ratios are in docs/benchmarks.md. A GGUF runs on any
+CPU; only its speed depends on the choice, so a box whose CPU differs from the packing
+machine's is best served by shipping both files (each a variant of the same model) and
+running ``lokal bench`` there.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ class Advice:
     cpu: str
 
     def __str__(self) -> str:
-        return f"{self.quantization} runs fastest on this CPU ({self.cpu}): {self.reason}"
+        return (
+            f"{self.quantization} should run fastest on this CPU ({self.cpu}): {self.reason} "
+            "(lokal bench -b gguf -q q8_0 -q f16 measures it)"
+        )
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:

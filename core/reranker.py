@@ -288,13 +288,20 @@ class Reranker(LoadedModel[RerankBackend]):
             self._activate(logits), pair_counts, truncated, q_tokens, q_tokens > q_limit
         )
 
-    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[Ranked]:
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        *,
+        max_document_tokens: int | None = None,
+    ) -> list[Ranked]:
         """``(index, score)`` records of ``documents``, best first; the first ``top_n`` only
-        when given."""
+        when given. ``max_document_tokens`` as in :meth:`score`."""
         if top_n is not None and top_n < 0:
             msg = f"top_n must be >= 0, got {top_n}"
             raise ProfileError(msg)
-        return self.score(query, documents).ranked(top_n)
+        return self.score(query, documents, max_document_tokens=max_document_tokens).ranked(top_n)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> ScoreResult:
         return await asyncio.to_thread(self.score, query, documents)

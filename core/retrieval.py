@@ -29,13 +29,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How many chunks a reranker reorders by default for ``k`` results: ``max(4 * k, 20)``.
+#: How many chunks a reranker reorders by default for ``k`` results: ``max(2 * k, 20)``.
 CANDIDATE_FACTOR, CANDIDATE_MIN = search_module.CANDIDATE_FACTOR, search_module.CANDIDATE_MIN
+#: Tokens of each candidate (the reranker's tokenizer) that ``lokal search --rerank`` and
+#: ``lokal serve``'s ``/v1/search`` let a reranker read by default (``max_document_tokens``).
+#: With :func:`candidate_depth`, the CPU budget: docs/benchmarks.md, "Reranking budget".
+DOCUMENT_TOKENS = 128
 
 
 def candidate_depth(k: int, candidates: int | None = None) -> int:
     """Chunks to retrieve for a reranker to reorder into ``k`` results: ``candidates`` when
-    given, else ``max(4 * k, 20)``; never fewer than ``k``."""
+    given, else ``max(2 * k, 20)``; never fewer than ``k``."""
     return search_module.candidate_depth(k, candidates)
 
 

@@ -540,12 +540,14 @@ class LocalReranker(RerankerSettings, BaseDocumentCompressor):
     >>> from langchain_classic.retrievers import ContextualCompressionRetriever
     >>> reranker = LocalReranker(model="BAAI/bge-reranker-base", top_n=3)
     >>> retriever = ContextualCompressionRetriever(
-    ...     base_compressor=reranker, base_retriever=store.as_retriever(search_kwargs={"k": 50})
+    ...     base_compressor=reranker, base_retriever=store.as_retriever(search_kwargs={"k": 20})
     ... )
 
     Returned documents are copies, best first, with the score in
-    ``metadata["relevance_score"]``. A document longer than the model's context is cut on the
-    document side with a warning (``truncation="warn"``) or refused (``"error"``).
+    ``metadata["relevance_score"]``. The reranker reads each document's first
+    ``max_document_tokens`` (128, a MiniLM-size cross-encoder's CPU budget; None: all that
+    fit); a pair still longer than the model's context is cut on the document side with a
+    warning (``truncation="warn"``) or refused (``"error"``).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -570,7 +572,10 @@ class LocalReranker(RerankerSettings, BaseDocumentCompressor):
     ) -> Sequence[Document]:
         """The ``top_n`` best documents for ``query``, best first, each with its score."""
         docs = list(documents)
-        ranked = self._reranker.rank(query, [d.page_content for d in docs], self.top_n)
+        texts = [d.page_content for d in docs]
+        ranked = self._reranker.rank(
+            query, texts, self.top_n, max_document_tokens=self.max_document_tokens
+        )
         return [
             Document(
                 id=docs[r.index].id,

@@ -528,12 +528,14 @@ class LocalRerank(RerankerSettings, BaseNodePostprocessor):
     """Reranks retrieved nodes with a local cross-encoder; keeps the best ``top_n``.
 
     >>> rerank = LocalRerank(model="BAAI/bge-reranker-base", top_n=3)
-    >>> index.as_query_engine(similarity_top_k=50, node_postprocessors=[rerank])
+    >>> index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])
 
     Returns new ``NodeWithScore`` objects, best first, whose ``score`` is the reranker's; the
     nodes themselves are shared, not copied (with ``keep_retrieval_score=True`` they are copied
     and the retrieval score goes into ``metadata["retrieval_score"]``). Node text is read as
-    LlamaIndex's own ``SentenceTransformerRerank`` reads it (``MetadataMode.EMBED``).
+    LlamaIndex's own ``SentenceTransformerRerank`` reads it (``MetadataMode.EMBED``), its
+    first ``max_document_tokens`` (128, a MiniLM-size cross-encoder's CPU budget; None: all
+    that fit).
     """
 
     model_config = ConfigDict(
@@ -577,7 +579,12 @@ class LocalRerank(RerankerSettings, BaseNodePostprocessor):
                 EventPayload.TOP_K: self.top_n,
             },
         ) as event:
-            ranked = self._reranker.rank(query_bundle.query_str, texts, self.top_n)
+            ranked = self._reranker.rank(
+                query_bundle.query_str,
+                texts,
+                self.top_n,
+                max_document_tokens=self.max_document_tokens,
+            )
             out = [self._scored(nodes[r.index], r.score) for r in ranked]
             event.on_end(payload={EventPayload.NODES: out})
         return out

@@ -20,6 +20,7 @@ from lokal.identity import ModelIdentity
 from lokal.index import Index, IndexHandle
 from lokal.loading import TruncationPolicy
 from lokal.reranker import Reranker
+from lokal.retrieval import DOCUMENT_TOKENS
 
 TRUST_REMOTE_CODE = (
     "Let sentence-transformers run Python code the model ships (its config's auto_map; "
@@ -243,6 +244,12 @@ class RerankerSettings(FrameworkNames):
     n_threads: int | None = Field(None, gt=0, description="CPU threads for llama.cpp.")
     profile: dict[str, Any] | None = Field(
         None, description="Overrides: {'context_length': 512, 'activation': 'identity'}."
+    )
+    max_document_tokens: int | None = Field(
+        DOCUMENT_TOKENS,
+        gt=0,
+        description="Tokens of each document the reranker reads (a MiniLM-size cross-encoder's "
+        "CPU budget, as lokal search --rerank); None: all that fit its context.",
     )
 
     def make_reranker(self) -> Reranker:

@@ -497,11 +497,11 @@ def test_reranker_reorders_only_the_candidates(
     )
     plain = runner.Setup(backend="gguf")
     reranked = runner.Setup(
-        backend="gguf", reranker=str(cross_encoder_dir), candidates=5, label="rerank"
+        backend="gguf", reranker=str(cross_encoder_dir), candidates=5, doc_tokens=24, label="rr"
     )
     report = runner.evaluate(es, [plain, reranked])
     base, rr = report.results
-    assert rr.rerank is not None and rr.rerank["candidates"] == 5
+    assert rr.rerank is not None and (rr.rerank["candidates"], rr.rerank["doc_tokens"]) == (5, 24)
     assert rr.corpus.source == "cache"  # the second setup with the same model re-embeds nothing
     # the first five are the same documents, reordered by the cross-encoder; the rest stay
     changed = 0
@@ -513,7 +513,8 @@ def test_reranker_reorders_only_the_candidates(
         changed += before[:5] != after[:5]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)  # man pages are long
-            scores = reranker.score(es.queries[q], [texts[d] for d in before[:5]]).scores
+            head = [texts[d] for d in before[:5]]
+            scores = reranker.score(es.queries[q], head, max_document_tokens=24).scores
         assert after[:5] == [before[:5][i] for i in np.argsort(-scores, kind="stable")]
     assert changed > 0
     for k in ("recall@5", "recall@10", "recall@50"):

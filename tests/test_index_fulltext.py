@@ -168,7 +168,7 @@ def test_quantized_hybrid_rescores_no_more_than_a_plain_search(
 ) -> None:
     """Hybrid takes 100 vector candidates; in bit mode rescoring all 100 x 40 of them with
     their float vectors cost 1.4 s at 50k chunks. It rescores what a plain search of
-    candidate_depth(k) would (5 x 4 x 40 = 800 here), and its scores stay exact cosines."""
+    max(4k, 20) would (20 x 40 = 800 here), and its scores stay exact cosines."""
     texts = {f"t{i}": f"pump {i} note" for i in range(5000)}
     with Index.create(tmp_path / "bit.db", ENGLISH, quantization="bit") as index:
         fill(index, texts)
@@ -182,7 +182,7 @@ def test_quantized_hybrid_rescores_no_more_than_a_plain_search(
         monkeypatch.setattr(index, "_float_vectors", counting)
         q = vecs(1)[0]
         hits = index.hybrid_search(q, "pump 42", k=5)
-        budget = search.candidate_depth(5) * search.OVERSAMPLE["bit"]
+        budget = max(search.RESCORE_FACTOR * 5, search.CANDIDATE_MIN) * search.OVERSAMPLE["bit"]
         assert len(hits) == 5 and read[0] <= budget  # (then the few text-only hits' cosines)
         assert sum(read) <= budget + 5
         unit = q / np.linalg.norm(q)

@@ -54,6 +54,7 @@ from lokal.reranker import (
     cached_rerankers,
     default_model,
 )
+from lokal.retrieval import DOCUMENT_TOKENS
 
 from .conftest import build_cross_encoder, paragraphs
 
@@ -727,9 +728,11 @@ def test_langchain_local_reranker(cross_encoder_dir: Path, documents: list[str])
     docs = [
         Document(page_content=t, metadata={"n": i}, id=f"d{i}") for i, t in enumerate(documents)
     ]
-    reranker = LocalReranker(model=str(cross_encoder_dir), top_n=3)
+    reranker = LocalReranker(model=str(cross_encoder_dir), top_n=3, max_document_tokens=6)
     out = reranker.compress_documents(docs, QUERIES[1])
-    expected = reranker.reranker.rank(QUERIES[1], documents, top_n=3)
+    expected = reranker.reranker.rank(QUERIES[1], documents, top_n=3, max_document_tokens=6)
+    whole = reranker.reranker.rank(QUERIES[1], documents, top_n=3)
+    assert [r.score for r in expected] != [r.score for r in whole]  # the cut is read
     assert [d.metadata["n"] for d in out] == [r.index for r in expected]
     assert [d.metadata["relevance_score"] for d in out] == [r.score for r in expected]
     assert [d.id for d in out] == [f"d{r.index}" for r in expected]
@@ -767,7 +770,8 @@ async def test_llama_index_local_rerank(cross_encoder_dir: Path, documents: list
     assert LocalRerank.class_name() == "LokalLocalRerank"
     out = rerank.postprocess_nodes(nodes, query_str=QUERIES[2])
     texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-    expected = rerank.reranker.rank(QUERIES[2], texts, top_n=2)
+    assert rerank.max_document_tokens == DOCUMENT_TOKENS  # the CPU budget, as in lokal search
+    expected = rerank.reranker.rank(QUERIES[2], texts, top_n=2, max_document_tokens=DOCUMENT_TOKENS)
     assert [n.node.node_id for n in out] == [f"n{r.index}" for r in expected]
     assert [n.score for n in out] == [r.score for r in expected]
     assert out[0].node.metadata["retrieval_score"] == nodes[expected[0].index].score
@@ -785,7 +789,7 @@ async def test_llama_index_local_rerank(cross_encoder_dir: Path, documents: list
 def test_cli_search_rerank(
     packed_reranker: Path, gguf_reranker: Reranker, packed_gguf: Path, tmp_path: Path
 ) -> None:
-    """`lokal search --rerank` reorders the top max(4k, 20) chunks exactly as the library
+    """`lokal search --rerank` reorders the top max(2k, 20) chunks exactly as the library
     ranks them, shows the reranker's score, and refuses a wrong reranker before loading
     anything."""
     root = tmp_path / "docs"
@@ -797,7 +801,9 @@ def test_cli_search_rerank(
     query = QUERIES[0]
     plain = json.loads(lokal("search", query, "--index", db, "-k", "20", "--json").stdout)
     assert len(plain) == 20
-    expected = gguf_reranker.rank(query, [h["text"] for h in plain], top_n=3)
+    texts = [h["text"] for h in plain]
+    # each candidate read to its first DOCUMENT_TOKENS tokens, the CPU budget
+    expected = gguf_reranker.rank(query, texts, top_n=3, max_document_tokens=DOCUMENT_TOKENS)
     # --rerank alone: the one reranker packed in the model cache
     out = json.loads(lokal("search", query, "--index", db, "-k", "3", "--rerank", "--json").stdout)
     assert [h["id"] for h in out] == [plain[r.index]["id"] for r in expected]
@@ -807,7 +813,7 @@ def test_cli_search_rerank(
     # named from the model cache; the best 2 of the first 5 candidates; the table
     named = ("--rerank", "minilm-cross-encoder", "--candidates", "5")
     table = lokal("search", query, "--index", db, "-k", "2", *named).stdout
-    few = gguf_reranker.rank(query, [h["text"] for h in plain[:5]], top_n=2)
+    few = gguf_reranker.rank(query, texts[:5], top_n=2, max_document_tokens=DOCUMENT_TOKENS)
     lines = [ln for ln in table.splitlines() if "(retrieved #" in ln]
     assert [ln.split("(retrieved #")[1].split(",")[0] for ln in lines] == [
         str(r.index + 1) for r in few
@@ -821,8 +827,21 @@ def test_cli_search_rerank(
         bad = lokal("search", query, "--index", db, "--rerank", model, check=False)
         assert bad.returncode == 1 and error in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
-    usage = lokal("search", query, "--index", db, "--candidates", "5", check=False)
-    assert usage.returncode == 2 and "--candidates only applies with --rerank" in usage.stderr
+    # --doc-tokens: each candidate cut to its first N tokens before it is scored
+    short = ("--rerank", "minilm-cross-encoder", "--doc-tokens", "8", "--json")
+    cut = json.loads(lokal("search", query, "--index", db, "-k", "3", *short).stdout)
+    want = gguf_reranker.rank(query, texts, top_n=3, max_document_tokens=8)
+    assert [h["id"] for h in cut] == [plain[r.index]["id"] for r in want]
+    assert [h["rerank_score"] for h in cut] == pytest.approx([r.score for r in want], abs=1e-4)
+    assert [h["rerank_score"] for h in cut] != [h["rerank_score"] for h in out]
+    # --doc-tokens 0: whole candidates (all that fit the reranker's context)
+    whole = ("--rerank", "minilm-cross-encoder", "--doc-tokens", "0", "--json")
+    got = json.loads(lokal("search", query, "--index", db, "-k", "3", *whole).stdout)
+    want = gguf_reranker.rank(query, texts, top_n=3)
+    assert [h["rerank_score"] for h in got] == pytest.approx([r.score for r in want], abs=1e-4)
+    for flag in ("--candidates", "--doc-tokens"):
+        usage = lokal("search", query, "--index", db, flag, "5", check=False)
+        assert usage.returncode == 2 and "only apply with --rerank" in usage.stderr
 
 
 # ---- a real reranker, when one is available ------------------------------------------------

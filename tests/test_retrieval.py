@@ -18,7 +18,14 @@ from lokal.errors import IndexReadOnly, ModelMismatch
 from lokal.identity import ModelIdentity
 from lokal.index import Chunk, Index, IndexHandle, open_indexes
 from lokal.reranker import Ranked
-from lokal.retrieval import candidate_depth, open_recorded, retrieve
+from lokal.retrieval import (
+    CANDIDATE_FACTOR,
+    CANDIDATE_MIN,
+    DOCUMENT_TOKENS,
+    candidate_depth,
+    open_recorded,
+    retrieve,
+)
 
 TEXTS = [
     "Reset the pump: hold the red button for five seconds.",
@@ -31,9 +38,28 @@ TEXTS = [
 
 def test_candidate_depth_is_one_rule() -> None:
     assert candidate_depth(1) == 20
-    assert candidate_depth(10) == 40
+    assert candidate_depth(10) == 20
     assert candidate_depth(5, 7) == 7
     assert candidate_depth(5, 2) == 5  # never fewer than k
+
+
+def test_the_reranking_budget_is_one_number_everywhere() -> None:
+    """The CLI states the budget in its help without importing numpy; each place agrees with
+    lokal.retrieval's constants (docs/benchmarks.md, "Reranking budget")."""
+    from lokal.agent.cli.evaluate import bench_cmd, eval_cmd
+    from lokal.agent.cli.index import search_cmd
+    from lokal.evaluation.runner import Setup
+    from lokal.integrations.shared import RerankerSettings
+
+    options = {c.name: {p.name: p for p in c.params} for c in (search_cmd, eval_cmd, bench_cmd)}
+    search = options["search"]
+    assert f"default: {DOCUMENT_TOKENS};" in (search["doc_tokens"].help or "")
+    assert f"max({CANDIDATE_FACTOR}k, {CANDIDATE_MIN})" in (search["candidates"].help or "")
+    for name in ("eval", "bench"):
+        assert options[name]["doc_tokens"].default == DOCUMENT_TOKENS, name
+        assert options[name]["candidates"].default == candidate_depth(10), name
+    assert (Setup().candidates, Setup().doc_tokens) == (candidate_depth(10), DOCUMENT_TOKENS)
+    assert RerankerSettings.model_fields["max_document_tokens"].default == DOCUMENT_TOKENS
 
 
 @pytest.fixture

@@ -659,6 +659,17 @@ def test_search_equals_index_search(
         [h["score"] for h in rr["results"]], [o.score for o in order], atol=1e-5
     )
     assert rr["reranked"] is True and "retrieval_score" in rr["results"][0]
+    # each candidate's first max_tokens_per_doc tokens, as the library cuts them
+    body = {"query": query, "k": 3, "rerank": True, "fetch_k": 20, "max_tokens_per_doc": 6}
+    cut = httpx.post(f"{server.url}/v1/search", json=body, timeout=TIMEOUT).json()
+    order = local_reranker.rank(query, [c.text for c in candidates], top_n=3, max_document_tokens=6)
+    assert [h["id"] for h in cut["results"]] == [candidates[o.index].id for o in order]
+    np.testing.assert_allclose(
+        [h["score"] for h in cut["results"]], [o.score for o in order], atol=1e-5
+    )
+    body["max_tokens_per_doc"] = -1
+    refused = httpx.post(f"{server.url}/v1/search", json=body, timeout=TIMEOUT)
+    assert refused.status_code == 400 and "max_tokens_per_doc" in refused.text
     bad = httpx.post(
         f"{server.url}/v1/search", json={"query": query, "filter": {"$nope": 1}}, timeout=TIMEOUT
     )

@@ -50,9 +50,17 @@ from lokal.agent.cli.output import ProgressBars, emit_json, friendly_errors, tab
 @click.option(
     "--candidates",
     type=click.IntRange(1),
-    default=50,
+    default=20,
     show_default=True,
-    help="Results a reranker reorders.",
+    help="Results a reranker reorders (lokal search --rerank's default for k=10).",
+)
+@click.option(
+    "--doc-tokens",
+    type=click.IntRange(0),
+    default=128,
+    show_default=True,
+    help="Cut each result to this many tokens before reranking, as lokal search --rerank does "
+    "(0: all that fit the reranker's context).",
 )
 @click.option(
     "--compare",
@@ -62,7 +70,7 @@ from lokal.agent.cli.output import ProgressBars, emit_json, friendly_errors, tab
     help="Another setup to run on the same data (repeatable): key=value pairs, comma-separated, "
     "changing the options above. Keys: model, backend, quant, dims, prefixes (on|off), "
     "query-prefix, document-prefix, search (vector|hybrid|text), rerank (MODEL|off), "
-    "candidates, label. The bare words hybrid, vector and text set the search.",
+    "candidates, doc-tokens, label. The bare words hybrid, vector and text set the search.",
 )
 @click.option(
     "--chart",
@@ -92,6 +100,7 @@ def eval_cmd(
     hybrid: bool,
     rerank: str | None,
     candidates: int,
+    doc_tokens: int | None,
     compares: tuple[str, ...],
     chart: Path | None,
     runs_dir: Path | None,
@@ -135,6 +144,7 @@ def eval_cmd(
             search="hybrid" if hybrid else "vector",
             reranker=rerank,
             candidates=candidates,
+            doc_tokens=doc_tokens or None,
         )
         setups = [base, *(runner.parse_setup(spec, base) for spec in compares)]
         evalset = data.load(source, split=split, corpus=corpus, index=index_path)
@@ -187,14 +197,17 @@ def eval_cmd(
 @click.option(
     "--candidates",
     type=click.IntRange(1),
-    default=40,
+    default=20,
     show_default=True,
     help="Passages a reranker ranks per question (lokal search --rerank's default for k=10).",
 )
 @click.option(
     "--doc-tokens",
-    type=click.IntRange(1),
-    help="Cut each candidate to this many tokens before reranking (max_document_tokens).",
+    type=click.IntRange(0),
+    default=128,
+    show_default=True,
+    help="Cut each candidate to this many tokens before reranking (max_document_tokens; "
+    "lokal search --rerank's default; 0: all that fit).",
 )
 @threads_option
 @json_option
@@ -227,7 +240,9 @@ def bench_cmd(
     from lokal.benchmark import BenchSpec, quantization_findings, run_isolated
 
     specs = [
-        BenchSpec(r, "auto", None, candidates, batch_size, threads, "reranker", 5, doc_tokens)
+        BenchSpec(
+            r, "auto", None, candidates, batch_size, threads, "reranker", 5, doc_tokens or None
+        )
         for r in rerankers
     ]
     for m in models_ or (() if rerankers else (None,)):

@@ -137,10 +137,10 @@ def index_cmd(
         sys.exit(1)
 
 
-def _rank_with_warnings(reranker: Any) -> Any:
+def _rank_with_warnings(reranker: Any, doc_tokens: int | None) -> Any:
     def rank(query: str, texts: list[str], top_n: int | None) -> Any:
         with warnings_to_stderr():
-            return reranker.rank(query, texts, top_n=top_n)
+            return reranker.rank(query, texts, top_n=top_n, max_document_tokens=doc_tokens)
 
     return rank
 
@@ -174,7 +174,14 @@ def _rank_with_warnings(reranker: Any) -> Any:
 @click.option(
     "--candidates",
     type=click.IntRange(1),
-    help="Chunks retrieved for --rerank to reorder (default: max(4k, 20)).",
+    help="Chunks retrieved for --rerank to reorder (default: max(2k, 20)).",
+)
+@click.option(
+    "--doc-tokens",
+    type=click.IntRange(0),
+    # the default is lokal.retrieval.DOCUMENT_TOKENS (not imported here: it brings numpy)
+    help="Tokens of each chunk --rerank reads (default: 128; 0: all that fit the reranker's "
+    "context).",
 )
 @json_option
 def search_cmd(
@@ -187,6 +194,7 @@ def search_cmd(
     hybrid: bool,
     rerank: str | None,
     candidates: int | None,
+    doc_tokens: int | None,
     as_json: bool,
 ) -> None:
     """Search an index: path, line range and score of the best chunks for QUERY.
@@ -194,7 +202,7 @@ def search_cmd(
     The model the index records is loaded (no model to name). By default the vector and
     full-text (BM25) rankings are fused (hybrid): exact words, names and codes count as well
     as meaning; --no-hybrid ranks by the vectors alone. With --rerank, the best
-    max(4k, 20) chunks are reordered by a cross-encoder that reads the query and each chunk
+    max(2k, 20) chunks are reordered by a cross-encoder that reads the query and each chunk
     together; its score is shown first, the retrieval rank and score after it.
 
     \b
@@ -213,9 +221,13 @@ def search_cmd(
     from lokal.central.reader import open_for_search
     from lokal.retrieval import retrieve
 
-    if candidates is not None and rerank is None:
-        msg = "--candidates only applies with --rerank"
+    if (candidates is not None or doc_tokens is not None) and rerank is None:
+        msg = "--candidates and --doc-tokens only apply with --rerank"
         raise click.UsageError(msg)
+    if doc_tokens is None:
+        from lokal.retrieval import DOCUMENT_TOKENS
+
+        doc_tokens = DOCUMENT_TOKENS
     central_only(index_path, sites, schema)
     with friendly_errors():
         reranker = None
@@ -233,7 +245,9 @@ def search_cmd(
                 embedder=embedder,
                 hybrid=hybrid,
                 filter=flt,
-                reranker=None if reranker is None else _rank_with_warnings(reranker),
+                reranker=None
+                if reranker is None
+                else _rank_with_warnings(reranker, doc_tokens or None),
                 candidates=candidates,
             )
     rows = []

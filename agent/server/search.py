@@ -16,7 +16,7 @@ from lokal.agent.server.protocol import (
     truncated_report,
 )
 from lokal.errors import LokalError
-from lokal.retrieval import candidate_depth, retrieve
+from lokal.retrieval import DOCUMENT_TOKENS, candidate_depth, retrieve
 
 
 class LokalApi(ServiceBase):
@@ -39,6 +39,8 @@ class LokalApi(ServiceBase):
         rerank = bool(bool_field(body, "rerank"))
         fetch_k = int_field(body, "fetch_k", candidate_depth(k), lo=k, hi=self.settings.max_k)
         assert fetch_k is not None
+        # each candidate's first N tokens (Cohere's name); 0: all that fit the reranker
+        per_doc = int_field(body, "max_tokens_per_doc", DOCUMENT_TOKENS, lo=0)
         if rerank and self.rerank is None:
             raise ApiError(
                 400,
@@ -51,7 +53,8 @@ class LokalApi(ServiceBase):
 
         def rank(q: str, texts: list[str], top_n: int | None) -> list[Any]:
             # from retrieve's thread, through the model worker's queue
-            return list(worker.rerank(model, q, texts).result().ranked(top_n))
+            scored = worker.rerank(model, q, texts, max_document_tokens=per_doc or None)
+            return list(scored.result().ranked(top_n))
 
         try:
             found = await asyncio.to_thread(

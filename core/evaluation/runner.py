@@ -52,7 +52,11 @@ class Setup:
     document_prefix: str | None = None
     search: str = "vector"
     reranker: str | None = None
-    candidates: int = 50
+    #: results a reranker reorders: ``lokal search --rerank``'s default for k=10
+    candidates: int = retrieval.candidate_depth(10)
+    #: cut each candidate to this many tokens before reranking (``max_document_tokens``;
+    #: None: all that fit the reranker's context), by default as ``lokal search --rerank`` does
+    doc_tokens: int | None = retrieval.DOCUMENT_TOKENS
     label: str = "base"
 
     def __post_init__(self) -> None:
@@ -61,6 +65,9 @@ class Setup:
             raise ProfileError(msg)
         if self.candidates < 1:
             msg = f"candidates must be at least 1, got {self.candidates}"
+            raise ProfileError(msg)
+        if self.doc_tokens is not None and self.doc_tokens < 1:
+            msg = f"doc_tokens must be at least 1, got {self.doc_tokens}"
             raise ProfileError(msg)
         if self.backend not in models.BACKENDS:
             msg = f"backend must be one of {models.BACKENDS}, got {self.backend!r}"
@@ -83,6 +90,7 @@ _KEYS = {
     "rerank": "reranker",
     "reranker": "reranker",
     "candidates": "candidates",
+    "doc-tokens": "doc_tokens",
     "label": "label",
 }
 
@@ -91,7 +99,8 @@ def parse_setup(spec: str, base: Setup) -> Setup:
     """A ``--compare`` spec: ``key=value`` pairs separated by commas, changing ``base``.
 
     Keys: model, backend, quant, dims, prefixes (on|off), query-prefix, document-prefix,
-    search (vector|hybrid|text), rerank (a model, or off), candidates, label. The bare words
+    search (vector|hybrid|text), rerank (a model, or off), candidates, doc-tokens (a number, or
+    full), label. The bare words
     ``hybrid``, ``vector`` and ``text`` set the search. The label defaults to the spec itself.
     """
     changes: dict[str, Any] = {"label": spec.strip()}
@@ -123,7 +132,7 @@ def parse_setup(spec: str, base: Setup) -> Setup:
 
 
 def _value(field_name: str, value: str, spec: str) -> Any:
-    if field_name in ("dimensions", "candidates"):
+    if field_name in ("dimensions", "candidates", "doc_tokens"):
         try:
             return int(value) if value not in ("", "none", "full") else None
         except ValueError as exc:
@@ -393,7 +402,9 @@ def run_setup(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", TruncationWarning)
                     docs = [texts.get(h.id, h.text) for h in head]
-                    scored = reranker.score(evalset.queries[qid], docs)
+                    scored = reranker.score(
+                        evalset.queries[qid], docs, max_document_tokens=setup.doc_tokens
+                    )
                 rerank_cut += len(scored.truncated)
                 reranked = retrieval.rerank(head, scored.ranked())
                 head = [replace(r.hit, score=r.score) for r in reranked]
@@ -412,6 +423,7 @@ def run_setup(
             "model": reranker.profile.name,
             "backend": reranker.backend_name,
             "candidates": setup.candidates,
+            "doc_tokens": setup.doc_tokens,
             "truncated_pairs": rerank_cut,
         }
     return SetupResult(

@@ -72,14 +72,20 @@ __all__ = [
 HYBRID_DEPTH = 100
 VECTOR_WEIGHT = 0.5
 
-#: The candidate depth for ``k`` results, ``max(4 * k, 20)``: what a reranker reorders by
-#: default (:func:`lokal.retrieval.candidate_depth`).
-CANDIDATE_FACTOR = 4
+#: The candidate depth for ``k`` results, ``max(2 * k, 20)``: what a reranker reorders by
+#: default (:func:`lokal.retrieval.candidate_depth`). With
+#: :data:`lokal.retrieval.DOCUMENT_TOKENS`, a MiniLM-size cross-encoder's CPU budget, measured:
+#: docs/benchmarks.md, "Reranking budget".
+CANDIDATE_FACTOR = 2
 CANDIDATE_MIN = 20
+
+#: Quantized hybrid search rescores at most ``max(4 * k, 20)`` x the mode's oversampling
+#: candidates with their float vectors (see :meth:`Searching.hybrid_search`).
+RESCORE_FACTOR = 4
 
 
 def candidate_depth(k: int, candidates: int | None = None) -> int:
-    """``candidates`` when given, else ``max(4 * k, 20)``; never fewer than ``k``."""
+    """``candidates`` when given, else ``max(2 * k, 20)``; never fewer than ``k``."""
     return max(k, candidates or max(CANDIDATE_FACTOR * k, CANDIDATE_MIN))
 
 
@@ -342,12 +348,13 @@ class Searching(Reading):
         weighted). ``score`` is the fused score: 1.0 for first in both rankings."""
         q = self._query(vector)
         fetch = hybrid_depth(k, fetch_k)
-        # quantized modes: rescore no more candidates than a plain search of
-        # candidate_depth(k) would (100 x 40 float reads in bit mode took 1.4 s at 50k chunks,
+        # quantized modes: rescore no more candidates than a plain search of max(4k, 20)
+        # would (100 x 40 float reads in bit mode took 1.4 s at 50k chunks,
         # benchmarks/hybrid_latency.py); the best of them are exact, as before
         with self._lock, sqlite.read(self._reader()):
             # the copy in use: an "auto" index searches float, int8 or bit by its size
-            budget = candidate_depth(k) * OVERSAMPLE[self._cache_for_search().quantization]
+            depth = max(RESCORE_FACTOR * k, CANDIDATE_MIN)
+            budget = depth * OVERSAMPLE[self._cache_for_search().quantization]
             nearest = self._nearest(q, fetch, filter, budget=budget)
             lexical = self._text_ranks(text, fetch, filter)
             top = fuse([nearest, [(r, -bm25) for r, bm25 in lexical]], k)
