@@ -10,6 +10,7 @@ import click
 from lokal.agent.cli.options import (
     backend_option,
     backends_option,
+    budget_options,
     json_option,
     prefix_options,
     threads_option,
@@ -47,21 +48,7 @@ from lokal.agent.cli.output import ProgressBars, emit_json, friendly_errors, tab
     help="Rerank the first --candidates results with a cross-encoder (alone: $LOKAL_RERANKER, "
     "else the one reranker packed in the model cache).",
 )
-@click.option(
-    "--candidates",
-    type=click.IntRange(1),
-    default=20,
-    show_default=True,
-    help="Results a reranker reorders (lokal search --rerank's default for k=10).",
-)
-@click.option(
-    "--doc-tokens",
-    type=click.IntRange(0),
-    default=128,
-    show_default=True,
-    help="Cut each result to this many tokens before reranking, as lokal search --rerank does "
-    "(0: all that fit the reranker's context).",
-)
+@budget_options("Results a reranker reorders")
 @click.option(
     "--compare",
     "compares",
@@ -194,21 +181,7 @@ def eval_cmd(
     multiple=True,
     help="Measure this reranker too (repeatable): --candidates passages ranked per question.",
 )
-@click.option(
-    "--candidates",
-    type=click.IntRange(1),
-    default=20,
-    show_default=True,
-    help="Passages a reranker ranks per question (lokal search --rerank's default for k=10).",
-)
-@click.option(
-    "--doc-tokens",
-    type=click.IntRange(0),
-    default=128,
-    show_default=True,
-    help="Cut each candidate to this many tokens before reranking (max_document_tokens; "
-    "lokal search --rerank's default; 0: all that fit).",
-)
+@budget_options("Passages a reranker ranks per question")
 @threads_option
 @json_option
 def bench_cmd(

@@ -123,3 +123,27 @@ def prefix_options(f: F) -> F:
 
 def threads_option(f: F) -> F:
     return click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp.")(f)
+
+
+def budget_options(what: str) -> Callable[[F], F]:
+    """--candidates and --doc-tokens with lokal search --rerank's defaults for k=10 (kept equal
+    to lokal.retrieval's constants by tests/test_retrieval.py; not imported: numpy)."""
+
+    def add(f: F) -> F:
+        f = click.option(
+            "--doc-tokens",
+            type=click.IntRange(0),
+            default=128,
+            show_default=True,
+            help="Read each candidate's first N tokens only, as lokal search --rerank does "
+            "(max_document_tokens; 0: all that fit the reranker's context).",
+        )(f)
+        return click.option(
+            "--candidates",
+            type=click.IntRange(1),
+            default=20,
+            show_default=True,
+            help=f"{what} (lokal search --rerank's default for k=10).",
+        )(f)
+
+    return add
