@@ -5,8 +5,9 @@
 ...     hits = central.search(vector, k=5, filter={"kind": "manual"})
 ...     hits[0].site, hits[0].document          # the box it came from, the path on that box
 
-Results are the index's own types: :class:`CentralRecord` and :class:`CentralHit` are a
-:class:`~lokal.index.Record` and a :class:`~lokal.index.Hit` with one more field, ``site``;
+Results are the index's own types: :class:`CentralRecord` and :class:`CentralHit`
+(:mod:`lokal.central.records`) are a :class:`~lokal.index.Record` and a
+:class:`~lokal.index.Hit` with one more field, ``site``;
 ``document`` is the chunk's ``path`` on its box. Scores mean what they mean locally:
 ``(1 + cosine) / 2`` for vector search, the fused score for hybrid search (as in an index).
 
@@ -19,7 +20,6 @@ rows match, repeats the search as an exact scan with the HNSW index disabled.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -27,23 +27,42 @@ import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lokal.central import filters
 from lokal.central.connect import connect, psycopg_module, read_password, redact
+from lokal.central.records import (
+    COLUMNS,
+    CentralHit,
+    CentralRecord,
+    Key,
+    check_site,
+    fields,
+    pg_json,
+    pg_text,
+    relevance,
+    vector_array,
+)
 from lokal.errors import CentralError, CentralUnreachable, ModelMismatch, ModelVariantWarning
 from lokal.identity import ModelIdentity
 from lokal.index import fulltext, search
-from lokal.index.store import Chunk, Hit, Record
+from lokal.index.store import Chunk
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "EF_SEARCH",
+    "EF_SEARCH_FILTERED",
+    "SCHEMA_PATTERN",
+    "CentralHit",
+    "CentralIndex",
+    "CentralRecord",
+]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
-#: Site names as lokal.central.schema accepts them.
-SITE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 DEFAULT_SCHEMA = "lokal"
 #: HNSW candidates per search (``hnsw.ef_search``; pgvector's default is 40). Measured on real
 #: embeddings (docs/benchmarks.md, "Central search"), 1000 gave recall@10 0.98 at 100k rows
@@ -52,44 +71,6 @@ DEFAULT_SCHEMA = "lokal"
 EF_SEARCH = 1000
 #: ... and with a filter, which pgvector applies to the candidates: the most it allows.
 EF_SEARCH_FILTERED = 1000
-
-_COLUMNS = (
-    "c.site, c.chunk_id, c.text, c.metadata, c.path, c.ordinal, c.char_start, c.char_end, "
-    "c.line_start, c.line_end, c.tokens"
-)
-
-
-@dataclass(frozen=True)
-class CentralRecord(Record):
-    """A stored chunk of the central store: a :class:`~lokal.index.Record` and its ``site``."""
-
-    site: str = ""
-
-
-@dataclass(frozen=True)
-class CentralHit(Hit):
-    """A search result of the central store: a :class:`~lokal.index.Hit` and its ``site``."""
-
-    site: str = ""
-
-
-Key = tuple[str, str]  # (site, chunk_id)
-
-
-def _fields(row: Sequence[Any]) -> dict[str, Any]:
-    return {
-        "site": row[0],
-        "id": row[1],
-        "text": row[2],
-        "metadata": row[3] if isinstance(row[3], dict) else json.loads(row[3]),
-        "document": row[4],
-        "ordinal": row[5],
-        "char_start": row[6],
-        "char_end": row[7],
-        "line_start": row[8],
-        "line_end": row[9],
-        "tokens": row[10],
-    }
 
 
 class CentralIndex:
@@ -313,14 +294,14 @@ class CentralIndex:
             return []
         where, params = self._filter(None)
         sql = self._sql(
-            f"SELECT {_COLUMNS} FROM {{s}}.chunks c WHERE c.chunk_id = ANY(%s) AND {where} "
+            f"SELECT {COLUMNS} FROM {{s}}.chunks c WHERE c.chunk_id = ANY(%s) AND {where} "
             "ORDER BY c.site"
         )
         with self._session() as conn:
             rows = conn.execute(sql, [list(ids), *params]).fetchall()
         by_id: dict[str, list[CentralRecord]] = {}
         for r in rows:
-            by_id.setdefault(r[1], []).append(CentralRecord(**_fields(r)))
+            by_id.setdefault(r[1], []).append(CentralRecord(**fields(r)))
         return [rec for i in dict.fromkeys(ids) for rec in by_id.get(i, [])]
 
     def get(
@@ -329,12 +310,12 @@ class CentralIndex:
         """Chunks matching ``filter`` (every chunk without one), by site and id."""
         where, params = self._filter(filter)
         sql = self._sql(
-            f"SELECT {_COLUMNS} FROM {{s}}.chunks c WHERE {where} ORDER BY c.site, c.chunk_id "
+            f"SELECT {COLUMNS} FROM {{s}}.chunks c WHERE {where} ORDER BY c.site, c.chunk_id "
             "LIMIT %s"
         )
         with self._session() as conn:
             rows = conn.execute(sql, [*params, limit]).fetchall()
-        return [CentralRecord(**_fields(r)) for r in rows]
+        return [CentralRecord(**fields(r)) for r in rows]
 
     def _nearest(
         self,
@@ -352,7 +333,7 @@ class CentralIndex:
         where, params = self._filter(flt)
         extra = ", c.embedding" if vectors else ""
         sql = self._sql(
-            f"SELECT {_COLUMNS}, c.embedding <=> %s AS distance{extra} FROM {{s}}.chunks c "
+            f"SELECT {COLUMNS}, c.embedding <=> %s AS distance{extra} FROM {{s}}.chunks c "
             f"WHERE {where} ORDER BY c.embedding <=> %s LIMIT %s"
         )
         args = [q, *params, q, n]
@@ -371,7 +352,7 @@ class CentralIndex:
                 log.debug("HNSW found %d of %d matching rows; exact scan", len(rows), matching)
                 # ordered outside a materialized CTE: no plan can use the HNSW index for it
                 exact = self._sql(
-                    f"WITH m AS MATERIALIZED (SELECT {_COLUMNS}, c.embedding <=> %s AS distance"
+                    f"WITH m AS MATERIALIZED (SELECT {COLUMNS}, c.embedding <=> %s AS distance"
                     f"{extra} FROM {{s}}.chunks c WHERE {where}) "
                     "SELECT * FROM m ORDER BY distance LIMIT %s"
                 )
@@ -379,7 +360,7 @@ class CentralIndex:
         return rows
 
     def _hit(self, row: Sequence[Any], score: float, distance: float | None) -> CentralHit:
-        return CentralHit(**_fields(row), score=float(score), distance=distance)
+        return CentralHit(**fields(row), score=float(score), distance=distance)
 
     def search(
         self, vector: Any, k: int = 4, *, filter: Mapping[str, Any] | None = None
@@ -390,7 +371,7 @@ class CentralIndex:
         with self._session() as conn:
             with conn.transaction():
                 rows = self._nearest(conn, q, k, filter)
-        return [self._hit(r, _relevance(r[11]), float(r[11])) for r in rows]
+        return [self._hit(r, relevance(r[11]), float(r[11])) for r in rows]
 
     def _text_ranks(
         self, conn: Any, text: str, k: int, flt: Mapping[str, Any] | None
@@ -406,7 +387,7 @@ class CentralIndex:
         query = " || ".join(["plainto_tsquery(%s::regconfig, %s)"] * len(words))
         query_params = [p for w in words for p in (config, w)]
         sql = self._sql(
-            f"SELECT {_COLUMNS}, ts_rank_cd(c.tsv, q) AS rank FROM {{s}}.chunks c, "
+            f"SELECT {COLUMNS}, ts_rank_cd(c.tsv, q) AS rank FROM {{s}}.chunks c, "
             f"({' SELECT ' + query}) AS t(q) WHERE c.tsv @@ q AND {where} "
             "ORDER BY rank DESC, c.site, c.chunk_id LIMIT %s"
         )
@@ -488,9 +469,9 @@ class CentralIndex:
                 rows = self._nearest(conn, q, max(fetch_k, k), filter, vectors=True)
         if not rows:
             return []
-        candidates = search.normalize(np.stack([_array(r[12]) for r in rows]))
+        candidates = search.normalize(np.stack([vector_array(r[12]) for r in rows]))
         chosen = search.mmr(q, candidates, k, lambda_mult)
-        return [self._hit(rows[i], _relevance(rows[i][11]), float(rows[i][11])) for i in chosen]
+        return [self._hit(rows[i], relevance(rows[i][11]), float(rows[i][11])) for i in chosen]
 
     # ---- writing (an application's own site) -----------------------------------------------
 
@@ -506,7 +487,7 @@ class CentralIndex:
         transaction, under ``site`` and, if given, the document ``path``. Boxes send their
         rows with ``lokal sync``; this is for an application's own site (LangChain,
         LlamaIndex). Returns the ids in order."""
-        _check_site(site)
+        check_site(site)
         arr = np.asarray(vectors, dtype=np.float32)
         if arr.ndim != 2 or arr.shape != (len(chunks), self.dimension):
             msg = (
@@ -524,13 +505,13 @@ class CentralIndex:
                 chunk_id,
                 path,
                 c.ordinal,
-                _pg_text(c.text, "text"),
+                pg_text(c.text, "text"),
                 c.char_start,
                 c.char_end,
                 c.line_start,
                 c.line_end,
                 c.tokens,
-                _pg_json(c.metadata),
+                pg_json(c.metadata),
                 vector,
             )
             for chunk_id, c, vector in zip(ids, chunks, arr, strict=True)
@@ -557,7 +538,7 @@ class CentralIndex:
 
     def delete(self, ids: Sequence[str], *, site: str) -> int:
         """Delete ``site``'s chunks with these ids (missing ids are fine); the number deleted."""
-        _check_site(site)
+        check_site(site)
         sql = self._sql("DELETE FROM {s}.chunks WHERE site = %s AND chunk_id = ANY(%s)")
         with self._session() as conn:
             cur = conn.execute(sql, [site, list(ids)])
@@ -565,7 +546,7 @@ class CentralIndex:
 
     def delete_where(self, filter: Mapping[str, Any], *, site: str) -> int:
         """Delete ``site``'s chunks whose metadata matches ``filter``; the number deleted."""
-        _check_site(site)
+        check_site(site)
         if not filter:
             msg = "delete_where needs a filter (an empty one would delete every chunk)"
             raise ValueError(msg)
@@ -574,34 +555,3 @@ class CentralIndex:
         with self._session() as conn:
             cur = conn.execute(sql, [site, *params])
             return int(cur.rowcount)
-
-
-def _array(vector: Any) -> np.ndarray:
-    """A pgvector value as float32 (pgvector-python >= 0.4 returns ``Vector`` objects)."""
-    to_numpy = getattr(vector, "to_numpy", None)
-    return np.asarray(to_numpy() if to_numpy else vector, dtype=np.float32)
-
-
-def _relevance(distance: float) -> float:
-    return float(search.relevance(1.0 - float(distance)))
-
-
-def _check_site(site: str) -> None:
-    if not isinstance(site, str) or not SITE_PATTERN.match(site):
-        msg = f"invalid site name {site!r}: letters, digits, '_', '.' and '-'"
-        raise ValueError(msg)
-
-
-def _pg_text(value: str, what: str) -> str:
-    if "\x00" in value:
-        msg = f"PostgreSQL cannot store a NUL character (in the chunk's {what})"
-        raise ValueError(msg)
-    return value
-
-
-def _pg_json(metadata: Mapping[str, Any]) -> str:
-    text = json.dumps(dict(metadata), allow_nan=False)
-    if "\\u0000" in text:
-        msg = "PostgreSQL cannot store a NUL character (in the chunk's metadata)"
-        raise ValueError(msg)
-    return text
