@@ -13,7 +13,7 @@ import pytest
 
 from lokal.errors import IndexFileError
 from lokal.identity import ModelIdentity
-from lokal.index import Chunk, Index, feed, schema, sqlite
+from lokal.index import Chunk, Index, feed, schema, sqlite, stored
 
 DIM = 8
 IDENTITY = ModelIdentity.external("test", "Hand", "hand-made", DIM)
@@ -310,10 +310,10 @@ def test_the_feed_reads_every_vector_right_after_edits_and_compaction(
     check()
     with monkeypatch.context() as m:  # storage laid out otherwise: its first row disagrees
         m.setattr(
-            feed,
-            "_stored_vectors",
+            stored,
+            "_slot_vectors",
             lambda conn, rowids, dim: {r: np.zeros(dim, np.float32) for r in rowids},
         )
         check()
-        m.setattr(feed, "_stored_vectors", lambda *a: {}.__getitem__(0))  # or fails to read
+        m.setattr(stored, "_slot_vectors", lambda *a: {}.__getitem__(0))  # or fails to read
         check()

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lokal.errors import IndexFileError
-from lokal.index import sqlite
+from lokal.index import stored
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def changes(conn: Any, path: object, dimension: int, after: int, limit: int) -> 
         raise ValueError(msg)
     rows = conn.execute(_query(conn, "changes"), (int(after), int(limit))).fetchall()
     rowids = [r[2] for r in rows if r[2] is not None]
-    vectors = _vectors(conn, rowids, dimension)
+    vectors = stored.vectors_of(conn, rowids, dimension)
     out = []
     for r in rows:
         if r[2] is None:
@@ -176,53 +175,6 @@ def changes(conn: Any, path: object, dimension: int, after: int, limit: int) -> 
             )
         )
     return out
-
-
-def _vectors(conn: Any, rowids: Sequence[int], dimension: int) -> dict[int, np.ndarray]:
-    """The float32 vectors of ``rowids``: read from sqlite-vec's storage in a few queries (a
-    vec0 point lookup per row costs ~7 us, a sync reads every row), checked against the
-    ordinary lookup of the first row; that lookup for every row when the storage is not
-    laid out as expected."""
-    if not rowids:
-        return {}
-    try:
-        out = _stored_vectors(conn, rowids, dimension)
-    except (ValueError, KeyError, IndexError, sqlite.sqlite_module().Error) as exc:
-        log.debug("vector storage not read directly (%s): one lookup per row", exc)
-        out = None
-    if out is not None and np.array_equal(out[rowids[0]], _vector(conn, rowids[0], dimension)):
-        return out
-    return {rowid: _vector(conn, rowid, dimension) for rowid in rowids}
-
-
-def _stored_vectors(
-    conn: Any, rowids: Sequence[int], dimension: int
-) -> dict[int, np.ndarray] | None:
-    wanted = json.dumps(list(rowids))
-    places = conn.execute(
-        "SELECT rowid, chunk_id, chunk_offset FROM chunks_vec_rowids "
-        "WHERE rowid IN (SELECT value FROM json_each(?))",
-        (wanted,),
-    ).fetchall()
-    if len(places) != len(rowids):
-        return None  # a row without a vector: the lookup says which
-    blocks = {
-        chunk: np.frombuffer(blob, dtype=np.float32).reshape(-1, dimension)
-        for chunk, blob in conn.execute(
-            "SELECT rowid, vectors FROM chunks_vec_vector_chunks00 "
-            "WHERE rowid IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted({p[1] for p in places})),),
-        )
-    }
-    return {rowid: blocks[chunk][offset] for rowid, chunk, offset in places}
-
-
-def _vector(conn: Any, rowid: int, dimension: int) -> np.ndarray:
-    row = conn.execute("SELECT embedding FROM chunks_vec WHERE rowid = ?", (rowid,)).fetchone()
-    if row is None:
-        msg = f"chunk row {rowid} has no vector (run Index.check)"
-        raise IndexFileError(msg)
-    return np.frombuffer(row[0], dtype=np.float32, count=dimension)
 
 
 def change_tag_at(conn: Any, seq: int) -> str | None:
