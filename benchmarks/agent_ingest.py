@@ -17,7 +17,14 @@ Rows, each its own process (peak RSS is that process's alone, from wait4):
 Targets (issue 4): end to end >= 0.9x the raw embedder's tokens/s; rescan <= 2 s per 10k
 files; peak RSS <= 200 MB at both sizes and no more than 10% apart.
 
+``--baseline SRC`` (a checkout of other lokal code, e.g. ``git worktree add /tmp/old REV``)
+adds before/after rows: ``lokal index`` over the small corpus with that code and with this
+one, alternated ``--rounds`` times in the same process tree (the other code runs from a copy
+of its packages on PYTHONPATH, with this venv's dependencies), and the index files' sizes.
+Issue 14's target: the change feed costs the agent's ingest speed and the index size <= 5%.
+
     .venv/bin/python benchmarks/agent_ingest.py [--max-bytes 6000] [--small 500] [--json]
+        [--baseline SRC [--rounds 3] [--only-baseline]]
 """
 
 from __future__ import annotations
@@ -106,12 +113,104 @@ print(json.dumps({"chunks": len(texts), "tokens": tokens, "seconds": time.perf_c
 """
 
 
+# ---- before/after: another checkout's code against this one ------------------------------------
+
+CLI = "import sys; from lokal.agent.cli import main; sys.argv[0] = 'lokal'; sys.exit(main())"
+
+
+def stage(src: Path, dest: Path) -> Path:
+    """``src``'s packages laid out as installed (lokal = core, lokal.agent = agent, ...)."""
+    pkg = dest / "lokal"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src / "core", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for sub in ("agent", "integrations"):
+        shutil.copytree(src / sub, pkg / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def before_after(src: Path, corpus: Path, work: Path, gguf: Path, rounds: int) -> str:
+    """``lokal index`` over ``corpus`` with ``src``'s code and with this one, alternated."""
+    staged = stage(src, work / "baseline-code")
+    env_before = {**os.environ, "PYTHONPATH": str(staged)}
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for i in range(rounds):
+        order = ("before", "after") if i % 2 == 0 else ("after", "before")
+        for which in order:
+            db = work / f"ab-{which}.db"
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            cmd = [sys.executable, "-c", CLI, "index", str(corpus), "--index", str(db)]
+            cmd += ["--model", str(gguf), "--json"]
+            env = env_before if which == "before" else {**os.environ, "PYTHONPATH": ""}
+            r = measured_env(cmd, env)
+            summary = json.loads(r["stdout"])
+            size = sum(
+                Path(f"{db}{x}").stat().st_size for x in ("", "-wal") if Path(f"{db}{x}").exists()
+            )
+            runs[which].append({**r, "summary": summary, "bytes": size})
+            print(f"  {which}: {r['seconds']:.1f} s, {size:,} bytes", file=sys.stderr)
+    lines = [
+        f"Before/after: `lokal index` over {corpus} with {src} (before) and this code (after), "
+        f"alternated {rounds} times; load average at end {os.getloadavg()[0]:.1f}.",
+        "",
+        "| run | chunks | tokens | wall s (each round) | tokens/s (best) | index bytes |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    best: dict[str, float] = {}
+    for which, rs in runs.items():
+        s0 = rs[0]["summary"]
+        best[which] = max(r["summary"]["tokens"] / r["seconds"] for r in rs)
+        walls = " / ".join(f"{r['seconds']:.1f}" for r in rs)
+        lines.append(
+            f"| {which} | {s0['chunks']} | {s0['tokens']} | {walls} | {best[which]:,.0f} "
+            f"| {rs[-1]['bytes']:,} |"
+        )
+    feed, total = feed_pages(work / "ab-after.db")
+    speed = best["after"] / best["before"] - 1
+    size = runs["after"][-1]["bytes"] / runs["before"][-1]["bytes"] - 1
+    lines += [
+        "",
+        f"- ingest speed, after vs before: {speed * 100:+.1f}% (best round each; target within 5%)",
+        f"- index size, after vs before: {size * 100:+.1f}% (everything either code stores)",
+        f"- the change feed's own pages in the after file (dbstat: changes tables, indexes): "
+        f"{feed:,} of {total:,} bytes, {feed / total * 100:.1f}% (target within 5%)",
+    ]
+    return "\n".join(lines)
+
+
+def feed_pages(db: Path) -> tuple[int, int]:
+    """(bytes of the change feed's tables and indexes, bytes of every table) in ``db``."""
+    from lokal.index import sqlite
+
+    conn = sqlite.sqlite_module().connect(str(db))
+    try:
+        rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+    finally:
+        conn.close()
+    return sum(n for name, n in rows if "changes" in name), sum(n for _, n in rows)
+
+
+def measured_env(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """:func:`measured` with another environment (the code the child imports)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return measured(cmd)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--max-bytes", type=int, default=6000, help="largest file taken (6000)")
     p.add_argument("--small", type=int, default=500, help="files in the small corpus (500)")
     p.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--baseline", type=Path, help="a checkout of other lokal code to compare")
+    p.add_argument("--rounds", type=int, default=3, help="before/after pairs (3)")
+    p.add_argument("--only-baseline", action="store_true", help="only the before/after rows")
     a = p.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="lokal-ingest-bench-"))
     large = work / "large"
@@ -131,6 +230,10 @@ def main() -> None:
     size_mb = sum(f.stat().st_size for f in files) / 2**20
     print(f"corpus: {len(files)} files ({size_mb:.1f} MB) from {SOURCE}; small: {a.small}")
 
+    if a.baseline:
+        print(before_after(a.baseline, small, work, gguf, a.rounds))
+        if a.only_baseline:
+            return
     rows: dict[str, dict[str, Any]] = {}
     for name, root in (("small", small), ("large", large)):
         db = work / f"{name}.db"
