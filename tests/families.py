@@ -78,7 +78,12 @@ def _tokenizer(cls: Any, vocab: Path, out: Path, *, bos: bool) -> Any:
 
 
 def _save_st(
-    out: Path, transformer_dir: Path, modules: list[object], prompts: dict[str, str]
+    out: Path,
+    transformer_dir: Path,
+    modules: list[object],
+    prompts: dict[str, str],
+    *,
+    tokenizer_file: str = "tokenizer.model",
 ) -> Path:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Transformer
@@ -87,8 +92,8 @@ def _save_st(
     model = SentenceTransformer(modules=[first, *modules], prompts=prompts, device="cpu")
     model.save(str(out))
     # the SentencePiece file itself: transformers saved only tokenizer.json; llama.cpp's
-    # converter reads tokenizer.model
-    (out / "tokenizer.model").write_bytes((transformer_dir / "tokenizer.model").read_bytes())
+    # converter reads tokenizer.model (sentencepiece.bpe.model for XLM-R)
+    (out / tokenizer_file).write_bytes((transformer_dir / tokenizer_file).read_bytes())
     return out
 
 
@@ -198,3 +203,122 @@ def build_qwen3_reranker(out: Path, work: Path) -> Path:
     )
     Qwen3ForCausalLM(config).save_pretrained(str(out))
     return out
+
+
+# ---- XLM-RoBERTa (granite-embedding-*-multilingual) ---------------------------------------------
+
+MULTILINGUAL = Path(__file__).parent / "data" / "multilingual.txt"
+
+
+def multilingual_sentences() -> list[str]:
+    """Real sentences in 14 languages and scripts (tests/data/multilingual.txt): the Universal
+    Declaration of Human Rights' first article, then everyday and technical sentences, and
+    text a normalizer rewrites (full-width letters, a ligature, a combining accent, runs of
+    spaces)."""
+    return MULTILINGUAL.read_text(encoding="utf-8").splitlines()
+
+
+def train_xlmr_vocab(out: Path) -> Path:
+    """A SentencePiece unigram model laid out as XLM-R's ``sentencepiece.bpe.model``: unk 0,
+    bos 1, eos 2, no pad (the tokenizer shifts every piece by one, fairseq's layout), no byte
+    fallback, every character of the training text kept. Trained on Python's language
+    reference and the first 14 multilingual sentences (the rest are held out: their unseen
+    characters become ``<unk>``)."""
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out / "corpus.txt"
+    text = paragraphs() + multilingual_sentences()[:14] * 3
+    corpus.write_text("\n".join(text), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(out / "sentencepiece.bpe"),
+        vocab_size=1500,
+        model_type="unigram",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    corpus.unlink()
+    return out / "sentencepiece.bpe.model"
+
+
+def build_granite_multilingual(out: Path, work: Path) -> Path:
+    """A tiny granite-embedding-278m-multilingual: an ``XLMRobertaModel`` (2 layers, hidden 64,
+    positions offset past the pad token as XLM-R's are) with an XLM-R tokenizer, saved as a
+    sentence-transformers directory: Transformer -> Pooling (CLS) -> Normalize, no prompts."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+
+    raw = work / "xlmr-raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    vocab = train_xlmr_vocab(work / "xlmr-vocab")
+    (raw / vocab.name).write_bytes(vocab.read_bytes())
+    tokenizer = XLMRobertaTokenizer.from_pretrained(str(raw), model_max_length=MAX_TOKENS)
+    tokenizer.save_pretrained(str(raw))
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS + 2,
+        type_vocab_size=1,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.2,
+    )
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(raw))
+    modules = [Pooling(HIDDEN, pooling_mode="cls"), Normalize()]
+    st = _save_st(out, raw, modules, {}, tokenizer_file=vocab.name)
+    return st
+
+
+# ---- RoBERTa (granite-embedding-125m-english) ----------------------------------------------------
+
+
+def build_granite_english(out: Path, work: Path) -> Path:
+    """A tiny granite-embedding-125m-english: a ``RobertaModel`` with a byte-level BPE
+    vocabulary of 1,500 trained here with the ``tokenizers`` library on Python's language
+    reference (RoBERTa's layout: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>``),
+    saved as Transformer -> Pooling (CLS) -> Normalize."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    raw = work / "roberta-raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        paragraphs(),
+        vocab_size=1500,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        show_progress=False,
+    )
+    bpe.save_model(str(raw))  # vocab.json, merges.txt
+    tokenizer = RobertaTokenizer.from_pretrained(str(raw), model_max_length=MAX_TOKENS)
+    tokenizer.save_pretrained(str(raw))
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS + 2,
+        type_vocab_size=1,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.2,
+    )
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(str(raw))
+    modules = [Pooling(HIDDEN, pooling_mode="cls"), Normalize()]
+    return _save_st(out, raw, modules, {}, tokenizer_file="vocab.json")
