@@ -16,19 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lokal.errors import IndexFileError, MissingDependency, ModelMismatch
+from lokal.errors import IndexFileError, MissingDependency
 
 try:
     from langchain_core.callbacks import Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.embeddings import Embeddings
-    from langchain_core.vectorstores import VectorStore
     from pydantic import ConfigDict, Field, PrivateAttr
     from typing_extensions import Self
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
@@ -36,8 +33,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a bare environment
 
 from lokal.embedder import Embedder
 from lokal.identity import ModelIdentity
-from lokal.index import Chunk, Hit, Index, IndexHandle, Record
+from lokal.index import Chunk, IndexHandle
 from lokal.index.search import QUANTIZATIONS
+from lokal.integrations.langchain_store import LOKAL_METADATA_KEY as LOKAL_METADATA_KEY
+from lokal.integrations.langchain_store import LangChainStore
 from lokal.integrations.shared import (
     EMBEDDER_CONTEXT,
     EmbedderSettings,
@@ -47,7 +46,7 @@ from lokal.integrations.shared import (
     vectors_as_lists,
 )
 from lokal.reranker import Reranker
-from lokal.retrieval import open_recorded, retrieve
+from lokal.retrieval import open_recorded
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +100,8 @@ class LocalEmbeddings(EmbedderSettings, Embeddings):
 
 # ---- vector store ----------------------------------------------------------------------------
 
-#: Where a Document read from an agent-written chunk says where the chunk came from: the
-#: document's uri (``source``), the chunk's ``ordinal`` and, when known, its ``line_start`` /
-#: ``line_end`` / ``char_start`` / ``char_end``. Only present for chunks stored under a
-#: document (as the agent writes them), and never over a metadata key of the same name.
-LOKAL_METADATA_KEY = "lokal"
 
-
-class LokalVectorStore(HandleOwner, VectorStore):
+class LokalVectorStore(HandleOwner, LangChainStore):
     """A LangChain vector store over a lokal index file (the single file ``lokal agent`` keeps).
 
     >>> store = LokalVectorStore("notes.db", LocalEmbeddings())   # created on the first add
@@ -152,6 +145,8 @@ class LokalVectorStore(HandleOwner, VectorStore):
             (always exact), ``"int8"`` or ``"bit"``.
     """
 
+    _NAME = "LokalVectorStore"
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -181,12 +176,6 @@ class LokalVectorStore(HandleOwner, VectorStore):
         self._embedding: Embeddings = embedding
         self._handle.reader()
 
-    # ---- the file ------------------------------------------------------------------------------
-
-    @property
-    def embeddings(self) -> Embeddings:
-        return self._embedding
-
     def __repr__(self) -> str:
         where = repr(self._index) if self._index is not None else repr(str(self.path))
         return f"LokalVectorStore({where}, embedding={type(self._embedding).__name__})"
@@ -205,248 +194,29 @@ class LokalVectorStore(HandleOwner, VectorStore):
             return self._embedding.embedder.embed_query(query)
         return self._embedding.embed_query(query)
 
-    def _check_dimension(self, dimension: int, index: Index) -> None:
-        if dimension != index.dimension:
-            msg = (
-                f"{type(self._embedding).__name__} gives {dimension}-dimensional vectors; "
-                f"{self.path} holds {index.dimension}-dimensional ones from "
-                f"{index.identity.describe()}"
-            )
-            raise ModelMismatch(msg)
+    # ---- writing (the searches are LangChainStore's) -------------------------------------------
 
-    # ---- writing -------------------------------------------------------------------------------
-
-    def add_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        batch_size: int | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Embed ``texts`` and upsert them in one transaction: an id already in the file is
-        replaced. Ids that are None are new UUIDs. Returns the ids in order.
-
-        ``batch_size`` is accepted for LangChain's indexing API and not needed: the embedder
-        batches on its own and the whole call is one transaction.
-        """
-        _no_options("add_texts", kwargs, "ids, batch_size")
-        texts = list(texts)
-        if metadatas is not None and len(metadatas) != len(texts):
-            msg = f"{len(metadatas)} metadatas for {len(texts)} texts"
-            raise ValueError(msg)
-        if ids is not None and len(ids) != len(texts):
-            msg = f"{len(ids)} ids for {len(texts)} texts"
-            raise ValueError(msg)
-        if not texts:
-            return []
+    def _start_write(self) -> None:
         with self._lock:
             self._handle.reader()
             self._handle.refuse_agent_managed()  # before any embedding work
-        vectors = self._embedding.embed_documents(texts)
-        if len(vectors) != len(texts) or not vectors:
-            name = type(self._embedding).__name__
-            msg = f"{name} returned {len(vectors)} vectors for {len(texts)} texts"
-            raise ValueError(msg)
-        none: list[None] = [None] * len(texts)
-        metas: Sequence[dict[str, Any] | None] = metadatas or none
-        chunk_ids: Sequence[str | None] = ids or none
-        chunks = [
-            Chunk(text, metadata=dict(meta or {}), id=chunk_id)
-            for text, meta, chunk_id in zip(texts, metas, chunk_ids, strict=True)
-        ]
+
+    def _upsert(self, chunks: list[Chunk], vectors: list[list[float]]) -> list[str]:
         with self._lock:
             index = self._handle.writer(len(vectors[0]))
             assert index is not None
             self._check_dimension(len(vectors[0]), index)
             return index.upsert(chunks, vectors)
 
-    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        """Upsert documents: ``ids=`` if given, else each ``Document.id`` (None: a new UUID).
-        The documents are not modified."""
-        ids = kwargs.pop("ids", None)
-        if ids is None and any(doc.id for doc in documents):
-            ids = [doc.id for doc in documents]
-        return self.add_texts(
-            [doc.page_content for doc in documents],
-            [doc.metadata for doc in documents],
-            ids=ids,
-            **kwargs,
-        )
-
-    def delete(
-        self, ids: list[str] | None = None, *, filter: dict[str, Any] | None = None, **kwargs: Any
-    ) -> bool:
-        """Delete the chunks with these ids (missing ids are fine), or every chunk whose
-        metadata matches ``filter``. With neither, nothing is guessed: ValueError."""
-        _no_options("delete", kwargs, "ids, filter")
-        if ids is None and not filter:
-            msg = "delete needs ids or a filter (lokal never reads 'no ids' as 'delete all')"
-            raise ValueError(msg)
+    def _delete(self, ids: list[str] | None, filter: dict[str, Any] | None) -> None:
         with self._lock:
             index = self._handle.writer(None)
             if index is None:
-                return True
+                return
             if ids is not None:
                 index.delete(ids)
             if filter:
                 index.delete_where(filter)
-        return True
-
-    # ---- reading -------------------------------------------------------------------------------
-
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """The documents with these ids, in the order given; missing ids are skipped."""
-        with self._lock:
-            index = self._handle.reader()
-            return [] if index is None else [_document(r) for r in index.get_by_ids(list(ids))]
-
-    def _has_file(self) -> bool:
-        with self._lock:
-            return self._handle.reader() is not None
-
-    def _search(
-        self,
-        vector: Sequence[float] | np.ndarray,
-        k: int,
-        *,
-        hybrid_text: str | None = None,
-        filter: dict[str, Any] | None = None,
-        score_threshold: float | None = None,
-    ) -> list[tuple[Document, float]]:
-        """Vector search, or hybrid search (vector + full text of ``hybrid_text``)."""
-        with self._lock:
-            index = self._handle.reader()
-            if index is None:
-                return []
-            self._check_dimension(len(vector), index)
-            found = retrieve(
-                index, hybrid_text or "", k, vector=vector, hybrid=hybrid_text is not None,
-                filter=filter,
-            )  # fmt: skip
-        hits: list[Hit] = [r.hit for r in found]
-        return [
-            (_document(h), h.score)
-            for h in hits
-            if score_threshold is None or h.score >= score_threshold
-        ]
-
-    def similarity_search_with_score(
-        self,
-        query: str,
-        k: int = 4,
-        *,
-        filter: dict[str, Any] | None = None,
-        hybrid: bool = False,
-        score_threshold: float | None = None,
-        **kwargs: Any,
-    ) -> list[tuple[Document, float]]:
-        """The ``k`` best chunks for ``query`` with lokal's relevance score: in [0, 1], higher is
-        better (``(1 + cosine) / 2``; hybrid: the fused score, 1.0 for first in both
-        rankings). Not a distance."""
-        _no_options("similarity_search", kwargs, "k, filter, hybrid, score_threshold")
-        if not self._has_file():
-            return []
-        vector = self._query_vector(query)
-        return self._search(
-            vector,
-            k,
-            hybrid_text=query if hybrid else None,
-            filter=filter,
-            score_threshold=score_threshold,
-        )
-
-    def similarity_search(
-        self,
-        query: str,
-        k: int = 4,
-        *,
-        filter: dict[str, Any] | None = None,
-        hybrid: bool = False,
-        score_threshold: float | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        """The ``k`` best chunks for ``query``; see :meth:`similarity_search_with_score`."""
-        return [
-            doc
-            for doc, _ in self.similarity_search_with_score(
-                query, k, filter=filter, hybrid=hybrid, score_threshold=score_threshold, **kwargs
-            )
-        ]
-
-    def similarity_search_with_score_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        *,
-        filter: dict[str, Any] | None = None,
-        score_threshold: float | None = None,
-        **kwargs: Any,
-    ) -> list[tuple[Document, float]]:
-        """The ``k`` chunks nearest to ``embedding`` with their relevance in [0, 1]."""
-        _no_options("similarity_search_by_vector", kwargs, "k, filter, score_threshold")
-        return self._search(list(embedding), k, filter=filter, score_threshold=score_threshold)
-
-    def similarity_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        *,
-        filter: dict[str, Any] | None = None,
-        score_threshold: float | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        return [
-            doc
-            for doc, _ in self.similarity_search_with_score_by_vector(
-                embedding, k, filter=filter, score_threshold=score_threshold, **kwargs
-            )
-        ]
-
-    def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        """lokal's scores already are relevance scores in [0, 1]: kept as they are."""
-        return _same_score
-
-    def max_marginal_relevance_search(
-        self,
-        query: str,
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        """``k`` chunks relevant to ``query`` and different from each other, chosen among the
-        ``fetch_k`` nearest (``lambda_mult``: 1 = relevance only, 0 = diversity only)."""
-        _no_options("max_marginal_relevance_search", kwargs, _MMR_OPTIONS)
-        if not self._has_file():
-            return []
-        return self.max_marginal_relevance_search_by_vector(
-            self._query_vector(query), k, fetch_k, lambda_mult, filter=filter
-        )
-
-    def max_marginal_relevance_search_by_vector(
-        self,
-        embedding: list[float],
-        k: int = 4,
-        fetch_k: int = 20,
-        lambda_mult: float = 0.5,
-        *,
-        filter: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> list[Document]:
-        _no_options("max_marginal_relevance_search_by_vector", kwargs, _MMR_OPTIONS)
-        with self._lock:
-            index = self._handle.reader()
-            if index is None:
-                return []
-            self._check_dimension(len(embedding), index)
-            hits = index.mmr_search(
-                embedding, k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=filter
-            )
-        return [_document(h) for h in hits]
 
     @classmethod
     def from_texts(
@@ -461,46 +231,11 @@ class LokalVectorStore(HandleOwner, VectorStore):
         **kwargs: Any,
     ) -> Self:
         """Add ``texts`` to the index file ``path`` (created if needed) and return the store."""
-        _no_options("from_texts", kwargs, "metadatas, ids, path, quantization")
+        cls._no_options("from_texts", kwargs, "metadatas, ids, path, quantization")
         if path is None:
             msg = "LokalVectorStore.from_texts needs path=: the index file to create or add to"
             raise TypeError(msg)
-        store = cls(path, embedding, quantization=quantization)
-        try:
-            store.add_texts(texts, metadatas, ids=ids)
-        except BaseException:
-            store.close()
-            raise
-        return store
-
-
-def _same_score(score: float) -> float:
-    return score
-
-
-_MMR_OPTIONS = "k, fetch_k, lambda_mult, filter (MMR ranks by vector only: no hybrid)"
-
-
-def _no_options(method: str, kwargs: dict[str, Any], known: str) -> None:
-    """Unknown keyword arguments are mistakes (a misspelt ``filter`` would search everything)."""
-    if kwargs:
-        msg = f"LokalVectorStore.{method} got unexpected {sorted(kwargs)}; it takes {known}"
-        raise TypeError(msg)
-
-
-def _document(record: Record) -> Document:
-    metadata = dict(record.metadata)
-    if record.document is not None and LOKAL_METADATA_KEY not in metadata:
-        origin = {
-            "source": record.document,
-            "ordinal": record.ordinal,
-            "line_start": record.line_start,
-            "line_end": record.line_end,
-            "char_start": record.char_start,
-            "char_end": record.char_end,
-        }
-        metadata[LOKAL_METADATA_KEY] = {k: v for k, v in origin.items() if v is not None}
-    return Document(id=record.id, page_content=record.text, metadata=metadata)
+        return cls(path, embedding, quantization=quantization)._added(texts, metadatas, ids)
 
 
 def langchain_identity(embedding: Embeddings, dimension: int) -> ModelIdentity:

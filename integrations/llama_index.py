@@ -14,46 +14,36 @@ Needs the ``llamaindex`` extra (``pip install 'lokal[llamaindex]'``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from lokal.errors import FilterError, IndexFileError, MissingDependency, ModelMismatch
+from lokal.errors import IndexFileError, MissingDependency
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.core.schema import (
-        BaseNode,
-        MetadataMode,
-        NodeRelationship,
-        NodeWithScore,
-        QueryBundle,
-        RelatedNodeInfo,
-        TextNode,
-    )
-    from llama_index.core.vector_stores.types import (
-        BasePydanticVectorStore,
-        FilterCondition,
-        FilterOperator,
-        MetadataFilter,
-        MetadataFilters,
-        VectorStoreQuery,
-        VectorStoreQueryMode,
-        VectorStoreQueryResult,
-    )
+    from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+    from llama_index.core.vector_stores.types import BasePydanticVectorStore, MetadataFilters
     from pydantic import ConfigDict, Field, PrivateAttr
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
     raise MissingDependency(extra="llamaindex", feature="lokal.integrations.llama_index") from exc
 
 from lokal.embedder import Embedder
 from lokal.identity import ModelIdentity
-from lokal.index import Chunk, Hit, Index, IndexHandle, Record
+from lokal.index import Index, IndexHandle, Record
 from lokal.integrations import shared
+from lokal.integrations.llama_index_store import FILTER_OPERATORS as FILTER_OPERATORS
+from lokal.integrations.llama_index_store import REF_DOC_KEYS as REF_DOC_KEYS
+from lokal.integrations.llama_index_store import (
+    LlamaIndexStore,
+    as_chunk,
+    check_dimension,
+    to_lokal_filter,
+)
 from lokal.integrations.shared import (
     EmbedderSettings,
     HandleOwner,
@@ -61,9 +51,9 @@ from lokal.integrations.shared import (
     vectors_as_lists,
 )
 from lokal.reranker import Reranker
-from lokal.retrieval import retrieve
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from lokal.central.store import CentralIndex
 
 
 class LocalEmbedding(EmbedderSettings, BaseEmbedding):
@@ -121,74 +111,6 @@ class LocalEmbedding(EmbedderSettings, BaseEmbedding):
 
 # ---- vector store -----------------------------------------------------------------------------
 
-#: LlamaIndex filter operators and the lokal filter operators they map onto.
-FILTER_OPERATORS: dict[str, str] = {
-    FilterOperator.EQ.value: "$eq",
-    FilterOperator.NE.value: "$ne",
-    FilterOperator.GT.value: "$gt",
-    FilterOperator.GTE.value: "$gte",
-    FilterOperator.LT.value: "$lt",
-    FilterOperator.LTE.value: "$lte",
-    FilterOperator.IN.value: "$in",
-    FilterOperator.NIN.value: "$nin",
-    FilterOperator.ANY.value: "$any",
-    FilterOperator.ALL.value: "$all",
-    FilterOperator.CONTAINS.value: "$contains",
-    FilterOperator.TEXT_MATCH.value: "$text_match",
-    FilterOperator.TEXT_MATCH_INSENSITIVE.value: "$text_match_insensitive",
-    FilterOperator.IS_EMPTY.value: "$is_empty",
-}
-
-#: Metadata keys a node's ``ref_doc_id`` is stored under (LlamaIndex's own convention), so
-#: ``delete(ref_doc_id)`` and ``doc_ids`` work as metadata filters inside the index.
-REF_DOC_KEYS = ("ref_doc_id", "doc_id", "document_id")
-
-
-def to_lokal_filter(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """LlamaIndex ``MetadataFilters`` as a lokal filter dict (None for no filter).
-
-    Every :class:`FilterOperator` maps onto the lokal operator of the same meaning; AND and
-    OR become ``$and`` / ``$or``; NOT means "none of the filters holds", as in LlamaIndex's
-    own stores: ``{"$not": {"$or": [...]}}``. Nested ``MetadataFilters`` nest.
-    """
-    if filters is None or not filters.filters:
-        return None
-    return _filter_group(filters)
-
-
-def _filter_group(filters: MetadataFilters) -> dict[str, Any]:
-    if not filters.filters:
-        msg = "a nested MetadataFilters has no filters; remove it or give it at least one"
-        raise FilterError(msg)
-    parts = [
-        _filter_group(f) if isinstance(f, MetadataFilters) else _filter_one(f)
-        for f in filters.filters
-    ]
-    condition = FilterCondition(filters.condition or FilterCondition.AND)
-    if condition == FilterCondition.AND:
-        return parts[0] if len(parts) == 1 else {"$and": parts}
-    if condition == FilterCondition.OR:
-        return {"$or": parts}
-    if condition == FilterCondition.NOT:
-        return {"$not": parts[0] if len(parts) == 1 else {"$or": parts}}
-    msg = f"filter condition {condition!r} has no lokal equivalent"  # pragma: no cover
-    raise FilterError(msg)  # pragma: no cover
-
-
-def _filter_one(flt: MetadataFilter) -> dict[str, Any]:
-    operator = getattr(flt.operator, "value", flt.operator)
-    op = FILTER_OPERATORS.get(operator)
-    if op is None:
-        known = ", ".join(FilterOperator(o).name for o in FILTER_OPERATORS)
-        msg = (
-            f"LlamaIndex filter operator {operator!r} (on {flt.key!r}) has no lokal "
-            f"equivalent; supported: {known}"
-        )
-        raise FilterError(msg)
-    if op == "$is_empty":
-        return {flt.key: {op: True}}
-    return {flt.key: {op: flt.value}}
-
 
 def external_identity(embed_model: Any, dimension: int) -> ModelIdentity:
     """The identity lokal records for vectors from an embedding model it does not load itself:
@@ -197,49 +119,7 @@ def external_identity(embed_model: Any, dimension: int) -> ModelIdentity:
     return shared.external_identity("llama_index", embed_model, dimension, placeholder="unknown")
 
 
-def _chunk(node: BaseNode) -> Chunk:
-    metadata = dict(node.metadata)
-    if node.ref_doc_id is not None:
-        metadata.update(dict.fromkeys(REF_DOC_KEYS, node.ref_doc_id))
-    return Chunk(
-        text=node.get_content(metadata_mode=MetadataMode.NONE),
-        char_start=getattr(node, "start_char_idx", None),
-        char_end=getattr(node, "end_char_idx", None),
-        metadata=metadata,
-        id=node.node_id,
-    )
-
-
-def _node(record: Record) -> TextNode:
-    """A stored chunk as a TextNode: its text, its metadata, and its source document (the
-    ``ref_doc_id`` LlamaIndex wrote, else the index's document uri, as the agent writes)."""
-    metadata = dict(record.metadata)
-    ref = metadata.get("ref_doc_id")
-    if isinstance(ref, str):
-        for key in REF_DOC_KEYS:
-            if metadata.get(key) == ref:
-                del metadata[key]
-    else:
-        ref = record.document
-    relationships = {NodeRelationship.SOURCE: RelatedNodeInfo(node_id=ref)} if ref else {}
-    return TextNode(
-        id_=record.id,
-        text=record.text,
-        metadata=metadata,
-        start_char_idx=record.char_start,
-        end_char_idx=record.char_end,
-        relationships=relationships,
-    )
-
-
-def _both(*filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    parts = [dict(f) for f in filters if f]
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else {"$and": parts}
-
-
-class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
+class LokalVectorStore(HandleOwner, LlamaIndexStore, BasePydanticVectorStore):
     """A LlamaIndex vector store over a lokal index file (the file ``lokal agent`` keeps).
 
     Text stays text and metadata stays metadata, so the same file serves LangChain, LlamaIndex
@@ -255,6 +135,7 @@ class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    _NODE_IDS_ADVICE: ClassVar[str] = "restrict it with filters (or doc_ids) on the nodes' metadata"
 
     stores_text: bool = True
     is_embedding_query: bool = True
@@ -333,17 +214,8 @@ class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
             if index is None:
                 return None
             if dimension is not None:
-                self._check_dimension(index, dimension, "node embeddings")
+                check_dimension(index, dimension, "node embeddings")
             return self._handle.writer(dimension)
-
-    @staticmethod
-    def _check_dimension(index: Index, dimension: int, what: str) -> None:
-        if dimension != index.dimension:
-            msg = (
-                f"{index.path} holds vectors from {index.identity.describe()}; these {what} "
-                f"have {dimension} dimensions, so they come from another model"
-            )
-            raise ModelMismatch(msg)
 
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Upsert nodes (node id = chunk id) with the embeddings they carry."""
@@ -352,7 +224,7 @@ class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
         vectors = np.asarray([node.get_embedding() for node in nodes], dtype=np.float32)
         index = self._writer(dimension=vectors.shape[-1])
         assert index is not None
-        return index.upsert([_chunk(node) for node in nodes], vectors)
+        return index.upsert([as_chunk(node) for node in nodes], vectors)
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every chunk of the source document ``ref_doc_id`` (for a file the agent or
@@ -391,123 +263,14 @@ class LokalVectorStore(HandleOwner, BasePydanticVectorStore):
         if index is not None:
             index.clear()
 
-    # ---- reading ------------------------------------------------------------------------------
+    # ---- reading (queries, node reads and async are LlamaIndexStore's) ----------------------
 
-    def get_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
-        """Nodes by id (in the order given), by filter (in storage order), or both; every node
-        with neither."""
-        flt = to_lokal_filter(filters)
-        with self._lock:  # a first write may swap in a writable connection
-            index = self._handle.reader()
-            if index is None:
-                return []
-            if node_ids is None:
-                records = index.get(filter=flt)
-            elif flt is None:
-                records = index.get_by_ids(node_ids)
-            else:
-                by_id = {r.id: r for r in index.get(filter=flt)}
-                records = [by_id[i] for i in node_ids if i in by_id]
-        return [_node(r) for r in records]
-
-    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Nearest nodes to ``query.query_embedding`` among those matching ``query.filters``
-        (and ``query.doc_ids``). ``mmr`` reads ``mmr_threshold`` (0..1, 1 = relevance only),
-        ``mmr_prefetch_k`` or ``mmr_prefetch_factor`` from the query or keyword arguments."""
-        with self._lock:  # a first write may swap in a writable connection
-            index = self._handle.reader()
-            if index is None:
-                return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            hits = self._search(index, query, **kwargs)
-        return VectorStoreQueryResult(
-            nodes=[_node(h) for h in hits],
-            similarities=[h.score for h in hits],
-            ids=[h.id for h in hits],
-        )
-
-    def _search(self, index: Index, query: VectorStoreQuery, **kwargs: Any) -> list[Hit]:
-        if query.node_ids:
-            msg = (
-                "LokalVectorStore cannot restrict a query to node_ids; restrict it with "
-                "filters (or doc_ids) on the nodes' metadata"
-            )
-            raise NotImplementedError(msg)
-        if query.query_embedding is None:
-            msg = "LokalVectorStore.query needs query.query_embedding"
-            raise ValueError(msg)
-        self._check_dimension(index, len(query.query_embedding), "query embeddings")
-        doc_ids = {"ref_doc_id": {"$in": list(query.doc_ids)}} if query.doc_ids else None
-        flt = _both(to_lokal_filter(query.filters), doc_ids)
-        vector, k, mode = query.query_embedding, query.similarity_top_k, query.mode
-        if mode == VectorStoreQueryMode.DEFAULT:
-            hits = [r.hit for r in retrieve(index, "", k, vector=vector, filter=flt)]
-        elif mode == VectorStoreQueryMode.HYBRID:
-            if not query.query_str:
-                msg = "hybrid mode needs query.query_str for the full-text half"
-                raise ValueError(msg)
-            if query.alpha is not None:
-                log.warning(
-                    "LokalVectorStore ignores alpha=%s: hybrid search fuses the vector and "
-                    "full-text rankings with lokal's measured weights",
-                    query.alpha,
-                )
-            k = query.hybrid_top_k or k
-            fetch_k = max(query.sparse_top_k, k) if query.sparse_top_k else None
-            found = retrieve(
-                index, query.query_str, k, vector=vector, hybrid=True, filter=flt,
-                fetch_k=fetch_k,
-            )  # fmt: skip
-            hits = [r.hit for r in found]
-        elif mode == VectorStoreQueryMode.MMR:
-            threshold = query.mmr_threshold
-            if threshold is None:
-                threshold = kwargs.get("mmr_threshold")
-            fetch_k = kwargs.get("mmr_prefetch_k") or int(
-                k * float(kwargs.get("mmr_prefetch_factor", 4.0))
-            )
-            hits = index.mmr_search(
-                vector,
-                k,
-                fetch_k=max(fetch_k, k),
-                lambda_mult=0.5 if threshold is None else float(threshold),
-                filter=flt,
-            )
-        else:
-            msg = (
-                f"LokalVectorStore does not support query mode {mode.value!r}; use "
-                "'default', 'hybrid' or 'mmr'"
-            )
-            raise NotImplementedError(msg)
-        return hits
-
-    # ---- async: local work runs in a worker thread, the event loop stays free -----------------
-
-    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
-        return await asyncio.to_thread(self.add, nodes, **kwargs)
-
-    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
-
-    async def adelete_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        **delete_kwargs: Any,
-    ) -> None:
-        await asyncio.to_thread(self.delete_nodes, node_ids, filters, **delete_kwargs)
-
-    async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
-
-    async def aget_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
-        return await asyncio.to_thread(self.get_nodes, node_ids, filters)
-
-    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        return await asyncio.to_thread(self.query, query, **kwargs)
+    def _matching(
+        self, target: Index | CentralIndex, node_ids: list[str], flt: dict[str, Any]
+    ) -> list[Record]:
+        """In the order of ``node_ids``."""
+        by_id = {r.id: r for r in target.get(filter=flt)}
+        return [by_id[i] for i in node_ids if i in by_id]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,42 +12,35 @@ Needs the ``llamaindex`` and ``central`` extras.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, TextNode
-from llama_index.core.vector_stores.types import (
-    BasePydanticVectorStore,
-    MetadataFilters,
-    VectorStoreQuery,
-    VectorStoreQueryMode,
-    VectorStoreQueryResult,
-)
+from llama_index.core.vector_stores.types import BasePydanticVectorStore, MetadataFilters
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from lokal.central.reader import describe, recorded_identity
-from lokal.central.store import DEFAULT_SCHEMA, CentralHit, CentralIndex, CentralRecord
-from lokal.embedder import options_for
-from lokal.errors import IndexReadOnly, ModelMismatch
+from lokal.central.store import DEFAULT_SCHEMA, CentralIndex
 from lokal.identity import ModelIdentity
-from lokal.integrations.llama_index import (
-    LocalEmbedding,
-    _both,
-    _chunk,
-    _node,
-    external_identity,
+from lokal.index import Index, Record
+from lokal.integrations.llama_index import LocalEmbedding, external_identity
+from lokal.integrations.llama_index_store import (
+    LlamaIndexStore,
+    all_of,
+    as_chunk,
+    as_node,
+    check_dimension,
     to_lokal_filter,
 )
+from lokal.integrations.shared import CentralOwner, central_settings
 
 #: The metadata key under which a node from a box's chunk says where it came from (its
 #: ``site`` and ``source``, the path on the box), as LangChain documents do.
 LOKAL_METADATA_KEY = "lokal"
 
 
-class LokalCentralVectorStore(BasePydanticVectorStore):
+class LokalCentralVectorStore(CentralOwner, LlamaIndexStore, BasePydanticVectorStore):
     """A LlamaIndex vector store over a lokal central store (``postgresql://...``).
 
     Filters (every LlamaIndex ``FilterOperator``, AND / OR / NOT, nested) run in PostgreSQL
@@ -62,6 +55,7 @@ class LokalCentralVectorStore(BasePydanticVectorStore):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    _NODE_IDS_ADVICE: ClassVar[str] = "use filters"
 
     stores_text: bool = True
     is_embedding_query: bool = True
@@ -86,17 +80,9 @@ class LokalCentralVectorStore(BasePydanticVectorStore):
         super().__init__(url=url, db_schema=schema, write_site=write_site)  # type: ignore[call-arg]
         secrets = {"password_file": password_file, "password_env": password_env}
         if embed_model is None:
-            identity = recorded_identity(url, schema=schema, **secrets)
-            embed_model = LocalEmbedding(**options_for(identity, describe(url)))
+            embed_model = LocalEmbedding(**central_settings(url, schema=schema, **secrets))
         self._embed_model = embed_model
-        self._central = CentralIndex.open(
-            url, schema=schema, site=site, password_file=password_file, password_env=password_env
-        )
-        try:
-            self._central.check_identity(self._identity())
-        except BaseException:
-            self._central.close()
-            raise
+        self._open_central(url, schema=schema, site=site, **secrets)
 
     @classmethod
     def class_name(cls) -> str:
@@ -117,34 +103,7 @@ class LokalCentralVectorStore(BasePydanticVectorStore):
             return self._embed_model.embedder.identity
         return external_identity(self._embed_model, self._central.dimension)
 
-    def close(self) -> None:
-        self._central.close()
-
-    def __enter__(self) -> LokalCentralVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"LokalCentralVectorStore({self._central!r}, write_site={self.write_site!r})"
-
-    # ---- writing ------------------------------------------------------------------------------
-
-    def _site(self) -> str:
-        if self.write_site is None:
-            msg = "this LokalCentralVectorStore is read-only (write_site=None)"
-            raise IndexReadOnly(msg)
-        return self.write_site
-
-    def _check_dimension(self, dimension: int, what: str) -> None:
-        if dimension != self._central.dimension:
-            msg = (
-                f"{self._central.path} holds vectors from "
-                f"{self._central.identity.describe()}; these {what} have {dimension} "
-                "dimensions, so they come from another model"
-            )
-            raise ModelMismatch(msg)
+    # ---- writing: into write_site only --------------------------------------------------------
 
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Upsert nodes (node id = chunk id) into ``write_site``, with their embeddings."""
@@ -153,8 +112,8 @@ class LokalCentralVectorStore(BasePydanticVectorStore):
         site = self._site()
         self._central.check_identity(self._identity(), writing=True)
         vectors = np.asarray([node.get_embedding() for node in nodes], dtype=np.float32)
-        self._check_dimension(vectors.shape[-1], "node embeddings")
-        return self._central.upsert([_chunk(node) for node in nodes], vectors, site=site)
+        check_dimension(self._central, vectors.shape[-1], "node embeddings")
+        return self._central.upsert([as_chunk(node) for node in nodes], vectors, site=site)
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete ``write_site``'s nodes of the source document ``ref_doc_id``."""
@@ -178,7 +137,7 @@ class LokalCentralVectorStore(BasePydanticVectorStore):
             self._central.delete_where(flt, site=site)
         else:
             wanted = set(node_ids)
-            mine = self._central.get(filter=_both(flt, {"site": site}))
+            mine = self._central.get(filter=all_of(flt, {"site": site}))
             self._central.delete([r.id for r in mine if r.id in wanted], site=site)
 
     def clear(self) -> None:
@@ -186,104 +145,18 @@ class LokalCentralVectorStore(BasePydanticVectorStore):
         site = self._site()
         self._central.delete_where({"site": site}, site=site)
 
-    # ---- reading ------------------------------------------------------------------------------
+    # ---- reading (queries, node reads and async are LlamaIndexStore's) ------------------------
 
-    def get_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
-        """Nodes by id (in the order given), by filter, or both."""
-        flt = to_lokal_filter(filters)
-        records: Sequence[CentralRecord]
-        if node_ids is None:
-            records = self._central.get(filter=flt)
-        elif flt is None:
-            records = self._central.get_by_ids(node_ids)
-        else:
-            wanted = set(node_ids)
-            records = [r for r in self._central.get(filter=flt) if r.id in wanted]
-        return [_central_node(r) for r in records]
+    def _matching(
+        self, target: Index | CentralIndex, node_ids: list[str], flt: dict[str, Any]
+    ) -> list[Record]:
+        """In storage order (an id may stand in several sites)."""
+        wanted = set(node_ids)
+        return [r for r in target.get(filter=flt) if r.id in wanted]
 
-    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Nearest nodes to ``query.query_embedding`` among those matching ``query.filters``
-        (and ``query.doc_ids``); modes and MMR options as the file store's."""
-        if query.node_ids:
-            msg = "LokalCentralVectorStore cannot restrict a query to node_ids; use filters"
-            raise NotImplementedError(msg)
-        if query.query_embedding is None:
-            msg = "LokalCentralVectorStore.query needs query.query_embedding"
-            raise ValueError(msg)
-        self._check_dimension(len(query.query_embedding), "query embeddings")
-        doc_ids = {"ref_doc_id": {"$in": list(query.doc_ids)}} if query.doc_ids else None
-        flt = _both(to_lokal_filter(query.filters), doc_ids)
-        vector, k, mode = query.query_embedding, query.similarity_top_k, query.mode
-        hits: list[CentralHit]
-        if mode == VectorStoreQueryMode.DEFAULT:
-            hits = self._central.search(vector, k, filter=flt)
-        elif mode == VectorStoreQueryMode.HYBRID:
-            if not query.query_str:
-                msg = "hybrid mode needs query.query_str for the full-text half"
-                raise ValueError(msg)
-            k = query.hybrid_top_k or k
-            fetch_k = max(query.sparse_top_k, k) if query.sparse_top_k else None
-            hits = self._central.hybrid_search(
-                vector, query.query_str, k, filter=flt, fetch_k=fetch_k
-            )
-        elif mode == VectorStoreQueryMode.MMR:
-            threshold = query.mmr_threshold
-            if threshold is None:
-                threshold = kwargs.get("mmr_threshold")
-            fetch_k = kwargs.get("mmr_prefetch_k") or int(
-                k * float(kwargs.get("mmr_prefetch_factor", 4.0))
-            )
-            hits = self._central.mmr_search(
-                vector,
-                k,
-                fetch_k=max(fetch_k, k),
-                lambda_mult=0.5 if threshold is None else float(threshold),
-                filter=flt,
-            )
-        else:
-            msg = (
-                f"LokalCentralVectorStore does not support query mode {mode.value!r}; use "
-                "'default', 'hybrid' or 'mmr'"
-            )
-            raise NotImplementedError(msg)
-        return VectorStoreQueryResult(
-            nodes=[_central_node(h) for h in hits],
-            similarities=[h.score for h in hits],
-            ids=[h.id for h in hits],
-        )
-
-    # ---- async: the database round trips run in a worker thread -------------------------------
-
-    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
-        return await asyncio.to_thread(self.add, nodes, **kwargs)
-
-    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
-
-    async def adelete_nodes(
-        self,
-        node_ids: list[str] | None = None,
-        filters: MetadataFilters | None = None,
-        **delete_kwargs: Any,
-    ) -> None:
-        await asyncio.to_thread(self.delete_nodes, node_ids, filters, **delete_kwargs)
-
-    async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
-
-    async def aget_nodes(
-        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
-    ) -> list[BaseNode]:
-        return await asyncio.to_thread(self.get_nodes, node_ids, filters)
-
-    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        return await asyncio.to_thread(self.query, query, **kwargs)
-
-
-def _central_node(record: CentralRecord | CentralHit) -> TextNode:
-    node = _node(record)
-    if record.document is not None and LOKAL_METADATA_KEY not in node.metadata:
-        node.metadata[LOKAL_METADATA_KEY] = {"site": record.site, "source": record.document}
-    return node
+    def _node(self, record: Record) -> TextNode:
+        node = as_node(record)
+        if record.document is not None and LOKAL_METADATA_KEY not in node.metadata:
+            site = getattr(record, "site", None)  # a CentralRecord / CentralHit
+            node.metadata[LOKAL_METADATA_KEY] = {"site": site, "source": record.document}
+        return node

@@ -5,22 +5,33 @@ embedding model lokal does not load itself.
 
 Each framework's adapter adds only what its framework names differently (LangChain's
 ``batch_size``, LlamaIndex's ``embed_batch_size``; each one's ``top_n`` default).
+
+The vector stores' plumbing that does not depend on the framework is here too:
+:class:`HandleOwner` (the file stores' :class:`~lokal.index.IndexHandle`) and
+:class:`CentralOwner` (the central stores' :class:`~lokal.central.store.CentralIndex`),
+each giving the framework's store methods (``langchain_store``, ``llama_index_store``) the
+one target they read from (``_reading``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, cast
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from pydantic import BaseModel, Field, model_validator
 from typing_extensions import Self
 
 from lokal.embedder import Embedder
+from lokal.errors import IndexReadOnly
 from lokal.identity import ModelIdentity
 from lokal.index import Index, IndexHandle
 from lokal.loading import TruncationPolicy
 from lokal.reranker import Reranker
 from lokal.retrieval import DOCUMENT_TOKENS
+
+if TYPE_CHECKING:
+    from lokal.central.store import CentralIndex
 
 TRUST_REMOTE_CODE = (
     "Let sentence-transformers run Python code the model ships (its config's auto_map; "
@@ -302,6 +313,13 @@ class HandleOwner:
     def _index(self) -> Index | None:
         return self._handle.index
 
+    @contextmanager
+    def _reading(self) -> Iterator[Index | None]:
+        """The open index (None while there is no file), the lock held: a first write may
+        swap in a writable connection."""
+        with self._lock:
+            yield self._handle.reader()
+
     def close(self) -> None:
         """Close the index file (the store cannot be used afterwards)."""
         self._handle.close()
@@ -311,3 +329,71 @@ class HandleOwner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def central_settings(
+    url: str, *, schema: str, password_file: str | None, password_env: str | None
+) -> dict[str, Any]:
+    """The :class:`EmbedderSettings` of the model a central collection records."""
+    from lokal.central.reader import describe, recorded_identity
+    from lokal.embedder import options_for
+
+    identity = recorded_identity(
+        url, schema=schema, password_file=password_file, password_env=password_env
+    )
+    return options_for(identity, describe(url))
+
+
+class CentralOwner:
+    """What both central stores do with their :class:`~lokal.central.store.CentralIndex`
+    (``_central``): open it checked against the store's model (``_identity``), read from it,
+    the write site, closing it, the context-manager protocol and the repr."""
+
+    if TYPE_CHECKING:
+        _central: CentralIndex
+        write_site: str | None
+
+    def _identity(self) -> ModelIdentity:
+        raise NotImplementedError
+
+    def _open_central(
+        self,
+        url: str,
+        *,
+        schema: str,
+        site: str | Sequence[str] | None,
+        password_file: str | None,
+        password_env: str | None,
+    ) -> None:
+        from lokal.central.store import CentralIndex
+
+        self._central = CentralIndex.open(
+            url, schema=schema, site=site, password_file=password_file, password_env=password_env
+        )
+        try:
+            self._central.check_identity(self._identity())
+        except BaseException:
+            self._central.close()
+            raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[CentralIndex]:
+        yield self._central
+
+    def _site(self) -> str:
+        if self.write_site is None:
+            msg = "this LokalCentralVectorStore is read-only (write_site=None)"
+            raise IndexReadOnly(msg)
+        return self.write_site
+
+    def close(self) -> None:
+        self._central.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LokalCentralVectorStore({self._central!r}, write_site={self.write_site!r})"

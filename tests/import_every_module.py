@@ -19,7 +19,9 @@ import traceback
 #: (lokal.integrations.langchain / .llama_index): without the extra they need not import.
 BEHIND_AN_ADAPTER = {
     "lokal.integrations.shared",
+    "lokal.integrations.langchain_store",
     "lokal.integrations.langchain_central",
+    "lokal.integrations.llama_index_store",
     "lokal.integrations.llama_index_central",
 }
 
