@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import warnings
@@ -303,13 +304,29 @@ class Reranker(LoadedModel[RerankBackend]):
             raise ProfileError(msg)
         return self.score(query, documents, max_document_tokens=max_document_tokens).ranked(top_n)
 
-    async def ascore(self, query: str, documents: Sequence[str]) -> ScoreResult:
-        return await asyncio.to_thread(self.score, query, documents)
+    async def ascore(
+        self, query: str, documents: Sequence[str], *, max_document_tokens: int | None = None
+    ) -> ScoreResult:
+        return await asyncio.to_thread(
+            functools.partial(self.score, max_document_tokens=max_document_tokens),
+            query,
+            documents,
+        )
 
     async def arank(
-        self, query: str, documents: Sequence[str], top_n: int | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        *,
+        max_document_tokens: int | None = None,
     ) -> list[Ranked]:
-        return await asyncio.to_thread(self.rank, query, documents, top_n)
+        return await asyncio.to_thread(
+            functools.partial(self.rank, max_document_tokens=max_document_tokens),
+            query,
+            documents,
+            top_n,
+        )
 
     def __repr__(self) -> str:
         return (

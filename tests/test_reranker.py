@@ -218,6 +218,13 @@ async def test_async_rank_matches(gguf_reranker: Reranker, documents: list[str])
     assert [r.index for r in ranked] == [
         r.index for r in gguf_reranker.rank(QUERIES[2], documents, 5)
     ]
+    # the budget's cut goes through the async paths too
+    cut, cut_result = await asyncio.gather(
+        gguf_reranker.arank(QUERIES[2], documents, top_n=5, max_document_tokens=4),
+        gguf_reranker.ascore(QUERIES[2], documents, max_document_tokens=4),
+    )
+    assert cut == gguf_reranker.rank(QUERIES[2], documents, 5, max_document_tokens=4)
+    assert cut == cut_result.ranked(5) and cut != ranked
 
 
 def test_bad_inputs(st_reranker: Reranker) -> None:
