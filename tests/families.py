@@ -19,6 +19,8 @@ on this machine), saved as a Llama/Gemma tokenizer that both transformers and ll
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +324,33 @@ def build_granite_english(out: Path, work: Path) -> Path:
     RobertaModel(config, add_pooling_layer=False).save_pretrained(str(raw))
     modules = [Pooling(HIDDEN, pooling_mode="cls"), Normalize()]
     return _save_st(out, raw, modules, {}, tokenizer_file="vocab.json")
+
+
+def eval_and_bench(model: str, texts: list[str], tmp_path: Path) -> None:
+    """`lokal eval` (a BEIR set made of ``texts``: each text's first words find it) and `lokal
+    bench` run on ``model`` through the CLI; a random model's numbers mean nothing for quality,
+    the paths must run."""
+    lokal = str(Path(sys.executable).parent / "lokal")
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    docs = texts[:12]
+    corpus = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(docs)]
+    queries = [{"_id": f"q{i}", "text": " ".join(t.split()[:8])} for i, t in enumerate(docs)]
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps(c) for c in corpus) + "\n")
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(docs)))
+    (beir / "qrels" / "test.tsv").write_text(qrels)
+
+    def run(*args: str) -> dict[str, object] | list[dict[str, object]]:
+        proc = subprocess.run([lokal, *args, "--json"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    report = run("eval", str(beir), "--model", model)
+    assert isinstance(report, dict)
+    (result,) = report["results"]  # type: ignore[misc]
+    assert result["identity"]["backend"] == "gguf"
+    assert 0 <= result["metrics"]["ndcg@10"] <= 1
+    rows = run("bench", model, "--texts", "8")
+    assert isinstance(rows, list)
+    assert rows[0]["texts"] == 8 and rows[0]["tokens_per_s"] > 0

@@ -17,7 +17,12 @@ import pytest
 from lokal import Embedder, ProfileError, Reranker, catalog, models, packing, profiles
 from lokal.profiles.embedding import GEMMA_DOCUMENT, GEMMA_QUERY, QWEN3_QUERY
 
-from .families import build_embeddinggemma, build_qwen3_embedding, build_qwen3_reranker
+from .families import (
+    build_embeddinggemma,
+    build_qwen3_embedding,
+    build_qwen3_reranker,
+    eval_and_bench,
+)
 
 CONFIGS = Path(__file__).parent / "data" / "st_configs"
 
@@ -351,34 +356,7 @@ def test_lokal_eval_and_bench_run_on_a_family_model(
 ) -> None:
     """The paths run on EmbeddingGemma's shapes (prompts on both sides, Dense layers); the
     numbers of a random model mean nothing for quality."""
-    import subprocess
-    import sys
-
-    lokal = str(Path(sys.executable).parent / "lokal")
-    beir = tmp_path / "beir"
-    (beir / "qrels").mkdir(parents=True)
-    docs = sentences[:12]
-    corpus = [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(docs)]
-    queries = [{"_id": f"q{i}", "text": " ".join(t.split()[:8])} for i, t in enumerate(docs)]
-    (beir / "corpus.jsonl").write_text("\n".join(json.dumps(c) for c in corpus) + "\n")
-    (beir / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
-    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(12))
-    (beir / "qrels" / "test.tsv").write_text(qrels)
-    model = str(family_models["gemma"]["q8_0"])
-
-    def run(*args: str) -> dict[str, object] | list[dict[str, object]]:
-        proc = subprocess.run([lokal, *args, "--json"], capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)  # type: ignore[no-any-return]
-
-    report = run("eval", str(beir), "--model", model)
-    assert isinstance(report, dict)
-    (result,) = report["results"]  # type: ignore[misc]
-    assert result["identity"]["backend"] == "gguf"
-    assert 0 <= result["metrics"]["ndcg@10"] <= 1
-    rows = run("bench", model, "--texts", "8")
-    assert isinstance(rows, list)
-    assert rows[0]["texts"] == 8 and rows[0]["tokens_per_s"] > 0
+    eval_and_bench(str(family_models["gemma"]["q8_0"]), sentences[:12], tmp_path)
 
 
 @pytest.mark.slow

@@ -23,7 +23,12 @@ import pytest
 
 from lokal import Embedder, ProfileError, TextTooLong, TruncationWarning, gguf, packing
 
-from .families import build_granite_english, build_granite_multilingual, multilingual_sentences
+from .families import (
+    build_granite_english,
+    build_granite_multilingual,
+    eval_and_bench,
+    multilingual_sentences,
+)
 
 pytestmark = pytest.mark.slow  # model packing, subprocesses
 
@@ -153,6 +158,11 @@ def test_xlmr_from_tokenizer_json_alone(xlmr: dict[str, Path], tmp_path: Path) -
     with pytest.raises(ProfileError, match="needs its SentencePiece normalization"):
         packing.pack(str(source), quantization="f16", output=tmp_path / "none.gguf")
     assert not (tmp_path / "none.gguf").exists()
+
+
+def test_lokal_eval_and_bench_run_on_the_xlmr_model(xlmr: dict[str, Path], tmp_path: Path) -> None:
+    """The paths run on granite multilingual's shapes (XLM-R, CLS pooling, no prompts)."""
+    eval_and_bench(str(xlmr["q8_0"]), multilingual_sentences()[:12], tmp_path)
 
 
 @pytest.fixture(scope="module")
