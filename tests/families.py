@@ -248,23 +248,18 @@ def train_xlmr_vocab(out: Path) -> Path:
     return out / "sentencepiece.bpe.model"
 
 
-def build_granite_multilingual(out: Path, work: Path) -> Path:
-    """A tiny granite-embedding-278m-multilingual: an ``XLMRobertaModel`` (2 layers, hidden 64,
-    positions offset past the pad token as XLM-R's are) with an XLM-R tokenizer, saved as a
-    sentence-transformers directory: Transformer -> Pooling (CLS) -> Normalize, no prompts."""
+def _save_roberta_like(
+    config_cls: Any, model_cls: Any, raw: Path, out: Path, vocab_size: int, tokenizer_file: str
+) -> Path:
+    """A random 2-layer (XLM-)RoBERTa encoder in ``raw`` (positions offset past the pad token,
+    as RoBERTa's are), saved with ``raw``'s tokenizer as a sentence-transformers directory:
+    Transformer -> Pooling (CLS) -> Normalize, no prompts (granite-embedding's layout)."""
     import torch
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
 
-    raw = work / "xlmr-raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    vocab = train_xlmr_vocab(work / "xlmr-vocab")
-    (raw / vocab.name).write_bytes(vocab.read_bytes())
-    tokenizer = XLMRobertaTokenizer.from_pretrained(str(raw), model_max_length=MAX_TOKENS)
-    tokenizer.save_pretrained(str(raw))
     torch.manual_seed(0)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
+    config = config_cls(
+        vocab_size=vocab_size,
         hidden_size=HIDDEN,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -276,10 +271,26 @@ def build_granite_multilingual(out: Path, work: Path) -> Path:
         eos_token_id=2,
         initializer_range=0.2,
     )
-    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(raw))
+    model_cls(config, add_pooling_layer=False).save_pretrained(str(raw))
     modules = [Pooling(HIDDEN, pooling_mode="cls"), Normalize()]
-    st = _save_st(out, raw, modules, {}, tokenizer_file=vocab.name)
-    return st
+    return _save_st(out, raw, modules, {}, tokenizer_file=tokenizer_file)
+
+
+def build_granite_multilingual(out: Path, work: Path) -> Path:
+    """A tiny granite-embedding-278m-multilingual: an ``XLMRobertaModel`` (2 layers, hidden 64,
+    positions offset past the pad token as XLM-R's are) with an XLM-R tokenizer, saved as a
+    sentence-transformers directory: Transformer -> Pooling (CLS) -> Normalize, no prompts."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+
+    raw = work / "xlmr-raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    vocab = train_xlmr_vocab(work / "xlmr-vocab")
+    (raw / vocab.name).write_bytes(vocab.read_bytes())
+    tokenizer = XLMRobertaTokenizer.from_pretrained(str(raw), model_max_length=MAX_TOKENS)
+    tokenizer.save_pretrained(str(raw))
+    return _save_roberta_like(
+        XLMRobertaConfig, XLMRobertaModel, raw, out, len(tokenizer), vocab.name
+    )
 
 
 # ---- RoBERTa (granite-embedding-125m-english) ----------------------------------------------------
@@ -290,8 +301,6 @@ def build_granite_english(out: Path, work: Path) -> Path:
     vocabulary of 1,500 trained here with the ``tokenizers`` library on Python's language
     reference (RoBERTa's layout: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>``),
     saved as Transformer -> Pooling (CLS) -> Normalize."""
-    import torch
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
@@ -307,23 +316,7 @@ def build_granite_english(out: Path, work: Path) -> Path:
     bpe.save_model(str(raw))  # vocab.json, merges.txt
     tokenizer = RobertaTokenizer.from_pretrained(str(raw), model_max_length=MAX_TOKENS)
     tokenizer.save_pretrained(str(raw))
-    torch.manual_seed(0)
-    config = RobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=MAX_TOKENS + 2,
-        type_vocab_size=1,
-        bos_token_id=0,
-        pad_token_id=1,
-        eos_token_id=2,
-        initializer_range=0.2,
-    )
-    RobertaModel(config, add_pooling_layer=False).save_pretrained(str(raw))
-    modules = [Pooling(HIDDEN, pooling_mode="cls"), Normalize()]
-    return _save_st(out, raw, modules, {}, tokenizer_file="vocab.json")
+    return _save_roberta_like(RobertaConfig, RobertaModel, raw, out, len(tokenizer), "vocab.json")
 
 
 def eval_and_bench(model: str, texts: list[str], tmp_path: Path) -> None:
