@@ -73,8 +73,8 @@ wheel-check: setup
 	/tmp/lokal-wheel-check/bin/lokal --help >/dev/null
 	/tmp/lokal-wheel-check/bin/lokal models list >/dev/null
 	# an edge box must not download a deep-learning framework it does not use
-	/tmp/lokal-wheel-check/bin/python -m pip install --quiet --dry-run --ignore-installed --report /tmp/lokal-wheel-check/report.json "$$(ls dist/lokal-*.whl)[agent,gguf,langchain]"
-	/tmp/lokal-wheel-check/bin/python -c "import json, sys; names = {i['metadata']['name'].lower() for i in json.load(open('/tmp/lokal-wheel-check/report.json'))['install']}; heavy = names & {'torch', 'sentence-transformers', 'transformers'}; print('lokal[agent,gguf,langchain] resolves', len(names), 'packages; heavy:', sorted(heavy) or 'none'); sys.exit(1 if heavy else 0)"
+	/tmp/lokal-wheel-check/bin/python -m pip install --quiet --dry-run --ignore-installed --report /tmp/lokal-wheel-check/report.json "$$(ls dist/lokal-*.whl)[agent,gguf,onnx,langchain]"
+	/tmp/lokal-wheel-check/bin/python -c "import json, sys; names = {i['metadata']['name'].lower() for i in json.load(open('/tmp/lokal-wheel-check/report.json'))['install']}; heavy = names & {'torch', 'sentence-transformers', 'transformers'}; print('lokal[agent,gguf,onnx,langchain] resolves', len(names), 'packages; heavy:', sorted(heavy) or 'none'); sys.exit(1 if heavy else 0)"
 	@test -n "$(PYTHON310)" || { echo "wheel-check: no python3.10 (pyenv install 3.10, or PYTHON310=...)"; exit 1; }
 	rm -rf /tmp/lokal-wheel-check-310
 	$(PYTHON310) -m venv /tmp/lokal-wheel-check-310

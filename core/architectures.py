@@ -85,7 +85,7 @@ class Plan:
     measured: bool = False
 
 
-def _modules(root: Path) -> list[dict[str, object]]:
+def modules_of(root: Path) -> list[dict[str, object]]:
     modules = read_json(root / "modules.json")
     return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
 
@@ -126,7 +126,7 @@ def conversion_plan(src_dir: str | Path, name: str) -> Plan:
     arch = archs[0] if archs else None
     known = ARCHITECTURES.get(arch or "")
     args: list[str] = []
-    for module in _modules(root):
+    for module in modules_of(root):
         kind = str(module.get("type", ""))
         where = root / str(module.get("path", ""))
         if kind.endswith("Pooling"):

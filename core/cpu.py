@@ -85,3 +85,12 @@ def advice(flags: set[str] | None = None, name: str | None = None) -> Advice:
     if "avx2" in flags:
         return Advice("f16", "AVX2 without int8 dot products (VNNI): f16 outruns q8_0 there", name)
     return Advice("q8_0", "no AVX2 or int8 dot products found: q8_0 reads the least", name)
+
+
+def prefers_onnx(flags: set[str] | None = None) -> bool:
+    """Whether ``backend="auto"`` takes an ONNX int8 pack over a GGUF: on CPUs with int8 dot
+    products, where ONNX Runtime's int8 kernels measured 2.2-2.7x llama.cpp's q8_0 on passages
+    (docs/benchmarks.md, benchmarks/embed_throughput.py). Without them lokal has no
+    measurement, so a GGUF (or a pack named with ``backend="onnx"``) it is."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in INT8_DOT_FLAGS)

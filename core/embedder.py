@@ -98,8 +98,9 @@ class Embedder(LoadedModel[Backend]):
         model: ``None`` (the embedded default), a ``.gguf`` path, a sentence-transformers
             directory, a name in lokal's model cache, or a hub id (see :mod:`lokal.models`);
             or a :class:`~lokal.models.ResolvedModel` already resolved.
-        backend: ``"auto"``, ``"sentence-transformers"`` or ``"gguf"``. ``auto`` is
-            deterministic and says why it chose (``repr`` and a log line).
+        backend: ``"auto"``, ``"sentence-transformers"``, ``"gguf"`` or ``"onnx"`` (an ONNX
+            pack, ``lokal models pack --format onnx``). ``auto`` is deterministic and says why
+            it chose (``repr`` and a log line).
         query_prefix, document_prefix: override the profile's prefixes; ``""`` disables.
         truncation: ``"warn"`` (cut and warn) or ``"error"`` (raise :class:`TextTooLong`).
         normalize: L2-normalize output vectors.
@@ -110,7 +111,8 @@ class Embedder(LoadedModel[Backend]):
         trust_remote_code: let sentence-transformers run Python code the model ships (its
             config's ``auto_map``; Nomic needs it). Off unless asked; a GGUF runs no code.
         n_gpu_layers: layers to offload to a GPU with llama.cpp (0: CPU only).
-        n_threads: CPU threads for llama.cpp (default: the CPUs this process may use).
+        n_threads: CPU threads for llama.cpp and ONNX Runtime (default: the CPUs this process
+            may use).
         concurrency: GGUF only: llama.cpp contexts over the one loaded model. With 2, a call
             with several decodes spreads them over both, each on its share of ``n_threads``,
             and calls from different threads run side by side: 1.15-1.25x the throughput on
@@ -255,7 +257,7 @@ class Embedder(LoadedModel[Backend]):
             backend=r.backend,
             # known without loading the model: the GGUF's header, or full precision for torch
             quantization=r.quantization,
-            file_sha256=models.file_sha256(r.path) if r.path.is_file() else source_sha256(r),
+            file_sha256=_file_sha256(r),
             query_prefix=self.profile.query_prefix,
         )
 
@@ -329,6 +331,11 @@ class Embedder(LoadedModel[Backend]):
             trust_remote_code=self.trust_remote_code,
         )
 
+    def _onnx_backend(self, path: Path) -> Backend:
+        from lokal.backends.onnx import OnnxBackend
+
+        return OnnxBackend(path, n_threads=self.n_threads, batch_size=self.batch_size)
+
     def _downloaded(self, path: Path, hub_id: str) -> None:
         overridden = {k: getattr(self.profile, k) for k in self.profile.overridden}
         self.profile = self.resolved.profile.with_overrides(overridden)
@@ -369,6 +376,20 @@ class Embedder(LoadedModel[Backend]):
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+def _file_sha256(r: ResolvedModel) -> str:
+    """The loaded file's sha256: a GGUF's, an ONNX pack's model.onnx (from its manifest, checked
+    by ``lokal models verify``), else the source weights'."""
+    from lokal.packing import source_sha256
+
+    assert r.path is not None
+    if r.backend == models.ONNX:
+        from lokal import packing_onnx
+
+        files = packing_onnx.read_manifest(r.path)["files"]
+        return str(files[packing_onnx.MODEL_FILE]["sha256"])
+    return models.file_sha256(r.path) if r.path.is_file() else source_sha256(r)
+
+
 def options_for(identity: ModelIdentity, where: str = "the index") -> dict[str, Any]:
     """Embedder options that reproduce the model an index records (``Embedder(**options)``):
     the same backend and file (a GGUF of the recorded quantization in lokal's model cache, or
@@ -397,6 +418,16 @@ def _recorded(identity: ModelIdentity, where: str) -> tuple[dict[str, Any], Reso
             f"{models.bring_command(identity.name, identity.quantization)}` (a file pulled with "
             f"`lokal models pull` is pulled again) and copy the .gguf and its .json manifest "
             f"into {models.models_dir()}"
+        )
+    elif identity.backend == models.ONNX:
+        from lokal import packing_onnx
+
+        exact = packing_onnx.cached_path(short, identity.quantization)
+        model = str(exact) if packing_onnx.is_pack(exact) else short
+        bring = (
+            f"make it on a connected machine with `lokal models pack {identity.name} --format "
+            f"onnx --quantize {identity.quantization}` and copy the directory into "
+            f"{models.models_dir()}"
         )
     elif identity.backend == models.ST:
         model = identity.name

@@ -55,8 +55,8 @@ class LoadedModel(Generic[BackendT]):
     """A resolved model whose backend loads on first use, once per process.
 
     Subclasses set :attr:`resolved` and the engine settings, and say how to build their two
-    engines (:meth:`_gguf_backend`, :meth:`_torch_backend`) and what more makes two GGUF loads
-    different (:meth:`_gguf_key`).
+    engines (:meth:`_gguf_backend`, :meth:`_torch_backend`, :meth:`_onnx_backend`) and what
+    more makes two GGUF loads different (:meth:`_gguf_key`).
     """
 
     #: Which cache entries are this class's ("embed", "rerank").
@@ -100,6 +100,8 @@ class LoadedModel(Generic[BackendT]):
         if r.backend == models.GGUF:
             llama = (r.backend, str(r.path), self.n_gpu_layers, self.n_threads, self.batch_size)
             return (self.KIND, *llama, *self._gguf_key())
+        if r.backend == models.ONNX:
+            return (self.KIND, r.backend, str(r.path), self.n_threads, self.batch_size)
         return (
             self.KIND,
             r.backend,
@@ -114,6 +116,9 @@ class LoadedModel(Generic[BackendT]):
         if r.backend == models.GGUF:
             assert r.path is not None
             return self._gguf_backend(r.path)
+        if r.backend == models.ONNX:
+            assert r.path is not None
+            return self._onnx_backend(r.path)
         if r.path is None:  # a hub model: bring it to disk, resolve it again
             hub_id = r.hub_id
             assert hub_id is not None
@@ -138,6 +143,9 @@ class LoadedModel(Generic[BackendT]):
         raise NotImplementedError
 
     def _torch_backend(self, path: Path) -> BackendT:
+        raise NotImplementedError
+
+    def _onnx_backend(self, path: Path) -> BackendT:
         raise NotImplementedError
 
     def _downloaded(self, path: Path, hub_id: str) -> None:

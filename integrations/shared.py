@@ -141,7 +141,7 @@ class EmbedderSettings(FrameworkNames):
         description="None for the embedded default (all-MiniLM-L6-v2), a .gguf path, a "
         "sentence-transformers directory, a name in lokal's model cache, or a hub id.",
     )
-    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
+    backend: str = Field("auto", description='"auto", "sentence-transformers", "gguf" or "onnx".')
     query_prefix: str | None = Field(
         None, description="Override the profile's query prefix; '' disables it."
     )
@@ -244,7 +244,7 @@ class RerankerSettings(FrameworkNames):
         description="A cross-encoder directory, a packed .gguf, a name in lokal's model "
         "cache, or a hub id (offline first)."
     )
-    backend: str = Field("auto", description='"auto", "sentence-transformers" or "gguf".')
+    backend: str = Field("auto", description='"auto", "sentence-transformers", "gguf" or "onnx".')
     truncation: str = Field(
         "warn", description='Pairs longer than the context: "warn" (cut the document) or "error".'
     )

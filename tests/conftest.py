@@ -6,14 +6,22 @@
   with lokal's own ``pack`` (llama.cpp's converter), into that model cache.
 - ``st_embedder`` / ``gguf_embedder`` hold the loaded models for the whole run; every other
   Embedder, LocalEmbeddings or LocalEmbedding with the same settings shares them.
+- ``onnx_pack(quantization)`` exports the bundled weights to an ONNX pack once per run, with
+  the real ``lokal models pack --format onnx`` in a subprocess, outside the model cache (so
+  ``backend="auto"`` elsewhere in the run still means GGUF).
+- ``manpages``: a BEIR set from 150 of this machine's manual pages, made by the shipped script.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -42,6 +50,25 @@ def lokal_home() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def packed_gguf() -> Path:
     return packing.pack("all-MiniLM-L6-v2").path
+
+
+@functools.cache
+def onnx_pack(quantization: str) -> Path:
+    """The bundled all-MiniLM-L6-v2 as an ONNX pack (``int8`` or ``fp32``), made by the CLI."""
+    out = _HOME / "onnx-packs" / f"all-MiniLM-L6-v2.onnx-{quantization}"
+    lokal = str(Path(sys.executable).parent / "lokal")
+    args = ["models", "pack", "all-MiniLM-L6-v2", "--format", "onnx", "-q", quantization]
+    proc = subprocess.run(
+        [lokal, *args, "-o", str(out), "--json"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["path"] == str(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def onnx_int8_embedder() -> Embedder:
+    return Embedder(str(onnx_pack("int8")))
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +147,25 @@ def _no_leaked_indexes() -> Iterator[None]:
     for conn in conns:
         conn.close()
     assert not conns, f"test leaked {len(conns)} open SQLite connection(s) of lokal.index"
+
+
+MAN_DIR = Path("/usr/share/man/man1")
+
+
+@pytest.fixture(scope="session")
+def manpages(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BEIR set from 150 of this machine's manual pages, made by the shipped script."""
+    if not MAN_DIR.is_dir():
+        pytest.skip(f"no manual pages at {MAN_DIR}")
+    out = tmp_path_factory.mktemp("eval") / "manpages"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "make_manpage_eval.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out),
+         "--pages", "150", "--exclude", "gcloud*", "--seed", "3"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    assert "150 pages" in proc.stdout
+    return out
 
 
 def build_cross_encoder(out: Path) -> Path:

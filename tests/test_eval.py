@@ -24,9 +24,7 @@ from lokal.index import Chunk, Index
 
 from .conftest import build_cross_encoder, paragraphs
 
-ROOT = Path(__file__).resolve().parent.parent
 LOKAL = str(Path(sys.executable).parent / "lokal")
-MAN_DIR = Path("/usr/share/man/man1")
 
 
 def lokal(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -298,21 +296,6 @@ def test_bad_input_through_the_cli_is_one_line_not_a_traceback(tmp_path: Path) -
 
 
 # ---- the real thing: manual pages, the default model, the CLI in a subprocess -----------------
-
-
-@pytest.fixture(scope="session")
-def manpages(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A BEIR set from 150 of this machine's manual pages, made by the shipped script."""
-    if not MAN_DIR.is_dir():
-        pytest.skip(f"no manual pages at {MAN_DIR}")
-    out = tmp_path_factory.mktemp("eval") / "manpages"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "make_manpage_eval.py"), str(out),
-         "--pages", "150", "--exclude", "gcloud*", "--seed", "3"],
-        capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
-    assert "150 pages" in proc.stdout
-    return out
 
 
 def test_manpage_generator_writes_beir(manpages: Path) -> None:

@@ -1,4 +1,4 @@
-"""LocalEmbeddings against LangChain's own standard test suites, on both backends."""
+"""LocalEmbeddings against LangChain's own standard test suites, on every backend."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 from pydantic import ValidationError
 
 from lokal.integrations.langchain import LocalEmbeddings
+
+from .conftest import onnx_pack
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +61,26 @@ class TestGGUFIntegration(EmbeddingsIntegrationTests):
     @property
     def embedding_model_params(self) -> dict[str, Any]:
         return {"backend": "gguf"}
+
+
+class TestOnnxUnit(EmbeddingsUnitTests):
+    @property
+    def embeddings_class(self) -> type[LocalEmbeddings]:
+        return LocalEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, Any]:
+        return {"model": str(onnx_pack("int8")), "backend": "onnx"}
+
+
+class TestOnnxIntegration(EmbeddingsIntegrationTests):
+    @property
+    def embeddings_class(self) -> type[LocalEmbeddings]:
+        return LocalEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, Any]:
+        return {"model": str(onnx_pack("int8")), "backend": "onnx"}
 
 
 def test_no_arguments_works_offline(packed_gguf: Path) -> None:

@@ -11,15 +11,18 @@ from pydantic import ValidationError
 
 from lokal.integrations.llama_index import LocalEmbedding
 
+from .conftest import onnx_pack
+
 
 @pytest.fixture(autouse=True)
 def _models_loaded(st_embedder: object, gguf_embedder: object) -> None:
     """Keep both loaded models alive so every LocalEmbedding shares them."""
 
 
-@pytest.mark.parametrize("backend", ["sentence-transformers", "gguf"])
+@pytest.mark.parametrize("backend", ["sentence-transformers", "gguf", "onnx"])
 def test_vector_store_index_retrieves(backend: str, sentences: list[str]) -> None:
-    embed = LocalEmbedding(backend=backend)
+    model = str(onnx_pack("int8")) if backend == "onnx" else None
+    embed = LocalEmbedding(model=model, backend=backend)
     docs = [Document(text=s, metadata={"source": f"topic-{i}"}) for i, s in enumerate(sentences)]
     index = VectorStoreIndex.from_documents(docs, embed_model=embed)
     nodes = index.as_retriever(similarity_top_k=3).retrieve(

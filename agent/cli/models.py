@@ -227,38 +227,65 @@ def _evidence_rows(ident: Any) -> list[list[str]]:
 @models.command("pack")
 @click.argument("source")
 @click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["gguf", "onnx"]),
+    default="gguf",
+    show_default=True,
+    help="gguf: a GGUF for llama.cpp; onnx: a directory for ONNX Runtime (encoders only).",
+)
+@click.option(
     "-q",
     "--quantize",
     "quantization",
-    default="q8_0",
-    show_default=True,
-    help="q8_0 (default: near-lossless), f16, f32, or a smaller type such as q5_0 "
-    "or q4_k_m (measure with lokal eval: small models lose quality at 4 bits).",
+    help="GGUF: q8_0 (default: near-lossless), f16, f32, or a smaller type such as q5_0 "
+    "or q4_k_m (measure with lokal eval: small models lose quality at 4 bits). "
+    "ONNX: int8 (default) or fp32.",
+)
+@click.option(
+    "--cpu",
+    "cpu_preset",
+    type=click.Choice(["avx512_vnni", "avx2", "arm64"]),
+    help="ONNX int8: the CPU the weights are quantized for (default: this machine's).",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here instead of lokal's model cache.",
+    type=click.Path(path_type=Path),
+    help="Write here instead of lokal's model cache (an ONNX pack is a directory).",
 )
 @click.option("--name", help="Name in the model cache (default: the source's name).")
 @json_option
 def models_pack(
-    source: str, quantization: str, output: Path | None, name: str | None, as_json: bool
+    source: str,
+    fmt: str,
+    quantization: str | None,
+    cpu_preset: str | None,
+    output: Path | None,
+    name: str | None,
+    as_json: bool,
 ) -> None:
-    """Pack SOURCE (a sentence-transformers/HF directory or hub id) into a GGUF.
+    """Pack SOURCE (a sentence-transformers/HF directory or hub id) into a GGUF or an ONNX pack.
 
-    The file records the source weights' sha256 and the model's profile, and gets a manifest
-    beside it (FILE.json) for `lokal models verify`. Pack on a connected machine, copy the
-    .gguf and its .json to an offline box, verify there.
+    The result records the source weights' sha256 and the model's profile, and gets a manifest
+    (FILE.json beside a GGUF; lokal-onnx.json inside an ONNX pack) for `lokal models verify`.
+    Pack on a connected machine, copy the result to an offline box, verify there.
 
     \b
     Examples:
       lokal models pack all-MiniLM-L6-v2            # bundled weights -> model cache, q8_0
       lokal models pack BAAI/bge-small-en-v1.5 -o bge-small.q8_0.gguf
+      lokal models pack all-MiniLM-L6-v2 --format onnx --quantize int8
     """
+    if fmt == "onnx":
+        _pack_onnx(source, quantization or "int8", cpu_preset, output, name, as_json)
+        return
+    if cpu_preset is not None:
+        msg = "--cpu is for --format onnx"
+        raise click.BadParameter(msg, param_hint="--cpu")
     from lokal import packing
 
+    quantization = quantization or "q8_0"
     with friendly_errors():
         try:
             packed = packing.pack(source, quantization=quantization, output=output, name=name)
@@ -288,11 +315,41 @@ def models_pack(
             click.echo(f"{best} (a box with another CPU may want the other: docs/benchmarks.md)")
 
 
+def _pack_onnx(
+    source: str,
+    quantization: str,
+    cpu_preset: str | None,
+    output: Path | None,
+    name: str | None,
+    as_json: bool,
+) -> None:
+    from lokal import packing_onnx
+
+    with friendly_errors():
+        try:
+            packed = packing_onnx.pack(
+                source, quantization=quantization, cpu_preset=cpu_preset, output=output, name=name
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--quantize") from exc
+    manifest = packed.manifest
+    if as_json:
+        emit_json({"path": str(packed.path), **manifest})
+        return
+    mb = sum(f["size"] for f in manifest["files"].values()) / 1e6
+    parity = manifest["parity"]
+    made_for = f", for {manifest['cpu']}" if manifest.get("cpu") else ""
+    click.echo(
+        f"packed {source} -> {packed.path} (ONNX {quantization}{made_for}, {mb:.1f} MB; cosine "
+        f"to PyTorch: least {parity['min_cosine']:.4f}, mean {parity['mean_cosine']:.4f})"
+    )
+
+
 @models.command("verify")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @json_option
 def models_verify(files: tuple[Path, ...], as_json: bool) -> None:
-    """Check packed GGUF files against their manifests (size and sha256).
+    """Check packed GGUF files and ONNX packs against their manifests (size and sha256).
 
     With no FILES, checks every model in lokal's model cache. Exits 1 if any file fails.
 
@@ -300,14 +357,18 @@ def models_verify(files: tuple[Path, ...], as_json: bool) -> None:
     Example:
       lokal models verify /srv/models/bge-small.q8_0.gguf
     """
-    from lokal import packing
+    from lokal import packing, packing_onnx
 
-    targets = list(files) or packing.cached_models()
+    targets = list(files) or packing.cached_models() + packing_onnx.cached_packs()
     results = []
     for path in targets:
         try:
-            manifest = packing.verify(path)
-            results.append({"path": str(path), "ok": True, "sha256": manifest["sha256"]})
+            if path.is_dir():
+                manifest = packing_onnx.verify(path)
+                digest = manifest["files"][packing_onnx.MODEL_FILE]["sha256"]
+            else:
+                digest = packing.verify(path)["sha256"]
+            results.append({"path": str(path), "ok": True, "sha256": digest})
         except (LokalError, OSError) as exc:
             results.append({"path": str(path), "ok": False, "error": str(exc)})
     if as_json:

@@ -10,7 +10,7 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BACKENDS = ("auto", "sentence-transformers", "gguf")
+BACKENDS = ("auto", "sentence-transformers", "gguf", "onnx")
 
 
 def json_option(f: F) -> F:
@@ -90,7 +90,8 @@ def config_option(f: F) -> F:
 
 
 def backend_option(f: F) -> F:
-    """``--backend``: which runtime loads the model (auto: GGUF when packed)."""
+    """``--backend``: which runtime loads the model (auto: an ONNX int8 pack on a CPU with int8
+    dot products, else GGUF when packed)."""
     return click.option(
         "--backend",
         type=click.Choice(BACKENDS),

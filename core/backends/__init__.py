@@ -1,8 +1,9 @@
-"""Embedding backends: one small interface, two engines.
+"""Embedding backends: one small interface, three engines.
 
 :class:`Backend` is the seam. ``sentence_transformers`` runs PyTorch models (any local
-directory or hub id); ``llama_cpp`` runs GGUF files through llama-cpp-python. Neither module is
-imported until a model of its kind is loaded.
+directory or hub id); ``llama_cpp`` runs GGUF files through llama-cpp-python; ``onnx`` runs
+ONNX packs (``lokal models pack --format onnx``) through ONNX Runtime, with no torch. No module
+is imported until a model of its kind is loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 class Backend(Protocol):
     """What the embedder needs from an engine. Texts arrive with their prefixes applied."""
 
-    #: "sentence-transformers" or "gguf".
+    #: "sentence-transformers", "gguf" or "onnx".
     name: str
     #: Output dimension of the raw vectors.
     dimension: int

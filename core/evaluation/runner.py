@@ -145,7 +145,8 @@ def _value(field_name: str, value: str, spec: str) -> Any:
 
 def make_embedder(setup: Setup, **options: Any) -> Embedder:
     """The setup's embedder (resolved, not yet loaded). ``quantization`` picks the packed
-    ``NAME.QUANT.gguf`` in lokal's model cache; ``options`` go to :class:`Embedder`
+    ``NAME.QUANT.gguf`` in lokal's model cache (with ``backend="onnx"`` the pack
+    ``NAME.onnx-QUANT``); ``options`` go to :class:`Embedder`
     (``batch_size``, ``n_threads``)."""
     model, backend = setup.model, setup.backend
     if setup.quantization:
@@ -157,14 +158,27 @@ def make_embedder(setup: Setup, **options: Any) -> Embedder:
             msg = f"quant= picks a packed file by model name; give {name} without quant="
             raise ProfileError(msg)
         short = name.rsplit("/", 1)[-1]
-        path = models.cached_gguf_path(short, setup.quantization)
-        if not path.is_file():
-            msg = (
-                f"no {setup.quantization} GGUF of {short} in lokal's model cache ({path}); "
-                f"get it with: {models.bring_command(name, setup.quantization)}"
-            )
-            raise ModelNotFound(msg)
-        model, backend = str(path), models.GGUF
+        if backend == models.ONNX:
+            from lokal import packing_onnx
+
+            pack = packing_onnx.cached_path(short, setup.quantization)
+            if not packing_onnx.is_pack(pack):
+                msg = (
+                    f"no ONNX {setup.quantization} pack of {short} in lokal's model cache "
+                    f"({pack}); make it with: lokal models pack {name} --format onnx "
+                    f"--quantize {setup.quantization}"
+                )
+                raise ModelNotFound(msg)
+            model = str(pack)
+        else:
+            path = models.cached_gguf_path(short, setup.quantization)
+            if not path.is_file():
+                msg = (
+                    f"no {setup.quantization} GGUF of {short} in lokal's model cache ({path}); "
+                    f"get it with: {models.bring_command(name, setup.quantization)}"
+                )
+                raise ModelNotFound(msg)
+            model, backend = str(path), models.GGUF
     return Embedder(
         model,
         backend=backend,

@@ -120,5 +120,7 @@ def reranker_profile(resolved: ResolvedModel) -> RerankerProfile:
     if resolved.backend == models.GGUF:
         meta = gguf.read_metadata(resolved.path)
         return reranker_from_gguf_metadata(meta, resolved.path.name.split(".")[0])
+    if resolved.backend == models.ONNX:  # an ONNX pack: the name it was packed as
+        return reranker_from_dir(resolved.path, name=resolved.name)
     # the name comes from the directory: a Hugging Face cache path names its hub id
     return reranker_from_dir(resolved.path)
