@@ -23,8 +23,13 @@ one, alternated ``--rounds`` times in the same process tree (the other code runs
 of its packages on PYTHONPATH, with this venv's dependencies), and the index files' sizes.
 Issue 14's target: the change feed costs the agent's ingest speed and the index size <= 5%.
 
+``--onnx`` adds GGUF/ONNX rows: ``lokal index`` over the small corpus with the q8_0 GGUF and
+with the ONNX int8 pack of the same weights (made with ``lokal models pack --format onnx`` if
+absent), alternated ``--rounds`` times. Issue 20's target: the ONNX pack >= 1.8x the GGUF's
+tokens/s on a CPU with int8 dot products.
+
     .venv/bin/python benchmarks/agent_ingest.py [--max-bytes 6000] [--small 500] [--json]
-        [--baseline SRC [--rounds 3] [--only-baseline]]
+        [--baseline SRC [--rounds 3] [--only-baseline]] [--onnx [--only-onnx]]
 """
 
 from __future__ import annotations
@@ -178,6 +183,42 @@ def before_after(src: Path, corpus: Path, work: Path, gguf: Path, rounds: int) -
     return "\n".join(lines)
 
 
+def gguf_vs_onnx(corpus: Path, work: Path, gguf: Path, pack: Path, rounds: int) -> str:
+    """``lokal index`` over ``corpus`` with the GGUF and with the ONNX pack, alternated."""
+    runs: dict[str, list[dict[str, Any]]] = {"gguf q8_0": [], "onnx int8": []}
+    model = {"gguf q8_0": gguf, "onnx int8": pack}
+    for i in range(rounds):
+        order = list(runs) if i % 2 == 0 else list(reversed(runs))
+        for which in order:
+            db = work / f"model-{which.split()[0]}.db"
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            cmd = [LOKAL, "index", str(corpus), "--index", str(db), "--json"]
+            r = measured([*cmd, "--model", str(model[which])])
+            runs[which].append({**r, "summary": json.loads(r["stdout"])})
+            print(f"  {which}: {r['seconds']:.1f} s", file=sys.stderr)
+    lines = [
+        f"GGUF vs ONNX: `lokal index` over {corpus} with {gguf.name} and {pack.name}, alternated "
+        f"{rounds} times; load average at end {os.getloadavg()[0]:.1f}.",
+        "",
+        "| model | chunks | tokens | wall s (each round) | tokens/s (best) | peak RSS MB |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    best: dict[str, float] = {}
+    for which, rs in runs.items():
+        s0 = rs[0]["summary"]
+        best[which] = max(r["summary"]["tokens"] / r["seconds"] for r in rs)
+        walls = " / ".join(f"{r['seconds']:.1f}" for r in rs)
+        peak = max(r["peak_mb"] for r in rs)
+        lines.append(
+            f"| {which} | {s0['chunks']} | {s0['tokens']} | {walls} | {best[which]:,.0f} "
+            f"| {peak:.0f} |"
+        )
+    ratio = best["onnx int8"] / best["gguf q8_0"]
+    lines += ["", f"- ONNX int8 / GGUF q8_0 ingest tokens/s: {ratio:.2f}x (target >= 1.8x)"]
+    return "\n".join(lines)
+
+
 def feed_pages(db: Path) -> tuple[int, int]:
     """(bytes of the change feed's tables and indexes, bytes of every table) in ``db``."""
     from lokal.index import sqlite
@@ -211,6 +252,8 @@ def main() -> None:
     p.add_argument("--baseline", type=Path, help="a checkout of other lokal code to compare")
     p.add_argument("--rounds", type=int, default=3, help="before/after pairs (3)")
     p.add_argument("--only-baseline", action="store_true", help="only the before/after rows")
+    p.add_argument("--onnx", action="store_true", help="GGUF vs ONNX int8 pack rows")
+    p.add_argument("--only-onnx", action="store_true", help="only the GGUF vs ONNX rows")
     a = p.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="lokal-ingest-bench-"))
     large = work / "large"
@@ -233,6 +276,15 @@ def main() -> None:
     if a.baseline:
         print(before_after(a.baseline, small, work, gguf, a.rounds))
         if a.only_baseline:
+            return
+    if a.onnx or a.only_onnx:
+        from lokal import packing_onnx
+
+        pack = packing_onnx.cached_path("all-MiniLM-L6-v2", "int8")
+        if not packing_onnx.is_pack(pack):
+            packing_onnx.pack("all-MiniLM-L6-v2", quantization="int8")
+        print(gguf_vs_onnx(small, work, gguf, pack, a.rounds))
+        if a.only_onnx:
             return
     rows: dict[str, dict[str, Any]] = {}
     for name, root in (("small", small), ("large", large)):

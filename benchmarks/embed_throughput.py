@@ -1,5 +1,6 @@
-"""Embedding throughput: lokal's two paths against raw llama.cpp, raw sentence-transformers and
-the frameworks' own classes, on the same real texts (Python's language reference).
+"""Embedding throughput: lokal's three paths (GGUF, sentence-transformers, ONNX Runtime) against
+raw llama.cpp, raw sentence-transformers and the frameworks' own classes, on the same real texts
+(Python's language reference).
 
 Each run of an engine on a text set is its own fresh interpreter, one after another, so peak
 memory (VmHWM) is that engine's alone. Tokens are counted once with the model's own Hugging Face
@@ -44,6 +45,10 @@ ENGINES = [
     # without int8 dot-product instructions ggml runs it faster than q8_0
     "lokal-gguf-f16",  # LocalEmbeddings(model=<the f16 .gguf>).embed_documents
     "llama-best-256-f16",  # llama-best-256 on the f16 file
+    # ONNX packs of the same weights (`lokal models pack ... --format onnx -q int8|fp32`): ONNX
+    # Runtime, no torch; int8 is dynamic quantization, per channel, for this machine's CPU
+    "lokal-onnx-int8",  # LocalEmbeddings(model=<the int8 pack>).embed_documents
+    "lokal-onnx-fp32",  # LocalEmbeddings(model=<the fp32 pack>).embed_documents
 ]
 
 
@@ -91,8 +96,20 @@ def make_texts(st_dir: Path, n_passages: int, n_short: int) -> dict[str, dict[st
 # ---- one engine, in a child process ------------------------------------------------------------
 
 
+def onnx_pack(quantization: str) -> Path:
+    from lokal import packing_onnx
+
+    return packing_onnx.cached_path("all-MiniLM-L6-v2", quantization)
+
+
 def load_engine(name: str, gguf: str, st_dir: str, threads: int) -> Any:
     """Import and load one engine; return its embed-a-list function."""
+    if name.startswith("lokal-onnx-"):
+        from lokal.integrations.langchain import LocalEmbeddings
+
+        onnx = LocalEmbeddings(model=str(onnx_pack(name.rsplit("-", 1)[1])), n_threads=threads)
+        onnx.embedder.backend  # noqa: B018 - load now
+        return onnx.embed_documents
     if name.endswith("-f16"):
         name, gguf = name.removesuffix("-f16"), gguf.replace(".q8_0.gguf", ".f16.gguf")
         if name == "lokal-gguf":
@@ -233,6 +250,11 @@ def main() -> None:
         f16 = models.cached_gguf_path(models.DEFAULT_MODEL, "f16")
         if not f16.is_file():
             packing.pack(models.DEFAULT_MODEL, quantization="f16")
+    for engine in a.engines.split(","):
+        if engine.startswith("lokal-onnx-") and not onnx_pack(engine.rsplit("-", 1)[1]).is_dir():
+            from lokal import packing_onnx
+
+            packing_onnx.pack(models.DEFAULT_MODEL, quantization=engine.rsplit("-", 1)[1])
     a.gguf, a.st_dir = str(gguf), str(st_dir)
     sets = make_texts(st_dir, a.passages, a.short)
     for name, s in sets.items():
@@ -272,7 +294,7 @@ def main() -> None:
         ok = [r for r in rs if "tokens_s" in r]
         r = best[(engine, tset)] = max(ok, key=lambda r: r["tokens_s"]) if ok else rs[-1]
         note = r.get("skipped") or ", ".join(f"{x['tokens_s']:,.0f} ({x['noise']:.2f})" for x in ok)
-        if engine.startswith("lokal-gguf") and "torch" in r:
+        if engine.startswith(("lokal-gguf", "lokal-onnx")) and "torch" in r:
             note += f"; torch imported: {r['torch']}"
         print(
             f"| {engine} | {tset} | {fmt(r.get('load_s'), '.2f')} | {fmt(r.get('tokens_s'))} "
@@ -292,6 +314,9 @@ def main() -> None:
         ("lokal ST / raw sentence-transformers", "lokal-st", ["st-raw"], None),
         ("lokal GGUF f16 / raw llama.cpp best f16", "lokal-gguf-f16", ["llama-best-256-f16"], 1.0),
         ("lokal GGUF f16 / raw sentence-transformers", "lokal-gguf-f16", ["st-raw"], 1.1),
+        ("lokal ONNX int8 / raw sentence-transformers", "lokal-onnx-int8", ["st-raw"], 2.0),
+        ("lokal ONNX int8 / lokal GGUF q8_0", "lokal-onnx-int8", ["lokal-gguf"], None),
+        ("lokal ONNX fp32 / raw sentence-transformers", "lokal-onnx-fp32", ["st-raw"], None),
     ]:
         cells = []
         for tset in sets:

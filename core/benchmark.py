@@ -255,6 +255,39 @@ def quantization_findings(
     return lines
 
 
+def backend_findings(results: list[dict[str, Any]], onnx_first: bool | None = None) -> list[str]:
+    """For each model measured as an ONNX pack and as a GGUF: the faster of the two here, by
+    how much, and whether ``backend="auto"`` (which takes an int8 pack first where
+    :func:`lokal.cpu.prefers_onnx`) picks it on this CPU."""
+    onnx_first = cpu.prefers_onnx() if onnx_first is None else onnx_first
+    best: dict[str, dict[str, tuple[float, str]]] = {}
+    for r in results:
+        if r.get("backend") in ("onnx", "gguf") and r.get("kind", "embed") != "reranker":
+            speed = (float(r["tokens_per_s"]), f"{r['backend']} {r['quantization']}")
+            mine = best.setdefault(r["model"], {})
+            mine[r["backend"]] = max(mine.get(r["backend"], speed), speed)
+    lines = []
+    for model, speeds in best.items():
+        if len(speeds) < 2:
+            continue
+        (fast_speed, fast), (slow_speed, slow) = sorted(speeds.values(), reverse=True)
+        ratio = fast_speed / slow_speed
+        auto = "onnx" if onnx_first else "gguf"
+        if ratio < SAME_SPEED:
+            verdict = "within a run's spread: either will do"
+        elif fast.startswith(auto):
+            verdict = "backend='auto' takes it on this CPU"
+        else:
+            verdict = (
+                f"backend='auto' does not take it on this CPU: pass backend='{fast.split()[0]}'"
+            )
+        lines.append(
+            f"measured: {model.rsplit('/', 1)[-1]} {fast} {fast_speed:,.0f} tokens/s, {slow} "
+            f"{slow_speed:,.0f}: {fast} {ratio:.2f}x ({verdict})"
+        )
+    return lines
+
+
 class BenchError(LokalError):
     """A benchmark child failed; the message carries its last error line."""
 

@@ -263,3 +263,12 @@ def test_what_onnx_cannot_run_is_refused_clearly(tmp_path: Path) -> None:
         Embedder(str(broken)).embed_query("x")
     with pytest.raises(ProfileError, match="needs backend='onnx'"):
         Embedder(str(broken), backend="gguf")
+
+
+def test_without_onnxruntime_the_error_names_the_extra(tmp_path: Path) -> None:
+    from .test_dependencies import _without
+
+    env = _without(tmp_path, "onnxruntime")
+    proc = lokal("embed", "--model", str(onnx_pack("int8")), "hello", env=env)
+    assert proc.returncode == 1 and "lokal[onnx]" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

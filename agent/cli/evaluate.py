@@ -171,7 +171,8 @@ def eval_cmd(
     "--quant",
     "quants",
     multiple=True,
-    help="GGUF quantization(s) packed in the model cache (repeatable): q8_0, f16, q4_0 ...",
+    help="Quantization(s) packed in the model cache (repeatable): GGUF q8_0, f16, q4_0 ...; "
+    "ONNX int8, fp32 (with -b onnx).",
 )
 @click.option("--texts", type=click.IntRange(1), default=400, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
@@ -207,10 +208,12 @@ def bench_cmd(
     Examples:
       lokal bench                                          # the default model as auto picks it
       lokal bench all-MiniLM-L6-v2 -b sentence-transformers -b gguf -q q8_0 -q q4_0
+      lokal bench all-MiniLM-L6-v2 -b gguf -b onnx -q q8_0 -q int8   # which auto should take
       lokal bench /srv/models/bge-small.q8_0.gguf --texts 1000 --json
       lokal bench --reranker bge-reranker-base.q8_0.gguf --candidates 20 --doc-tokens 256
     """
-    from lokal.benchmark import BenchSpec, quantization_findings, run_isolated
+    from lokal.benchmark import BenchSpec, backend_findings, quantization_findings, run_isolated
+    from lokal.packing_onnx import QUANTIZATIONS as ONNX_QUANTS
 
     specs = [
         BenchSpec(
@@ -220,10 +223,12 @@ def bench_cmd(
     ]
     for m in models_ or (() if rerankers else (None,)):
         for b in backends or ("auto",):
-            if b == "sentence-transformers" or not quants:
+            mine = [q for q in quants if (q in ONNX_QUANTS) == (b == "onnx")]
+            if b == "sentence-transformers" or not mine:
                 specs.append(BenchSpec(m, b, None, texts, batch_size, threads))
             else:
-                specs.extend(BenchSpec(m, "gguf", q, texts, batch_size, threads) for q in quants)
+                engine = "onnx" if b == "onnx" else "gguf"
+                specs.extend(BenchSpec(m, engine, q, texts, batch_size, threads) for q in mine)
     bars = ProgressBars()
     results = []
     with friendly_errors():
@@ -265,7 +270,7 @@ def bench_cmd(
         "load = the machine's 1-minute load average before/after (busy machines measure slower)",
         err=True,
     )
-    for line in quantization_findings(results):
+    for line in quantization_findings(results) + backend_findings(results):
         click.echo(line)
 
 

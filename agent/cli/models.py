@@ -53,6 +53,7 @@ def models_list(as_json: bool) -> None:
                 "source": manifest.get("source", "?"),
             }
         )
+    on_disk += _onnx_packs()
     bundled = m.bundled_default_dir()
     entries: list[dict[str, Any]] = [
         {
@@ -112,6 +113,28 @@ def models_list(as_json: bool) -> None:
     )
     pullable = [e["hub_id"].rsplit("/", 1)[-1] for e in entries if e["gguf"]]
     click.echo(f"\nA published GGUF, no torch needed: lokal models pull {' | '.join(pullable)}")
+
+
+def _onnx_packs() -> list[dict[str, Any]]:
+    """The ONNX packs in the model cache, as `lokal models list` shows them."""
+    from lokal import packing_onnx
+
+    rows = []
+    for path in packing_onnx.cached_packs():
+        try:
+            manifest = packing_onnx.read_manifest(path)
+        except LokalError:
+            continue
+        rows.append(
+            {
+                "name": path.name,
+                "path": str(path),
+                "size": sum(int(f.get("size", 0)) for f in manifest["files"].values()),
+                "quantization": f"onnx {manifest.get('quantization', '?')}",
+                "source": manifest.get("source", "?"),
+            }
+        )
+    return rows
 
 
 @models.command("info")
