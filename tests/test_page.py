@@ -9,6 +9,8 @@ Two servers (module-scoped, one model load each): ``server`` on loopback without
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -242,3 +244,220 @@ def test_key_required_beyond_loopback_session_cookie_and_csrf(keyed: Server, api
     # a forged cookie is no key
     forged = {"Cookie": f"{COOKIE}={'0' * 64}"}
     assert _get(keyed, "/v1/page/status", headers=forged).status_code == 401
+
+
+# ---- in a real headless Chromium -------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+#: where the phone-width screenshot goes (build/ is not committed)
+ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "artifacts"
+WAIT = 60.0
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's chromium, headless, with a fresh profile; its network and console logged."""
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.skip(
+            f"no {CHROMIUM} / {CHROMEDRIVER}: apt-get install chromium chromium-driver (.ci/run "
+            "installs them; CI must have them)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as ChromeService
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-extensions", "--disable-default-apps", "--window-size=1200,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):  # fmt: skip
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=ChromeService(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _fresh(driver: Any, url: str) -> None:
+    """A clean start: no cookies, the logs emptied, the page loaded."""
+    driver.delete_all_cookies()
+    driver.get_log("performance")
+    driver.get_log("browser")
+    driver.get(url)
+
+
+def _until(driver: Any, check: Any, what: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT).until(lambda d: check(d), message=what)
+
+
+def _text(driver: Any, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return "\n".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def _requests(driver: Any) -> list[str]:
+    """The URLs the page asked for since the last call (Chromium's performance log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def _search_in_page(driver: Any, query: str) -> None:
+    """Type the question and press Enter, as a keyboard user does."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys(query, Keys.ENTER)
+    _until(driver, lambda d: "results" in _text(d, "#search-note"), f"results for {query!r}")
+
+
+def test_browser_status_and_search(browser: Any, server: Server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _fresh(browser, server.url)
+    facts = _until(browser, lambda d: "indexed" in _text(d, "#facts") and _text(d, "#facts"), "")
+    for want in ("2 indexed", "1 failed", f"{SKIPPED} skipped", "all-MiniLM-L6-v2", "q8_0",
+                 "no agent running", "files seen"):  # fmt: skip
+        assert want in facts, facts
+    assert str(agent_docs(server)) in _text(browser, "#roots")
+    # the problems: paged, then filtered
+    _until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#problems tbody tr")) == 20, "")
+    assert _text(browser, "#problem-total") == f"({SKIPPED + 1})"
+    browser.find_element(By.ID, "next").click()
+    _until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#problems tbody tr")) == 5, "")
+    browser.find_element(By.ID, "pq").send_keys("zip bomb", Keys.ENTER)
+    _until(browser, lambda d: _text(d, "#problem-total") == "(1)", "the bomb alone")
+    row = _text(browser, "#problems tbody")
+    assert "bomb.docx" in row and "failed" in row and "zip bomb" in row, row
+
+    _search_in_page(browser, "reset pump P-101")
+    first = browser.find_elements(By.CSS_SELECTOR, "#results .result")[0]
+    assert first.find_element(By.CSS_SELECTOR, ".path").text.endswith("pump-p101.txt")
+    assert "P-101" in first.find_element(By.CSS_SELECTOR, ".text").text
+    assert re.search(r"lines? \d+", first.find_element(By.CSS_SELECTOR, ".lines").text)
+    assert "score" in first.find_element(By.CSS_SELECTOR, ".score").text
+    marks = {m.text.lower() for m in first.find_elements(By.CSS_SELECTOR, ".text mark")}
+    assert {"reset", "pump", "101"} <= marks, marks
+    # the passage in context, opened from the keyboard
+    button = first.find_element(By.CSS_SELECTOR, "button.context")
+    button.send_keys(Keys.ENTER)
+    _until(browser, lambda d: first.find_elements(By.CSS_SELECTOR, ".passage .chunk.hit"), "")
+    chunks = first.find_elements(By.CSS_SELECTOR, ".passage .chunk")
+    assert len(chunks) >= 2 and button.get_attribute("aria-expanded") == "true"
+    assert "P-101" in first.find_element(By.CSS_SELECTOR, ".passage .chunk.hit").text
+    # every request went to this server; the console has no errors (a CSP refusal would be one)
+    urls = _requests(browser)
+    assert urls and all(u.startswith(server.url + "/") for u in urls), urls
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def agent_docs(server: Server) -> Path:
+    status = httpx.get(f"{server.url}/v1/page/status", timeout=TIMEOUT).json()
+    return Path(status["agent"]["roots"][0]["path"])
+
+
+def test_browser_shows_index_text_as_text(browser: Any, server: Server) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    _fresh(browser, server.url)
+    _until(browser, lambda d: "indexed" in _text(d, "#facts"), "the status")
+    _search_in_page(browser, "compressor notes script alert img onerror")
+    texts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .text")]
+    evil = next((t for t in texts if "Compressor notes" in t), None)
+    assert evil is not None, texts
+    assert "<script>alert(1)</script>" in evil and "<img src=x onerror=alert(2)>" in evil
+    # open it in context too: the neighbours' path builds the DOM the same way
+    for b in browser.find_elements(By.CSS_SELECTOR, "#results button.context"):
+        b.click()
+    _until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".passage")) == len(texts), "")
+    assert browser.find_elements(By.CSS_SELECTOR, "#results img, #results script") == []
+    assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # the page's own
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018 - reading it is the check
+    urls = _requests(browser)
+    assert not [u for u in urls if u.rstrip("/").endswith("/x")], urls
+    assert all(u.startswith(server.url + "/") for u in urls), urls
+
+
+def test_browser_asks_for_the_key_beyond_loopback(
+    browser: Any, keyed: Server, api_key: str
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _fresh(browser, keyed.url)
+    _until(browser, lambda d: d.find_element(By.ID, "login").is_displayed(), "the key prompt")
+    assert not browser.find_element(By.ID, "search").is_displayed()
+    assert browser.switch_to.active_element == browser.find_element(By.ID, "key")
+    browser.find_element(By.ID, "key").send_keys("not-the-key", Keys.ENTER)
+    _until(browser, lambda d: "not the key" in _text(d, "#login-error"), "the refusal")
+    assert browser.get_cookies() == []
+    browser.find_element(By.ID, "key").send_keys(api_key, Keys.ENTER)
+    _until(browser, lambda d: "2 indexed" in _text(d, "#facts"), "the status after the key")
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    (cookie,) = browser.get_cookies()
+    assert cookie["name"] == COOKIE and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert api_key not in cookie["value"]
+    # searching (a POST) works on the cookie and the page's CSRF token
+    _search_in_page(browser, "reset pump P-101")
+    assert "P-101" in _text(browser, "#results .text")
+    # asked once: a reload keeps the session
+    browser.get(keyed.url)
+    _until(browser, lambda d: "2 indexed" in _text(d, "#facts"), "the status after a reload")
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    browser.find_element(By.ID, "logout").click()
+    _until(browser, lambda d: d.find_element(By.ID, "login").is_displayed(), "asked again")
+
+
+def test_browser_phone_width_and_dark_mode(browser: Any, server: Server) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        _fresh(browser, server.url)
+        _until(browser, lambda d: "indexed" in _text(d, "#facts"), "the status")
+        _search_in_page(browser, "reset pump P-101")
+        # nothing wider than the phone: no sideways scrolling
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 390, width
+        assert browser.find_element(By.ID, "q").size["width"] > 150
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "page-phone.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+        browser.execute_script("document.getElementById('status').scrollIntoView()")
+        browser.save_screenshot(str(ARTIFACTS / "page-phone-status.png"))
+        print(f"phone-width screenshots: {ARTIFACTS}/page-phone*.png")
+        light = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        browser.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert light != dark and _luminance(dark) < 0.2 < _luminance(light), (light, dark)
+        browser.save_screenshot(str(ARTIFACTS / "page-phone-dark.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def _luminance(css_rgb: str) -> float:
+    r, g, b = (int(v) for v in re.findall(r"\d+", css_rgb)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255

@@ -173,6 +173,7 @@ class PageApi(LokalApi):
         out: dict[str, Any] = {
             "server": await self.status({}),
             "reranker": self.rerank is not None,
+            "key_required": bool(self.settings.api_key),
             "agent": None,
             "facets": {"keys": [], "kinds": []},
         }

@@ -53,6 +53,8 @@ async function login(ev) {
     refresh();
   } catch (e) {
     $("login-error").textContent = e instanceof NeedKey ? "That is not the key." : e.message;
+    $("key").value = "";
+    $("key").focus();
   }
 }
 
@@ -126,6 +128,7 @@ function renderStatus(s) {
   const keys = $("keys");
   keys.replaceChildren(...s.facets.keys.map((k) => { const o = el("option"); o.value = k; return o; }));
   $("rerank-label").hidden = !s.reranker;
+  $("logout").hidden = !s.key_required;
   $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
