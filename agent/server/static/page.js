@@ -91,7 +91,10 @@ function renderStatus(s) {
     fact(dl, "Model", `${id.name} · ${id.quantization} · ${id.dimension} dimensions`);
     fact(dl, "Model key", id.key);
     fact(dl, "Index", `${a.index} (${bytes(a.index_bytes)})`);
-    const docs = Object.entries(a.documents).map(([k, v]) => `${v} ${k}`).join(", ");
+    const order = (k) => (k === "indexed" ? "" : k);
+    const docs = Object.entries(a.documents)
+      .sort(([x], [y]) => order(x).localeCompare(order(y)))
+      .map(([k, v]) => `${v} ${k}`).join(", ");
     fact(dl, "Files", docs || "none");
     fact(dl, "Chunks", a.chunks);
     fact(dl, "Last scan", a.last_scan || "none yet");
@@ -113,7 +116,7 @@ function renderStatus(s) {
     const tr = el("tr");
     const watch = r.watch ? `${r.watch}${r.filesystem ? ` (${r.filesystem})` : ""}` : "—";
     const state = r.available === false ? `unavailable: ${r.why || ""}` : r.available ? "available" : "—";
-    tr.append(el("td", r.path), el("td", watch), el("td", state));
+    tr.append(el("td", r.path, "path"), el("td", watch), el("td", state));
     tbody.append(tr);
   }
   $("roots").hidden = !tbody.rows.length;
