@@ -303,6 +303,12 @@ def _text(driver: Any, css: str) -> str:
     return "\n".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
 
 
+def _rows(driver: Any) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, "#problems tbody tr")  # type: ignore[no-any-return]
+
+
 def _requests(driver: Any) -> list[str]:
     """The URLs the page asked for since the last call (Chromium's performance log)."""
     urls = []
@@ -329,16 +335,18 @@ def test_browser_status_and_search(browser: Any, server: Server) -> None:
     from selenium.webdriver.common.keys import Keys
 
     _fresh(browser, server.url)
-    facts = _until(browser, lambda d: "indexed" in _text(d, "#facts") and _text(d, "#facts"), "")
+    facts = _until(
+        browser, lambda d: "indexed" in _text(d, "#facts") and _text(d, "#facts"), "status"
+    )
     for want in ("2 indexed", "1 failed", f"{SKIPPED} skipped", "all-MiniLM-L6-v2", "q8_0",
                  "no agent running", "files seen"):  # fmt: skip
         assert want in facts, facts
     assert str(agent_docs(server)) in _text(browser, "#roots")
     # the problems: paged, then filtered
-    _until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#problems tbody tr")) == 20, "")
+    _until(browser, lambda d: len(_rows(d)) == 20, "the first page of problems")
     assert _text(browser, "#problem-total") == f"({SKIPPED + 1})"
     browser.find_element(By.ID, "next").click()
-    _until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#problems tbody tr")) == 5, "")
+    _until(browser, lambda d: len(_rows(d)) == SKIPPED + 1 - 20, "the second page")
     browser.find_element(By.ID, "pq").send_keys("zip bomb", Keys.ENTER)
     _until(browser, lambda d: _text(d, "#problem-total") == "(1)", "the bomb alone")
     row = _text(browser, "#problems tbody")
@@ -355,10 +363,26 @@ def test_browser_status_and_search(browser: Any, server: Server) -> None:
     # the passage in context, opened from the keyboard
     button = first.find_element(By.CSS_SELECTOR, "button.context")
     button.send_keys(Keys.ENTER)
-    _until(browser, lambda d: first.find_elements(By.CSS_SELECTOR, ".passage .chunk.hit"), "")
+    _until(
+        browser, lambda d: first.find_elements(By.CSS_SELECTOR, ".passage .chunk.hit"), "context"
+    )
     chunks = first.find_elements(By.CSS_SELECTOR, ".passage .chunk")
     assert len(chunks) >= 2 and button.get_attribute("aria-expanded") == "true"
     assert "P-101" in first.find_element(By.CSS_SELECTOR, ".passage .chunk.hit").text
+    # the filters: path contains, file type (the kinds the index holds), a metadata key
+    from selenium.webdriver.support.ui import Select
+
+    browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
+    browser.find_element(By.ID, "f-path").send_keys("evil")
+    Select(browser.find_element(By.ID, "f-kind")).select_by_visible_text("txt")
+    _search_in_page(browser, "reset pump P-101")
+    paths = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .path")]
+    assert paths and all(p.endswith("evil.txt") for p in paths), paths
+    browser.find_element(By.ID, "f-path").clear()
+    browser.find_element(By.ID, "f-key").send_keys("kind")
+    browser.find_element(By.ID, "f-value").send_keys("pdf")
+    _search_in_page(browser, "reset pump P-101")
+    assert _text(browser, "#search-note").startswith("0 results")
     # every request went to this server; the console has no errors (a CSP refusal would be one)
     urls = _requests(browser)
     assert urls and all(u.startswith(server.url + "/") for u in urls), urls
@@ -382,9 +406,10 @@ def test_browser_shows_index_text_as_text(browser: Any, server: Server) -> None:
     assert evil is not None, texts
     assert "<script>alert(1)</script>" in evil and "<img src=x onerror=alert(2)>" in evil
     # open it in context too: the neighbours' path builds the DOM the same way
-    for b in browser.find_elements(By.CSS_SELECTOR, "#results button.context"):
-        b.click()
-    _until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".passage")) == len(texts), "")
+    for i, b in enumerate(browser.find_elements(By.CSS_SELECTOR, "#results button.context")):
+        b.click()  # one at a time: an opening passage moves the buttons below it
+        _until(browser, lambda d, b=b: b.get_attribute("aria-expanded") == "true", f"passage {i}")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".passage")) == len(texts)
     assert browser.find_elements(By.CSS_SELECTOR, "#results img, #results script") == []
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # the page's own
     with pytest.raises(NoAlertPresentException):
@@ -392,6 +417,11 @@ def test_browser_shows_index_text_as_text(browser: Any, server: Server) -> None:
     urls = _requests(browser)
     assert not [u for u in urls if u.rstrip("/").endswith("/x")], urls
     assert all(u.startswith(server.url + "/") for u in urls), urls
+    # the status refreshes itself (every 10 s), the results stay
+    before = _text(browser, "#updated")
+    _until(browser, lambda d: _text(d, "#updated") != before, "a refreshed status")
+    assert "/v1/page/status" in " ".join(_requests(browser))
+    assert "Compressor notes" in _text(browser, "#results")
 
 
 def test_browser_asks_for_the_key_beyond_loopback(
