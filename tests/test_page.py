@@ -22,7 +22,8 @@ import pytest
 
 from lokal.agent.server.page import ASSETS, COOKIE, STATIC
 
-from .test_agent_daemon import TOPICS, AgentProcess, write_config
+from .test_agent_daemon import TOPICS, AgentProcess
+from .test_agent_sync import write_config
 from .test_parsers import docx_bomb
 from .test_serve import TIMEOUT, Server
 
@@ -36,6 +37,7 @@ EVIL = (
     "Compressor notes: <script>alert(1)</script> and <img src=x onerror=alert(2)> are "
     "characters in this file, never markup."
 )
+CENTRE = "postgresql://box@127.0.0.1:1/fleet"
 SKIPPED = 24  # with the bomb: more problems than one page of the page's list (20)
 
 
@@ -53,6 +55,8 @@ def agent_setup(packed_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         (docs / f"broken-{i:02}.docx").write_bytes(b"not a zip archive at all\n")
     cfg = write_config(
         tmp / "agent.toml",
+        # a centre that is not there (nothing listens on port 1): the sync lag grows
+        {"url": CENTRE, "site": "plant-a"},
         index=str(tmp / "var" / "index.db"),
         roots=[str(docs)],
         model=str(packed_gguf),
@@ -64,6 +68,7 @@ def agent_setup(packed_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     agent = AgentProcess(cfg)
     try:
         agent.wait_for(r"INFO idle:")
+        agent.wait_for(r"sync to .* failed")
     finally:
         assert agent.terminate() == 0, agent.log()
     return cfg
@@ -160,6 +165,9 @@ def test_status_has_the_agents_counts_and_reasons(server: Server, agent_setup: P
     assert [r["path"] for r in a["roots"]] == [str(docs)]
     assert a["roots"][0]["watch"] == "inotify"
     assert "failed" in a["last_scan"] and f"{2 + 1 + SKIPPED} files seen" in a["last_scan"]
+    sync = a["sync"]
+    assert sync["site"] == "plant-a" and sync["last_success"] is None, sync
+    assert sync["behind"] >= a["chunks"] and "127.0.0.1" in sync["last_error"], sync
     ident = a["identity"]
     assert ident["name"] == "all-MiniLM-L6-v2" and ident["quantization"] == "q8_0"
     assert len(ident["key"]) >= 16
@@ -339,7 +347,7 @@ def test_browser_status_and_search(browser: Any, server: Server) -> None:
         browser, lambda d: "indexed" in _text(d, "#facts") and _text(d, "#facts"), "status"
     )
     for want in ("2 indexed", "1 failed", f"{SKIPPED} skipped", "all-MiniLM-L6-v2", "q8_0",
-                 "no agent running", "files seen"):  # fmt: skip
+                 "no agent running", "files seen", "plant-a", "changes behind"):  # fmt: skip
         assert want in facts, facts
     assert str(agent_docs(server)) in _text(browser, "#roots")
     # the problems: paged, then filtered
