@@ -21,7 +21,7 @@ endif
 .PHONY: setup model demo test lint typecheck pytest wheel-check clean
 
 LINK   := $(VENV)/.linked
-SOURCES := $(shell find core integrations agent -name '*.py' -o -name '*.json' -o -name 'py.typed')
+SOURCES := $(shell find core integrations agent -name '*.py' -o -name '*.json' -o -name 'py.typed' -o -path '*/static/*')
 
 setup: $(STAMP) $(LINK)
 
@@ -71,6 +71,8 @@ wheel-check: setup
 	/tmp/lokal-wheel-check/bin/python -m pip install --quiet dist/lokal-*.whl
 	/tmp/lokal-wheel-check/bin/python -c "import lokal, lokal.backends, lokal.index, lokal.integrations, lokal.agent, lokal.agent.cli, lokal.agent.server, lokal.central, lokal.embedder, lokal.packing, lokal.profiles, lokal.catalog, lokal.retrieval; print('wheel ok:', lokal.__file__)"
 	/tmp/lokal-wheel-check/bin/lokal --help >/dev/null
+	# the page lokal serve shows at / is package data: it must be in the wheel
+	/tmp/lokal-wheel-check/bin/python -c "from importlib.resources import files; page = files('lokal.agent.server') / 'static'; missing = [n for n in ('index.html', 'page.js', 'page.css') if not (page / n).is_file()]; print('page files missing from the wheel:', missing) if missing else None; raise SystemExit(1 if missing else 0)"
 	/tmp/lokal-wheel-check/bin/lokal models list >/dev/null
 	# an edge box must not download a deep-learning framework it does not use
 	/tmp/lokal-wheel-check/bin/python -m pip install --quiet --dry-run --ignore-installed --report /tmp/lokal-wheel-check/report.json "$$(ls dist/lokal-*.whl)[agent,gguf,onnx,langchain]"

@@ -40,6 +40,13 @@ if TYPE_CHECKING:
     help="A lokal index file, or a central store's postgresql:// URL, for POST /v1/search "
     "(read with the model it records).",
 )
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An agent's TOML configuration: serve its index (unless --index says another), and "
+    "show its roots and sync on the page at /.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
     "--port",
@@ -170,6 +177,7 @@ def serve_cmd(
     reranker: str | None,
     reranker_names: tuple[str, ...],
     index_path: Path | str | None,
+    config_path: Path | None,
     host: str,
     port: int,
     api_key: str | None,
@@ -194,7 +202,8 @@ def serve_cmd(
     max_connections: int,
 ) -> None:
     """Serve embeddings, reranking and search over HTTP: Ollama's and OpenAI's embedding APIs,
-    Cohere's rerank API, and /v1/search over a lokal index. Runs until SIGTERM or Ctrl-C.
+    Cohere's rerank API, and /v1/search over a lokal index; a page at / shows the status and
+    searches the index in a browser. Runs until SIGTERM or Ctrl-C.
 
     Binds loopback unless told; a non-loopback --host needs an API key, which every request
     (except GET /health) must then send as a bearer token. An --index that others may not
@@ -208,10 +217,20 @@ def serve_cmd(
       lokal serve --name nomic-embed-text --index /var/lib/lokal/index.db
       LOKAL_API_KEY=... lokal serve --host 0.0.0.0 --reranker BAAI/bge-reranker-base
       lokal serve --socket /run/lokal/serve.sock --index /var/lib/lokal/index.db
+      lokal serve --config /etc/lokal/agent.toml    # the agent's index; open the page at /
       curl -s localhost:11435/api/embed --json '{"model": "all-MiniLM-L6-v2", "input": "hi"}'
     """
     from lokal.agent.server.settings import ServeSettings, Truncation, is_loopback
     from lokal.agent.server.worker import Kind
+
+    agent_config = None
+    if config_path is not None:
+        from lokal.agent.config import load
+
+        with friendly_errors():
+            agent_config = load(config_path)
+        if index_path is None:
+            index_path = agent_config.index
 
     if api_key_file is not None:
         api_key = api_key_file.read_text(encoding="utf-8").strip()
@@ -284,6 +303,7 @@ def serve_cmd(
         index=index_path,
         threads=threads,
         workers=workers,
+        agent_config=agent_config,
     )
 
     def ready(url: str) -> None:

@@ -14,6 +14,7 @@ from lokal.agent.server.cohere import CohereApi
 from lokal.agent.server.door import ConnectionLimits, Door, HostRule, UnixListener, guarded_protocol
 from lokal.agent.server.ollama import OllamaApi
 from lokal.agent.server.openai import OpenAiApi
+from lokal.agent.server.page import ASSETS, PageApi, SecurityHeaders
 from lokal.agent.server.protocol import (
     DRAIN_FACTOR,
     PARSE_INLINE,
@@ -24,7 +25,6 @@ from lokal.agent.server.protocol import (
     json_response,
     json_type,
 )
-from lokal.agent.server.search import LokalApi
 from lokal.agent.server.settings import Api, is_loopback
 from lokal.embedder import TruncationWarning
 from lokal.errors import MissingDependency
@@ -34,24 +34,25 @@ try:
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import PlainTextResponse, Response
+    from starlette.responses import Response
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover - exercised in a bare environment
     raise MissingDependency(extra="serve", feature="lokal serve") from exc
 
 
-class Service(OllamaApi, OpenAiApi, CohereApi, LokalApi):
+class Service(OllamaApi, OpenAiApi, CohereApi, PageApi):
     """The served application: routes, the door (Host/Origin), the API key, reading JSON bodies."""
 
     def app(self) -> Any:
-        """The ASGI application: the routes behind the door's Host and Origin checks."""
+        """The ASGI application: the routes behind the door's Host and Origin checks, every
+        response with the page's security headers."""
         s = self.settings
         hosts = (
             None
             if s.unix_socket
             else HostRule.for_bind(s.host, s.allowed_hosts, loopback=is_loopback(s.host))
         )
-        return Door(
+        door = Door(
             self._routes(),
             hosts=hosts,
             origins=s.allowed_origins,
@@ -59,10 +60,17 @@ class Service(OllamaApi, OpenAiApi, CohereApi, LokalApi):
                 api_of(path), ApiError(status, message)
             ),
         )
+        return SecurityHeaders(door)
 
     def _routes(self) -> Starlette:
         routes = [
-            Route("/", self._root, methods=["GET", "HEAD"]),
+            Route("/", self.page, methods=["GET", "HEAD"]),
+            *(Route(f"/{name}", self.page_asset, methods=["GET", "HEAD"]) for name in ASSETS),
+            Route("/favicon.ico", self._no_icon, methods=["GET", "HEAD"]),
+            Route("/v1/page/session", self.page_session, methods=["POST", "DELETE"]),
+            self._route("/v1/page/status", "GET", "lokal", self.page_status),
+            self._route("/v1/page/problems", "GET", "lokal", self.page_problems),
+            self._route("/v1/page/passage", "GET", "lokal", self.page_passage),
             Route("/health", self._health, methods=["GET", "HEAD"]),
             self._route("/api/embed", "POST", "ollama", self.ollama_embed),
             self._route("/api/embeddings", "POST", "ollama", self.ollama_embeddings),
@@ -104,7 +112,12 @@ class Service(OllamaApi, OpenAiApi, CohereApi, LokalApi):
             self.stats.request(path)
             try:
                 self._authorize(request)
-                body = await self._read_json(request) if method == "POST" else {}
+                # a GET's query parameters are its body
+                body = (
+                    await self._read_json(request)
+                    if method == "POST"
+                    else dict(request.query_params)
+                )
                 result = await handler(body)
                 if isinstance(result, Response):
                     return result
@@ -139,11 +152,14 @@ class Service(OllamaApi, OpenAiApi, CohereApi, LokalApi):
         return self._error(api, ApiError(exc.status_code, msg))
 
     def _authorize(self, request: Request) -> None:
+        """The bearer key, or the page's session cookie (:mod:`lokal.agent.server.page`)."""
         key = self.settings.api_key
         if not key:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" and self.session_authorizes(request):
+            return
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), key.encode()
         ):
@@ -202,8 +218,8 @@ class Service(OllamaApi, OpenAiApi, CohereApi, LokalApi):
     async def _health(self, request: Request) -> Response:
         return await json_response({"status": "ok"})
 
-    async def _root(self, request: Request) -> Response:
-        return PlainTextResponse("lokal serve is running")
+    async def _no_icon(self, request: Request) -> Response:
+        return Response(status_code=204)
 
 
 class _Server(uvicorn.Server):

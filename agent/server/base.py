@@ -33,12 +33,15 @@ class ServiceBase:
         reranker_names: Sequence[str] = (),
         index: Any = None,
         index_embedder: Embedder | None = None,
+        agent_config: Any = None,
     ) -> None:
         self.settings = settings
         self.embedding = Served.of(embedder, names, "embedding")
         self.rerank = Served.of(reranker, reranker_names, "rerank") if reranker else None
         self.index = index
         self.index_embedder = index_embedder
+        #: the agent's config (``lokal serve --config``): its roots and sync for the page
+        self.agent_config = agent_config
         self.stats = Stats()
         self.worker = ModelWorker(
             self.stats,

@@ -31,6 +31,8 @@ class ServedModels:
     threads: int | None = None
     #: embedding calls at once (default: 2 where 2 or more threads, else 1)
     workers: int | None = None
+    #: the agent's config (``--config``): its roots and sync shown on the page
+    agent_config: Any = None
 
 
 def serve(
@@ -80,6 +82,7 @@ def serve(
             reranker_names=models.reranker_names,
             index=index,
             index_embedder=index_embedder,
+            agent_config=models.agent_config,
         )
         run(service, on_ready, listener)
     finally:
