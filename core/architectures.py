@@ -17,15 +17,17 @@ disagrees with its source. What is checked, from the model directory's config fi
   model of each from transformers' own configuration class); others go to the converter as
   they are, with a logged note that parity is not measured;
 - the vocabulary, for the architectures whose converter names the pre-tokenizer by a hash
-  (:data:`HASHED_VOCAB`: BERT's WordPiece and RoBERTa's byte-level BPE): the converter knows a
-  pre-tokenizer only by the sha256 of the token ids its tokenizer gives one fixed text
-  (``get_vocab_base_pre``), so a vocabulary it has never seen (one trained for the model, or
-  newer than the installed converter) is refused here, with what to do, not deep in its run.
-  One exception: a RoBERTa whose tokenizer is a byte-level BPE of RoBERTa's own shape (BPE,
-  GPT-2's ``ByteLevel`` split, no normalizer) is converted with llama.cpp's ``roberta-bpe``
-  pre-tokenizer pinned (:data:`PINNED_PRE_TOKENIZERS`), and the packed file's token ids are
-  then compared with the source tokenizer's on :data:`CHECK_TEXTS`
-  (:func:`verify_tokenization`); a file that splits any of them differently is not kept.
+  (:data:`HASHED_VOCAB`: BERT's WordPiece, RoBERTa's and ModernBERT's byte-level BPE): the
+  converter knows a pre-tokenizer only by the sha256 of the token ids its tokenizer gives one
+  fixed text (``get_vocab_base_pre``), so a vocabulary it has never seen (one trained for the
+  model, or newer than the installed converter) is refused here, with what to do, not deep in
+  its run.
+  One exception: a RoBERTa or ModernBERT whose tokenizer is a byte-level BPE of RoBERTa's
+  shape (BPE, GPT-2's ``ByteLevel`` split, no normalizer) is converted with llama.cpp's
+  ``roberta-bpe`` / ``modern-bert`` pre-tokenizer pinned (:data:`PINNED_PRE_TOKENIZERS`),
+  and the packed file's token ids are then compared with the source tokenizer's on
+  :data:`CHECK_TEXTS` (:func:`verify_tokenization`); a file that splits any of them
+  differently is not kept.
 
 Rerankers are checked by their profile (:mod:`lokal.profiles.reranking`, ``gguf``).
 """
@@ -51,14 +53,17 @@ HASHED_VOCAB = (
     "BertForSequenceClassification",
     "RobertaModel",
     "RobertaForSequenceClassification",
+    "ModernBertModel",
 )
 #: What the converter says when it does not know a vocabulary's hash.
 UNKNOWN_PRE_TOKENIZER = "BPE pre-tokenizer was not recognized"
 #: llama.cpp's pre-tokenizer for an unknown byte-level BPE vocabulary of RoBERTa's shape, by
-#: architecture (the one ``sentence-transformers/stsb-roberta-base``'s hash names).
+#: architecture (the ones ``sentence-transformers/stsb-roberta-base``'s and
+#: ``answerdotai/ModernBERT-base``'s hashes name).
 PINNED_PRE_TOKENIZERS = {
     "RobertaModel": "roberta-bpe",
     "RobertaForSequenceClassification": "roberta-bpe",
+    "ModernBertModel": "modern-bert",
 }
 #: Texts a packed file with a pinned pre-tokenizer must split as the source tokenizer does:
 #: prose, code, numbers, punctuation runs, contractions, runs of spaces, tabs and newlines,
@@ -110,6 +115,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "BertModel": Architecture("bert", "MiniLM, BGE, E5, GTE, arctic, mxbai"),
     "XLMRobertaModel": Architecture("bert", "granite-embedding multilingual, multilingual-E5"),
     "RobertaModel": Architecture("bert", "granite-embedding English (r1)"),
+    "ModernBertModel": Architecture("modern-bert", "granite-embedding English r2"),
     "Qwen3ForCausalLM": Architecture("qwen3", "Qwen3-Embedding"),
     "Qwen3Model": Architecture("qwen3", "Qwen3-Embedding"),
     "Gemma3TextModel": Architecture("gemma-embedding", "EmbeddingGemma", dense=True),
@@ -252,7 +258,7 @@ def _pinned_pre_tokenizer(tokenizer: Any, name: str, arch: str | None) -> str:
     if reason is not None:
         detail = (
             f" ({kind}), and it is not a byte-level BPE of RoBERTa's shape, which lokal packs "
-            f"with llama.cpp's {pinned} pre-tokenizer: {reason}"
+            f"for {arch} with llama.cpp's {pinned} pre-tokenizer: {reason}"
         )
         raise ProfileError(unknown_vocabulary(name, detail))
     log.info(

@@ -223,13 +223,21 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
     even rank like PyTorch's (the tests' MiniLM cross-encoder, f16, 36 pairs: Spearman -0.29
     without it, 1.0000 with it and the GGUF backend's segment-B inputs; docs/benchmarks.md).
     An XLM-R that ships only ``tokenizer.json`` converts from a copy whose tokenizer's normalizer
-    is its SentencePiece charsmap alone (:func:`_xlmr_stage`). Anything else converts from
+    is its SentencePiece charsmap alone (:func:`_xlmr_stage`); a ModernBERT from a copy whose
+    config also names its ``norm_eps`` ``layer_norm_eps`` (without it the converter writes no
+    key llama.cpp loads the file with). Anything else converts from
     ``src_dir`` as it is. The source's sha256 is unaffected.
     """
     config = profiles.read_object(src_dir / "config.json")
     archs = config.get("architectures") or []
     if "XLMRobertaModel" in archs and not (src_dir / "sentencepiece.bpe.model").is_file():
         return _xlmr_stage(src_dir, tmp)
+    if "ModernBertModel" in archs and "layer_norm_eps" not in config and "norm_eps" in config:
+        # the converter records ModernBERT's norm_eps as an RMS norm's epsilon, and llama.cpp's
+        # modern-bert (LayerNorm) will not load a file without layer_norm_epsilon
+        return _linked_stage(
+            src_dir, tmp, {"config.json": {**config, "layer_norm_eps": config["norm_eps"]}}
+        )
     if "BertForSequenceClassification" not in archs:
         return src_dir
     weights = sorted(src_dir.glob("*.safetensors"))
@@ -308,12 +316,19 @@ def _xlmr_stage(src_dir: Path, tmp: Path) -> Path:
             "sentencepiece.bpe.model into it"
         )
         raise ProfileError(msg)
+    return _linked_stage(src_dir, tmp, {tokenizer_json.name: {**data, "normalizer": precompiled}})
+
+
+def _linked_stage(src_dir: Path, tmp: Path, replaced: dict[str, dict[str, Any]]) -> Path:
+    """A copy of ``src_dir`` for the converter: links to its files, but the JSON files
+    ``replaced`` names written with the contents given."""
     stage = tmp / "source"
     stage.mkdir()
     for item in src_dir.iterdir():
-        if item.name != tokenizer_json.name:
+        if item.name not in replaced:
             (stage / item.name).symlink_to(item.resolve())
-    (stage / tokenizer_json.name).write_text(json.dumps({**data, "normalizer": precompiled}))
+    for name, content in replaced.items():
+        (stage / name).write_text(json.dumps(content))
     return stage
 
 
