@@ -225,8 +225,10 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
     An XLM-R that ships only ``tokenizer.json`` converts from a copy whose tokenizer's normalizer
     is its SentencePiece charsmap alone (:func:`_xlmr_stage`); a ModernBERT from a copy whose
     config also names its ``norm_eps`` ``layer_norm_eps`` (without it the converter writes no
-    key llama.cpp loads the file with). Anything else converts from
-    ``src_dir`` as it is. The source's sha256 is unaffected.
+    key llama.cpp loads the file with); a RoBERTa without ``tokenizer.json`` from a copy with
+    the one its tokenizer makes (without it the converter reads the byte-level BPE as BERT's
+    WordPiece). Anything else converts from ``src_dir`` as it is. The source's sha256 is
+    unaffected.
     """
     config = profiles.read_object(src_dir / "config.json")
     archs = config.get("architectures") or []
@@ -238,8 +240,21 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
         return _linked_stage(
             src_dir, tmp, {"config.json": {**config, "layer_norm_eps": config["norm_eps"]}}
         )
+    roberta = {"RobertaModel", "RobertaForSequenceClassification"} & set(archs)
+    if roberta and not (src_dir / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(src_dir), local_files_only=True)
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        return _linked_stage(src_dir, tmp, {"tokenizer.json": spec})
     if "BertForSequenceClassification" not in archs:
         return src_dir
+    return _bert_classifier_stage(src_dir, tmp)
+
+
+def _bert_classifier_stage(src_dir: Path, tmp: Path) -> Path:
+    """A copy of a ``BertForSequenceClassification`` whose pooler is the classifier's dense
+    layer (:func:`_conversion_source`)."""
     weights = sorted(src_dir.glob("*.safetensors"))
     bins = sorted(src_dir.glob("pytorch_model*.bin"))
     stage = tmp / "source"

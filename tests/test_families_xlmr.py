@@ -256,6 +256,26 @@ def test_roberta_bpe_that_llama_cpp_splits_otherwise_is_refused(
     assert [p.name for p in tmp_path.iterdir()] == ["prefixed"]  # no temporary left either
 
 
+def test_roberta_without_tokenizer_json(roberta: dict[str, Path], tmp_path: Path) -> None:
+    """vocab.json and merges.txt alone (the slow tokenizer's files): the converter alone
+    would read the byte-level BPE as BERT's WordPiece (nearly every token unknown); lokal
+    converts from a copy with the tokenizer.json the source's tokenizer makes."""
+    source = tmp_path / "slow"
+    shutil.copytree(roberta["source"], source)
+    merges = json.loads((source / "tokenizer.json").read_text())["model"]["merges"]
+    lines = ["#version: 0.2", *(" ".join(pair) for pair in merges)]
+    (source / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (source / "tokenizer.json").unlink()
+    packed = packing.pack(str(source), quantization="f16", output=tmp_path / "slow.gguf").path
+    assert gguf.read_metadata(packed)["tokenizer.ggml.model"] == "gpt2"
+    assert not (source / "tokenizer.json").exists()  # the source is left as it was
+    texts = _texts()
+    want = Embedder(str(roberta["f16"]), backend="gguf").embed_documents(texts)
+    got = Embedder(str(packed), backend="gguf").embed_documents(texts)
+    assert got.token_counts == want.token_counts
+    assert float((got.vectors * want.vectors).sum(axis=1).min()) >= 0.99999
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
