@@ -308,11 +308,14 @@ def verify_tokenization(
     ids the source tokenizer gives (special tokens included, as each backend embeds them).
     Raises :class:`~lokal.errors.ProfileError` naming the first text that differs."""
     try:
-        import llama_cpp
-        from llama_cpp._internals import LlamaModel
         from transformers import AutoTokenizer
     except ImportError as exc:
         raise MissingDependency(extra="convert", feature="checking a packed tokenizer") from exc
+    try:
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+    except ImportError as exc:  # the file's tokenizer is llama.cpp's own
+        raise MissingDependency(extra="gguf", feature="checking a packed tokenizer") from exc
     tokenizer = AutoTokenizer.from_pretrained(str(src_dir), local_files_only=True)
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True

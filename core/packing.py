@@ -245,8 +245,10 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(src_dir), local_files_only=True)
-        spec = json.loads(tokenizer.backend_tokenizer.to_str())
-        return _linked_stage(src_dir, tmp, {"tokenizer.json": spec})
+        backend = getattr(tokenizer, "backend_tokenizer", None)  # none: a slow tokenizer alone
+        if backend is not None:
+            spec = json.loads(backend.to_str())
+            return _linked_stage(src_dir, tmp, {"tokenizer.json": spec})
     if "BertForSequenceClassification" not in archs:
         return src_dir
     return _bert_classifier_stage(src_dir, tmp)
