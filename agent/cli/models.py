@@ -313,6 +313,8 @@ def models_pack(
         try:
             packed = packing.pack(source, quantization=quantization, output=output, name=name)
         except ValueError as exc:
+            if isinstance(exc, LokalError):  # a ProfileError is about the model, not -q
+                raise
             raise click.BadParameter(str(exc), param_hint="--quantize") from exc
         except MissingDependency as exc:
             if exc.extra != "convert":
