@@ -282,8 +282,16 @@ def _load_torch(src_dir: Path, is_reranker: bool) -> tuple[Any, Any]:
         msg = f"{src_dir}: its tokenizer has no fast (tokenizers library) form to export"
         raise ProfileError(msg)
     cls = transformers.AutoModelForSequenceClassification if is_reranker else transformers.AutoModel
-    # eager attention: the exported graph computes what the padding mask says, at any shape
-    model = cls.from_pretrained(str(src_dir), attn_implementation="eager").eval()
+    hf_logging = transformers.utils.logging
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        # eager attention: the exported graph computes what the padding mask says, at any shape
+        model = cls.from_pretrained(str(src_dir), attn_implementation="eager").eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     return model, tokenizer
 
 
@@ -324,11 +332,16 @@ def _export(model: Any, tokenizer: Any, target: Path, is_reranker: bool) -> list
         sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in inputs
     )
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    exporter_log = logging.getLogger("torch.onnx")  # "torchvision is not installed" and such
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
     with (
         torch.no_grad(),
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
+        contextlib.ExitStack() as stack,
     ):
+        stack.callback(exporter_log.setLevel, level)
         warnings.simplefilter("ignore")
         torch.onnx.export(
             Graph(),
@@ -354,7 +367,7 @@ def _quantize(src: Path, dst: Path, preset: str) -> None:
         quantize_dynamic(
             str(src),
             str(dst),
-            op_types_to_quantize=["MatMul", "Gemm"],
+            op_types_to_quantize=["MatMul", "Gemm", "Gather"],
             per_channel=True,
             reduce_range=preset == "avx2",
             weight_type=QuantType.QInt8,

@@ -250,6 +250,9 @@ def test_what_onnx_cannot_run_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="GGUF backend"):
         packing_onnx.pack(str(decoder), output=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    refused = lokal("models", "pack", str(decoder), "--format", "onnx", "-o", str(tmp_path / "o"))
+    assert refused.returncode == 1 and "GGUF backend" in refused.stderr, refused.stderr
+    assert "--quantize" not in refused.stderr and "Traceback" not in refused.stderr
     # the CLI says which options are wrong
     bad = lokal("models", "pack", "all-MiniLM-L6-v2", "--format", "onnx", "-q", "q4_0")
     assert bad.returncode == 2 and "int8, fp32" in bad.stderr

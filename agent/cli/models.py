@@ -356,6 +356,8 @@ def _pack_onnx(
                 source, quantization=quantization, cpu_preset=cpu_preset, output=output, name=name
             )
         except ValueError as exc:
+            if isinstance(exc, LokalError):  # a ProfileError is about the model, not -q
+                raise
             raise click.BadParameter(str(exc), param_hint="--quantize") from exc
     manifest = packed.manifest
     if as_json:

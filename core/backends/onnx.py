@@ -28,6 +28,10 @@ from lokal.errors import MissingDependency, ModelLoadError
 log = logging.getLogger(__name__)
 
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+#: Most padded tokens in one run. A run's attention scores take rows x heads x width^2 floats:
+#: all-MiniLM-L6-v2 on 256-token passages peaked at 739 MB in runs of 32, 253 MB in runs of
+#: 512 tokens, which ran as fast (docs/benchmarks.md).
+BATCH_TOKENS = 512
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -90,6 +94,8 @@ class _Session:
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        # no arena: it keeps the largest run's buffers for the life of the session
+        options.enable_cpu_mem_arena = False
         try:
             self._session = onnxruntime.InferenceSession(
                 str(self.pack_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
@@ -112,10 +118,20 @@ class _Session:
                 self._cutters[(max_tokens, strategy)] = cutter
         return cutter
 
+    def _batches(self, encodings: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        """Consecutive runs of at most ``batch_size`` encodings and :data:`BATCH_TOKENS` padded
+        tokens (the encodings come sorted by length: the last one is the widest)."""
+        start = 0
+        while start < len(encodings):
+            end = min(start + self.batch_size, len(encodings))
+            while end - start > 1 and (end - start) * len(encodings[end - 1].ids) > BATCH_TOKENS:
+                end -= 1
+            yield encodings[start:end]
+            start = end
+
     def _run(self, encodings: Sequence[Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The model's output for each batch of encodings (in order), with its attention mask."""
-        for start in range(0, len(encodings), self.batch_size):
-            batch = encodings[start : start + self.batch_size]
+        for batch in self._batches(encodings):
             width = max(len(e.ids) for e in batch)
             ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
