@@ -1,4 +1,5 @@
-"""Which GGUF quantization this CPU should run fastest, from its instruction set.
+"""Which GGUF quantization this CPU should run fastest, from its instruction set, and whether
+``backend="auto"`` should take an ONNX int8 pack (:func:`prefers_onnx`).
 
 llama.cpp's q8_0 matrix products multiply int8 by int8. CPUs with int8 dot-product
 instructions — x86 AVX-512 VNNI or AVX-VNNI, ARM's dot product extension (``asimddp``, the
@@ -89,8 +90,9 @@ def advice(flags: set[str] | None = None, name: str | None = None) -> Advice:
 
 def prefers_onnx(flags: set[str] | None = None) -> bool:
     """Whether ``backend="auto"`` takes an ONNX int8 pack over a GGUF: on CPUs with int8 dot
-    products, where ONNX Runtime's int8 kernels measured 2.2-2.7x llama.cpp's q8_0 on passages
-    (docs/benchmarks.md, benchmarks/embed_throughput.py). Without them lokal has no
-    measurement, so a GGUF (or a pack named with ``backend="onnx"``) it is."""
+    products, where ONNX Runtime's int8 kernels measured 2.6-3.7x llama.cpp's q8_0 on
+    all-MiniLM-L6-v2 (AVX-512 VNNI; docs/benchmarks.md, benchmarks/embed_throughput.py). Without
+    them lokal has no measurement, so a GGUF it is (or a pack named with ``backend="onnx"``;
+    ``lokal bench -b gguf -b onnx`` says which runs faster there)."""
     flags = cpu_flags() if flags is None else flags
     return any(flag in flags for flag in INT8_DOT_FLAGS)

@@ -282,7 +282,7 @@ def _load_torch(src_dir: Path, is_reranker: bool) -> tuple[Any, Any]:
         msg = f"{src_dir}: its tokenizer has no fast (tokenizers library) form to export"
         raise ProfileError(msg)
     cls = transformers.AutoModelForSequenceClassification if is_reranker else transformers.AutoModel
-    hf_logging = transformers.utils.logging
+    hf_logging: Any = transformers.utils.logging
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
