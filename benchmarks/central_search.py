@@ -23,9 +23,15 @@ Python included), k=10, after one untimed pass:
   search within the site, and how often HNSW came back short and the exact fallback ran;
 - the exact scan alone (the fallback, a materialized CTE over the site's rows).
 
+With ``--vectors DIR`` the rows are distinct real passages instead (no growth, no noise):
+the shards ``central_corpus.py`` embedded (site-packages and stdlib docstrings and comments,
+man pages, Debian package descriptions; see that script), row i = passage i, queries the first
+sentence of its 100 held-out passages; ``--sizes`` up to the rows embedded.
+
     .venv/bin/python benchmarks/central_search.py [--sizes 100000,250000] [--real 5000]
         [--queries 100] [--noise 0.35] [--m 16] [--ef-construction 64]
-        [--ef-sweep 40,100,200,400,1000] [--work /tmp/lokal-central-bench] [--json FILE]
+        [--ef-sweep 40,100,200,400,1000] [--ef-sweep-filtered 1000]
+        [--vectors /tmp/lokal-central-1m] [--work /tmp/lokal-central-bench] [--json FILE]
 """
 
 from __future__ import annotations
@@ -62,7 +68,10 @@ def cpu() -> dict[str, Any]:
                 info["model"] = line.split(":", 1)[1].strip()
             if line.startswith("flags") and "flags" not in info:
                 flags = set(line.split(":", 1)[1].split())
-                wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni")
+                wanted = (
+                    *("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni"),
+                    *("avx512_bf16", "amx_bf16", "amx_int8"),
+                )
                 info["flags"] = [f for f in wanted if f in flags]
     info["load_avg"] = os.getloadavg()
     return info
@@ -185,7 +194,7 @@ def run_size(a: argparse.Namespace, n: int, real: np.ndarray, texts: list[str], 
     from lokal.identity import ModelIdentity
 
     out: dict[str, Any] = {"rows": n}
-    vectors = grow(real, n, a.noise)
+    vectors = real[:n] if a.vectors else grow(real, n, a.noise)
     data = Path(tempfile.mkdtemp(prefix="lokal-central-bench-pg-", dir=a.work))
     server = start_server(data)
     try:
@@ -229,18 +238,21 @@ def run_size(a: argparse.Namespace, n: int, real: np.ndarray, texts: list[str], 
                 out["unfiltered"][ef] = {**lat, "recall@10": rec}
                 log(f"{n} rows, ef_search {ef}: {lat}, recall@10 {rec:.3f}")
             central.ef_search = 100
-            handler.n = 0
             kws = [{"k": K, "filter": {"site": f"site{s}"}} for s in q_sites]
-            found, lat = timed(central.search, qv, kws)
-            rec = recall([ids(h) for h in found], truth_site, K)
-            out["site_filtered"] = {
-                **lat,
-                "recall@10": rec,
-                "ef_search": central.ef_search_filtered,
-                "fallbacks_per_query": handler.n / (2 * len(qv)),
-                "short_results": sum(len(h) < K for h in found),
-            }
-            log(f"{n} rows, filtered by site: {out['site_filtered']}")
+            out["site_filtered_sweep"] = {}
+            for ef in a.ef_sweep_filtered:
+                central.ef_search_filtered = ef
+                handler.n = 0
+                found, lat = timed(central.search, qv, kws)
+                rec = recall([ids(h) for h in found], truth_site, K)
+                out["site_filtered"] = out["site_filtered_sweep"][ef] = {
+                    **lat,
+                    "recall@10": rec,
+                    "ef_search": ef,
+                    "fallbacks_per_query": handler.n / (2 * len(qv)),
+                    "short_results": sum(len(h) < K for h in found),
+                }
+                log(f"{n} rows, filtered by site, ef_search {ef}: {out['site_filtered']}")
             with central._session() as c:
                 out["shared_buffers"] = c.execute("SHOW shared_buffers").fetchone()[0]
                 out["site_filtered"]["plan"] = [
@@ -289,8 +301,22 @@ def main() -> None:
         default=[40, 100, 200, 400, 1000],
         help="hnsw.ef_search values for the unfiltered runs",
     )
+    p.add_argument(
+        "--ef-sweep-filtered",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1000],
+        help="hnsw.ef_search values for the runs filtered by site",
+    )
+    p.add_argument(
+        "--vectors",
+        type=Path,
+        help="distinct real passages embedded by central_corpus.py (a directory of shards): "
+        "rows are those vectors, not grown copies; --sizes up to the rows embedded",
+    )
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
+    if a.vectors:
+        return main_real(a)
     texts, sources = collect_texts(a.real + a.queries, a.work)
     held_out, corpus = texts[: a.queries], texts[a.queries :]
     emb = embed_corpus(corpus, [first_sentence(t) for t in held_out], a.work, a.embed_threads)
@@ -313,6 +339,36 @@ def main() -> None:
     result["cosine_copy_to_real"] = float(np.mean(np.sum(grown[len(real) :] * real, axis=1)))
     for n in (int(s) for s in a.sizes.split(",")):
         result["sizes"].append(run_size(a, n, real, corpus, qv))
+        if a.json:
+            a.json.write_text(json.dumps(result, indent=2))
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+def main_real(a: argparse.Namespace) -> None:
+    """Rows are distinct real passages (``central_corpus.py``), no growth, no noise."""
+    from central_corpus import load_vectors
+
+    sizes = [int(s) for s in a.sizes.split(",")]
+    data = load_vectors(a.vectors, max(sizes))
+    docs, texts, qv = data["docs"], data["texts"], data["queries"]
+    log(f"{len(docs)} real rows, {len(qv)} queries from {a.vectors}")
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu(),
+        "corpus": {k: v for k, v in data["info"].items() if k != "embed_seconds"},
+        "embedded_rows": len(docs),
+        "embed_seconds": sum(data["info"]["embed_seconds"].values()),
+        "queries": len(qv),
+        "k": K,
+        "sites": SITES,
+        "sizes": [],
+    }
+    for n in sizes:
+        if n > len(docs):
+            raise SystemExit(f"--sizes {n}: only {len(docs)} rows embedded in {a.vectors}")
+        result["sizes"].append(run_size(a, n, docs, texts, qv))
+        result["cpu"]["load_avg_end"] = os.getloadavg()
         if a.json:
             a.json.write_text(json.dumps(result, indent=2))
     json.dump(result, sys.stdout, indent=2)
