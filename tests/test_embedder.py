@@ -12,6 +12,7 @@ import pytest
 
 from lokal import Embedder, ProfileError, TextTooLong, TruncationWarning
 from lokal.embedder import EmbedResult
+from lokal.errors import ModelNotFound
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -237,6 +238,9 @@ def test_bad_options() -> None:
     with pytest.raises(ProfileError, match="truncation"):
         Embedder(truncation="silently")  # type: ignore[arg-type]
     with pytest.raises(ProfileError, match="backend"):
+        Embedder(backend="openvino")
+    # a real backend with nothing packed for it says how to make it
+    with pytest.raises(ModelNotFound, match="--format onnx"):
         Embedder(backend="onnx")
     with pytest.raises(ProfileError, match="unknown profile field"):
         Embedder(profile={"prefix": "x"})
