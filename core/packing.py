@@ -444,15 +444,20 @@ def read_manifest(model_file: Path) -> dict[str, Any]:
 def verify(model_file: Path) -> dict[str, Any]:
     """Check a packed file against its manifest (size, then sha256). Returns the manifest."""
     manifest = read_manifest(model_file)
-    size = model_file.stat().st_size
-    if size != manifest.get("size"):
-        msg = f"{model_file}: size {size} but the manifest says {manifest.get('size')}"
-        raise IntegrityError(msg)
-    digest = models.file_sha256(model_file, use_cache=False)
-    if digest != manifest.get("sha256"):
-        msg = f"{model_file}: sha256 {digest} but the manifest says {manifest.get('sha256')}"
-        raise IntegrityError(msg)
+    check_file(model_file, manifest)
     return manifest
+
+
+def check_file(path: Path, want: dict[str, Any]) -> None:
+    """``path`` has the ``size`` and ``sha256`` a manifest entry gives (size first: cheap)."""
+    size = path.stat().st_size
+    if size != want.get("size"):
+        msg = f"{path}: size {size} but the manifest says {want.get('size')}"
+        raise IntegrityError(msg)
+    digest = models.file_sha256(path, use_cache=False)
+    if digest != want.get("sha256"):
+        msg = f"{path}: sha256 {digest} but the manifest says {want.get('sha256')}"
+        raise IntegrityError(msg)
 
 
 def cached_models() -> list[Path]:

@@ -40,7 +40,7 @@ import numpy as np
 
 from lokal import cpu, models, profiles
 from lokal.errors import MissingDependency, ModelLoadError, ProfileError
-from lokal.packing import Packed, _reranker_profile, _source_dir
+from lokal.packing import Packed, _reranker_profile, _source_dir, check_file
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,7 @@ def verify(pack_dir: Path) -> dict[str, Any]:
         if not path.is_file():
             msg = f"{pack_dir}: {rel} is missing (the manifest lists it)"
             raise IntegrityError(msg)
-        if path.stat().st_size != want.get("size"):
-            msg = f"{path}: size {path.stat().st_size} but the manifest says {want.get('size')}"
-            raise IntegrityError(msg)
-        digest = models.file_sha256(path, use_cache=False)
-        if digest != want.get("sha256"):
-            msg = f"{path}: sha256 {digest} but the manifest says {want.get('sha256')}"
-            raise IntegrityError(msg)
+        check_file(path, want)
     return manifest
 
 
