@@ -27,8 +27,10 @@ tokenizer: compare tokens/s, not texts/s, across families.
     .venv/bin/python benchmarks/family_shapes.py build NAME OUT
     .venv/bin/python benchmarks/family_shapes.py list
 
-Then ``lokal models pack OUT -q q8_0`` and ``lokal bench OUT -b sentence-transformers -b gguf
--q q8_0 --texts 60`` (docs/choosing-a-model.md, "Speed at the real shapes").
+Then ``lokal models pack OUT -q q8_0`` (the GGUF goes into the model cache as ``NAME`` of
+``OUT``'s last part), ``lokal bench all-MiniLM-L6-v2 NAME -b gguf -q q8_0 --texts 100`` and
+``lokal bench all-MiniLM-L6-v2 OUT -b sentence-transformers --texts 100``
+(docs/choosing-a-model.md, "Speed at the real shapes").
 """
 
 from __future__ import annotations
@@ -123,34 +125,35 @@ def build_qwen3(out: Path, work: Path) -> Path:
 
 def _with_config(build: Callable[[Path, Path], Path], **dims: object) -> Callable[..., Path]:
     """Run one of tests/families.py's builders with its config class's constructor given the
-    real dimensions (``dims`` override what the builder passes) and the module's hidden size."""
+    real dimensions (``dims`` override what the builder passes) and the module's hidden size.
+
+    The constructor is replaced on the class itself: transformers' lazy module sets its names
+    again when a model class is first loaded, so a class put in their place does not stay."""
 
     def run(out: Path, work: Path) -> Path:
         import transformers
 
-        names = {"ModernBertConfig", "XLMRobertaConfig"}
-        saved = {n: getattr(transformers, n) for n in names}
+        classes = [transformers.ModernBertConfig, transformers.XLMRobertaConfig]
+        saved = {cls: cls.__init__ for cls in classes}
         hidden = families.HIDDEN
-        patched = {n: _override(cls, dims) for n, cls in saved.items()}
         try:
-            for n, cls in patched.items():
-                setattr(transformers, n, cls)
+            for cls, init in saved.items():
+                cls.__init__ = _override(init, dims)  # type: ignore[method-assign]
             families.HIDDEN = int(dims["hidden_size"])  # type: ignore[call-overload]
             return build(out, work)
         finally:
-            for n, cls in saved.items():
-                setattr(transformers, n, cls)
+            for cls, init in saved.items():
+                cls.__init__ = init  # type: ignore[method-assign]
             families.HIDDEN = hidden
 
     return run
 
 
-def _override(cls: type, dims: dict[str, object]) -> Callable[..., object]:
-    """``cls`` whose constructor takes ``dims`` over what it is given (a function: transformers'
-    configuration classes are dataclasses, a subclass's ``__init__`` is not called)."""
+def _override(init: Callable[..., None], dims: dict[str, object]) -> Callable[..., None]:
+    """``init`` with ``dims`` taken over the keyword arguments it is given."""
 
-    def make(**kwargs: object) -> object:
-        return cls(**{**kwargs, **dims})
+    def make(self: object, *args: object, **kwargs: object) -> None:
+        init(self, *args, **{**kwargs, **dims})
 
     return make
 
