@@ -18,6 +18,9 @@ skipped; 1,249,031 passages with all of them, 573,658 without)::
         python-sklearn-doc python-statsmodels-doc python-sqlalchemy-doc debian-handbook \
         octave-doc python-astropy-doc python-biopython-doc cmake-doc
 
+and ``apt-get purge`` them again once ``collect`` has written ``texts.json``: they add man pages,
+and the tests' man-page set (tests/conftest.py ``manpages``) is a sample of /usr/share/man.
+
 Each paragraph is cut into passages of
 10-40 words at sentence ends; passages that look like code (too few plain words) are
 dropped; exact duplicates (case- and space-folded) are dropped. The collection is sorted, then
