@@ -220,6 +220,14 @@ def test_filters_match_the_reference_semantics(
     assert len(hits) == len(expected)
 
 
+def test_each_server_has_the_pgvector_it_is_named_for(
+    central: CentralIndex, request: pytest.FixtureRequest
+) -> None:
+    """So that the pgvector-0.8 run really takes the iterative-scan path below."""
+    named = request.node.callspec.params["module_dsn"]
+    assert central.pgvector_version[:2] == ((0, 8) if named == "pgvector-0.8" else (0, 6))
+
+
 def test_selective_filter_still_returns_k_exact(
     fleet: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
