@@ -197,8 +197,8 @@ def _unwrap(m: re.Match[str]) -> str:
 
 
 class _Paragraphs(HTMLParser):
-    """The text of each ``<p>``, ``<dd>`` and ``<li>`` of an HTML page (scripts, styles and
-    ``<pre>`` skipped)."""
+    """The text of each block of an HTML page (``<p>``, ``<li>``, ``<dd>``, ``<td>``, headings...:
+    ``BLOCKS``); scripts, styles, navigation and ``<pre>`` skipped."""
 
     BLOCKS = frozenset({"p", "dd", "li", "div", "td", "h1", "h2", "h3", "h4", "dt", "pre", "table"})
 
@@ -323,18 +323,11 @@ def load_model(bf16: bool, backend: str = "sentence-transformers"):  # type: ign
     if backend == "onnx":
         from lokal import Embedder, models, packing_onnx
 
-        if not packing_onnx.cached_path(models.DEFAULT_MODEL, "int8").is_dir():
+        pack = packing_onnx.cached_path(models.DEFAULT_MODEL, "int8")
+        if not pack.is_dir():
             packing_onnx.pack(models.DEFAULT_MODEL, quantization="int8")
-        embedder = Embedder(str(packing_onnx.cached_path(models.DEFAULT_MODEL, "int8")))
-
-        def encode_onnx(texts: list[str]) -> np.ndarray:
-            order = np.argsort([len(t) for t in texts], kind="stable")
-            out = embedder.embed_documents([texts[i] for i in order]).vectors.astype(np.float32)
-            vectors = np.empty_like(out)
-            vectors[order] = out
-            return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-        return encode_onnx
+        embedder = Embedder(str(pack))
+        return _by_length(lambda batch: embedder.embed_documents(batch).vectors)
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -343,16 +336,25 @@ def load_model(bf16: bool, backend: str = "sentence-transformers"):  # type: ign
 
     model = SentenceTransformer(str(models.bundled_default_dir()), device="cpu")
 
-    def encode(texts: list[str]) -> np.ndarray:
-        order = np.argsort([len(t) for t in texts], kind="stable")
+    def encode(batch: list[str]) -> np.ndarray:
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            out = model.encode([texts[i] for i in order], batch_size=128)
-        vectors = np.empty_like(out, dtype=np.float32)
-        vectors[order] = out
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors
+            return model.encode(batch, batch_size=128)
 
-    return encode
+    return _by_length(encode)
+
+
+def _by_length(encode):  # type: ignore[no-untyped-def]
+    """``encode`` run on the texts sorted by length (less padding per batch), its rows put
+    back in the texts' order as float32 unit vectors."""
+
+    def run(texts: list[str]) -> np.ndarray:
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = encode([texts[i] for i in order])
+        vectors = np.empty(out.shape, dtype=np.float32)
+        vectors[order] = out
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    return run
 
 
 def embed(a: argparse.Namespace) -> None:

@@ -92,40 +92,12 @@ def build_embeddinggemma(out: Path, work: Path) -> Path:
     return families._save_st(out, raw, modules, prompts)
 
 
-def build_qwen3(out: Path, work: Path) -> Path:
-    import torch
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-    from transformers import LlamaTokenizer, Qwen3Config, Qwen3Model
-
-    from lokal.profiles.embedding import QWEN3_QUERY
-
-    raw = work / "qwen3-raw"
-    vocab = families.train_vocab(work / "qwen3-vocab")
-    families._tokenizer(LlamaTokenizer, vocab, raw, bos=False)
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=151669,
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=32768,
-        rope_theta=1_000_000.0,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
-    Qwen3Model(config).save_pretrained(str(raw))
-    modules = [Pooling(1024, pooling_mode="lasttoken"), Normalize()]
-    return families._save_st(out, raw, modules, {"query": QWEN3_QUERY, "document": ""})
-
-
-def _with_config(build: Callable[[Path, Path], Path], **dims: object) -> Callable[..., Path]:
-    """Run one of tests/families.py's builders with its config class's constructor given the
-    real dimensions (``dims`` override what the builder passes) and the module's hidden size.
+def _with_config(
+    build: Callable[[Path, Path], Path], config: str, **dims: object
+) -> Callable[..., Path]:
+    """Run one of tests/families.py's builders with its config class (``config``, a name in
+    ``transformers``) given the real dimensions (``dims`` override what the builder passes) and
+    the module's hidden size.
 
     The constructor is replaced on the class itself: transformers' lazy module sets its names
     again when a model class is first loaded, so a class put in their place does not stay."""
@@ -133,17 +105,14 @@ def _with_config(build: Callable[[Path, Path], Path], **dims: object) -> Callabl
     def run(out: Path, work: Path) -> Path:
         import transformers
 
-        classes = [transformers.ModernBertConfig, transformers.XLMRobertaConfig]
-        saved = {cls: cls.__init__ for cls in classes}
-        hidden = families.HIDDEN
+        cls = getattr(transformers, config)
+        init, hidden = cls.__init__, families.HIDDEN
         try:
-            for cls, init in saved.items():
-                cls.__init__ = _override(init, dims)  # type: ignore[method-assign]
+            cls.__init__ = _override(init, dims)
             families.HIDDEN = int(dims["hidden_size"])  # type: ignore[call-overload]
             return build(out, work)
         finally:
-            for cls, init in saved.items():
-                cls.__init__ = init  # type: ignore[method-assign]
+            cls.__init__ = init
             families.HIDDEN = hidden
 
     return run
@@ -160,9 +129,21 @@ def _override(init: Callable[..., None], dims: dict[str, object]) -> Callable[..
 
 BUILDERS: dict[str, Callable[[Path, Path], Path]] = {
     "embeddinggemma": build_embeddinggemma,
-    "qwen3": build_qwen3,
+    "qwen3": _with_config(
+        families.build_qwen3_embedding,
+        "Qwen3Config",
+        vocab_size=151669,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        initializer_range=0.02,
+    ),
     "granite-r2-small": _with_config(
         families.build_granite_r2,
+        "ModernBertConfig",
         vocab_size=50368,
         hidden_size=384,
         intermediate_size=1536,
@@ -179,6 +160,7 @@ BUILDERS: dict[str, Callable[[Path, Path], Path]] = {
     ),
     "granite-multilingual": _with_config(
         families.build_granite_multilingual,
+        "XLMRobertaConfig",
         vocab_size=250002,
         hidden_size=768,
         intermediate_size=3072,
